@@ -1,0 +1,28 @@
+"""Deterministic identifiers: a replay regenerates exactly the ids it made the first time.
+
+A remediation opened by a health signal takes its id from that signal, and a transition
+takes its id from its remediation and sequence, so re-processing an input after a crash
+re-publishes the same ``transition_id`` instead of inventing a new remediation.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+#: Fixed namespace for uuid5 ids. Changing it would change every id: never do.
+NAMESPACE = uuid.UUID("6f0c7c0e-5a43-4c8e-9a55-2d1b6a7e0d19")
+
+
+def instance_key(cluster_id: str, instance_id: str) -> str:
+    """The key of everything about one instance: ``"{cluster_id}/{instance_id}"``."""
+    return f"{cluster_id}/{instance_id}"
+
+
+def automated_remediation_id(cluster_id: str, instance_id: str, signal_key: str) -> str:
+    """Id of the remediation that the signal ``signal_key`` opened on the instance."""
+    return str(uuid.uuid5(NAMESPACE, f"automated/{cluster_id}/{instance_id}/{signal_key}"))
+
+
+def transition_id(remediation_id: str, sequence: int) -> str:
+    """Id of the ``sequence``-th change of a remediation."""
+    return f"{remediation_id}:{sequence}"

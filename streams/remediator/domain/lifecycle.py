@@ -1,0 +1,125 @@
+"""The remediation lifecycle (CONTRACT.md §3) as a data table applied by one function.
+
+Rules kept here:
+- :data:`TRANSITIONS` is the whole lifecycle: ``(from_state, event) -> to_state``. A move
+  not in the table raises :class:`IllegalTransition` and the record is left unchanged
+  (records are frozen; :func:`apply` returns a new one).
+- ``AUTO_RESOLVE`` applies to automated remediations only.
+- ``ATTACH_SIGNAL`` updates an open remediation without moving it; it is refused on a
+  terminal one.
+- Bookkeeping is done here and nowhere else: ``update_time`` on every change,
+  ``start_time`` on start, ``end_time`` on reaching a terminal state.
+
+No I/O and no clock: ``now`` is an argument.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from .models import Remediation, RemediationState, RemediationTrigger
+
+S = RemediationState
+
+
+class Event(enum.StrEnum):
+    CREATE_AUTOMATED = "CREATE_AUTOMATED"
+    CREATE_MANUAL = "CREATE_MANUAL"
+    APPROVE = "APPROVE"
+    REJECT = "REJECT"
+    CANCEL = "CANCEL"
+    AUTO_RESOLVE = "AUTO_RESOLVE"
+    START = "START"
+    SUCCEED = "SUCCEED"
+    FAIL = "FAIL"
+    ATTACH_SIGNAL = "ATTACH_SIGNAL"
+
+
+_OPEN_STATES = (S.PENDING_APPROVAL, S.PENDING, S.RUNNING)
+
+TRANSITIONS: Mapping[tuple[RemediationState | None, Event], RemediationState] = {
+    (None, Event.CREATE_AUTOMATED): S.PENDING_APPROVAL,
+    (None, Event.CREATE_MANUAL): S.PENDING,
+    (S.PENDING_APPROVAL, Event.APPROVE): S.PENDING,
+    (S.PENDING_APPROVAL, Event.REJECT): S.CANCELLED,
+    (S.PENDING_APPROVAL, Event.CANCEL): S.CANCELLED,
+    (S.PENDING, Event.CANCEL): S.CANCELLED,
+    (S.PENDING_APPROVAL, Event.AUTO_RESOLVE): S.AUTO_RESOLVED,
+    (S.PENDING, Event.AUTO_RESOLVE): S.AUTO_RESOLVED,
+    (S.PENDING, Event.START): S.RUNNING,
+    (S.RUNNING, Event.SUCCEED): S.SUCCEEDED,
+    (S.RUNNING, Event.FAIL): S.FAILED,
+    **{(state, Event.ATTACH_SIGNAL): state for state in _OPEN_STATES},
+}
+
+
+class IllegalTransition(Exception):
+    """A lifecycle move that the contract does not allow; nothing was changed."""
+
+    def __init__(self, from_state: RemediationState | None, event: Event, detail: str = "") -> None:
+        self.from_state = from_state
+        self.event = event
+        where = from_state.value if from_state is not None else "(new)"
+        message = f"{event.value} is not allowed from {where}"
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+
+def next_state(from_state: RemediationState | None, event: Event) -> RemediationState:
+    """The state ``event`` leads to from ``from_state``; raises :class:`IllegalTransition`."""
+    try:
+        return TRANSITIONS[(from_state, event)]
+    except KeyError:
+        raise IllegalTransition(from_state, event) from None
+
+
+def apply(
+    remediation: Remediation,
+    event: Event,
+    *,
+    now: datetime,
+    changes: Mapping[str, Any] | None = None,
+) -> Remediation:
+    """Return ``remediation`` after ``event`` at ``now``, with ``changes`` merged in.
+
+    Raises :class:`IllegalTransition` (and changes nothing) when the move is not in
+    :data:`TRANSITIONS`. Creation is not an ``apply``: see :func:`create`.
+    """
+    if event in (Event.CREATE_AUTOMATED, Event.CREATE_MANUAL):
+        raise IllegalTransition(remediation.state, event, "the remediation already exists")
+    to_state = next_state(remediation.state, event)
+    if event is Event.AUTO_RESOLVE and remediation.trigger is not RemediationTrigger.AUTOMATED:
+        raise IllegalTransition(
+            remediation.state, event, "only automated remediations auto-resolve"
+        )
+    update: dict[str, Any] = dict(changes or {})
+    update["state"] = to_state
+    update["update_time"] = now
+    if event is Event.START:
+        update["start_time"] = now
+    if to_state.is_terminal:
+        update["end_time"] = now
+    return remediation.model_copy(update=update)
+
+
+def create(remediation: Remediation, event: Event) -> Remediation:
+    """Check that a new record starts in the state ``event`` creates; return it.
+
+    Raises :class:`IllegalTransition` when the record's state or trigger does not match
+    the creation event.
+    """
+    expected = next_state(None, event)
+    expected_trigger = (
+        RemediationTrigger.AUTOMATED
+        if event is Event.CREATE_AUTOMATED
+        else RemediationTrigger.MANUAL
+    )
+    if remediation.state is not expected or remediation.trigger is not expected_trigger:
+        raise IllegalTransition(
+            None,
+            event,
+            f"a new record must be {expected_trigger.value} in {expected.value}",
+        )
+    return remediation

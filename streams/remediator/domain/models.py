@@ -1,0 +1,223 @@
+"""The payloads the outside world sees (CONTRACT.md §2 and §3), as pydantic models.
+
+Every byte that enters or leaves the service passes through one of these models:
+input is parsed straight from bytes with ``Model.model_validate_json(raw)`` and
+output is written with :func:`dump_json`. The models are the single source of the
+JSON Schema files under ``schemas/`` (``make schemas``).
+
+Rules kept here:
+- timestamps are timezone-aware; on output they are RFC 3339 in UTC with a ``Z``;
+  on input any explicit offset is accepted and converted to UTC, a naive one is refused;
+- unknown extra fields in input are accepted and ignored;
+- output records are frozen: a change makes a new record (``model_copy``).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal, TypeAlias
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def format_timestamp(value: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z`` suffix, as the contract requires."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+Timestamp = Annotated[
+    AwareDatetime,
+    AfterValidator(_to_utc),
+    PlainSerializer(format_timestamp, return_type=str, when_used="json"),
+]
+
+# Path segments in keys ("{cluster_id}/{instance_id}") and in the REST API: no slash,
+# no whitespace, so a key always splits back into exactly the ids it was made from.
+Identifier = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[^/\s]+$")]
+
+
+class ActiveTestResult(enum.StrEnum):
+    PASSED = "PASSED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+
+
+class Severity(enum.StrEnum):
+    INFO = "INFO"
+    WARNING = "WARNING"
+    CRITICAL = "CRITICAL"
+
+
+class AlertStatus(enum.StrEnum):
+    FIRING = "FIRING"
+    RESOLVED = "RESOLVED"
+
+
+class RemediationMode(enum.StrEnum):
+    VM_ONLY = "REMEDIATION_MODE_VM_ONLY"
+    HOST_AWARE = "REMEDIATION_MODE_HOST_AWARE"
+    EVICT_WITHOUT_REPLACEMENT = "REMEDIATION_MODE_EVICT_WITHOUT_REPLACEMENT"
+    REBOOT_VM = "REMEDIATION_MODE_REBOOT_VM"
+
+
+class RemediationTrigger(enum.StrEnum):
+    MANUAL = "REMEDIATION_TRIGGER_MANUAL"
+    AUTOMATED = "REMEDIATION_TRIGGER_AUTOMATED"
+
+
+class RemediationState(enum.StrEnum):
+    PENDING_APPROVAL = "PENDING_APPROVAL"
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    AUTO_RESOLVED = "AUTO_RESOLVED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {
+        RemediationState.SUCCEEDED,
+        RemediationState.FAILED,
+        RemediationState.CANCELLED,
+        RemediationState.AUTO_RESOLVED,
+    }
+)
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ActiveHealthCheckRun(_Input):
+    """One active test on one instance finished."""
+
+    run_id: uuid.UUID = Field(description="Run ID; the same run may be delivered more than once.")
+    cluster_id: Identifier
+    instance_id: Identifier
+    instance_name: str | None = Field(default=None, description="Display name of the instance.")
+    test: str = Field(min_length=1, description="e.g. DCGM_DIAG, GPU_BURN, NCCL_SINGLE_NODE.")
+    result: ActiveTestResult
+    started_at: Timestamp | None = None
+    completed_at: Timestamp
+    message: str | None = None
+    metrics: dict[str, float] | None = None
+
+
+class PassiveHealthCheckEvent(_Input):
+    """An alert firing or resolving on one instance."""
+
+    event_id: uuid.UUID = Field(description="Event ID; may be delivered more than once.")
+    cluster_id: Identifier
+    instance_id: Identifier
+    instance_name: str | None = None
+    alert_name: str = Field(min_length=1, description="e.g. DmesgXidError, NpdReadonlyFilesystem.")
+    severity: Severity
+    status: AlertStatus
+    observed_at: Timestamp
+    annotations: dict[str, str] | None = Field(
+        default=None, description='e.g. {"xid": "79", "gpu": "3"}'
+    )
+
+
+HealthSignal: TypeAlias = ActiveHealthCheckRun | PassiveHealthCheckEvent
+
+
+class SignalKind(enum.StrEnum):
+    ACTIVE_RUN = "ACTIVE_RUN"
+    PASSIVE_EVENT = "PASSIVE_EVENT"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SignalRef(_Record):
+    """A health signal correlated into a remediation (an addition to the seed's record)."""
+
+    kind: SignalKind
+    id: str = Field(description="run_id of an active run, event_id of a passive event.")
+    name: str = Field(description="The active test or the alert name.")
+    status: str = Field(description="The run's result or the alert's severity and status.")
+    observed_at: Timestamp
+
+
+class Remediation(_Record):
+    """A node remediation request for one instance: exactly the seed's fields, plus additions."""
+
+    id: str
+    cluster_id: Identifier
+    instance_id: Identifier
+    instance_name: str | None = None
+    mode: RemediationMode
+    trigger: RemediationTrigger
+    state: RemediationState
+    reason: str | None = None
+    active_health_check_run_id: str | None = None
+    passive_health_check_event_id: str | None = None
+    requested_by: str
+    create_time: Timestamp
+    reviewed_by: str | None = None
+    review_time: Timestamp | None = None
+    review_comment: str | None = None
+    start_time: Timestamp | None = None
+    end_time: Timestamp | None = None
+    error_message: str | None = None
+    update_time: Timestamp
+    # Additions (CONTRACT.md allows new optional fields).
+    signals: list[SignalRef] = Field(
+        default_factory=list,
+        description="Health signals correlated into this remediation, oldest first.",
+    )
+
+
+class RemediationTransition(_Record):
+    """One change of one remediation, as published on ``remediation-transitions``."""
+
+    transition_id: str = Field(description="Unique per (remediation, sequence); stable on re-send.")
+    remediation_id: str
+    sequence: int = Field(ge=1, description="1 for the creation, then +1 per change, no gaps.")
+    from_state: RemediationState | None
+    to_state: RemediationState
+    occurred_at: Timestamp
+    actor: str
+    reason: str
+    remediation: Remediation
+    # Addition: which lifecycle event made the change (e.g. "CREATE_AUTOMATED",
+    # "ATTACH_SIGNAL"). A change with from_state == to_state updates an open record.
+    event: str | None = None
+
+
+class DeadLetter(_Record):
+    """Input that could not be used, with the reason, on ``remediator-dead-letter``."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    key: str | None
+    payload: str
+    payload_encoding: Literal["base64"] | None = None
+    error: str = Field(description="One readable line.")
+    received_at: Timestamp
+
+
+def dump_json(model: BaseModel) -> bytes:
+    """The wire form of a model: compact UTF-8 JSON bytes."""
+    return model.__pydantic_serializer__.to_json(model)
