@@ -1,0 +1,157 @@
+"""The Faust application: :func:`create_app` builds everything from :class:`Settings`.
+
+Topology (DESIGN.md)::
+
+    active-health-check-runs ──┐           ┌─► remediator-dead-letter
+    passive-health-check-events┴─► ingest ─┤
+                                           └─► {app_id}-instance-inbox ─► instances ─► remediation-transitions
+                                               (keyed cluster/instance)    │
+                                                                          table {app_id}-instances-changelog
+
+The inbox topic and the ``instances`` table have the same partition count, so the agent
+that consumes an instance's partition is the only writer of that instance's state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+import faust
+from faust import web
+
+from . import __version__, codec
+from .domain.correlate import CorrelationConfig
+from .pipeline.ingest import register_ingest
+from .pipeline.instances import register_instances
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Topics:
+    active_runs: faust.TopicT
+    passive_events: faust.TopicT
+    inbox: faust.TopicT
+    transitions: faust.TopicT
+    dead_letters: faust.TopicT
+
+
+def external_topic_names(settings: Settings) -> list[str]:
+    """Topics shared with the outside world; the CLI creates the missing ones at start."""
+    return [
+        settings.topic_active_runs,
+        settings.topic_passive_events,
+        settings.topic_transitions,
+        settings.topic_dead_letter,
+    ]
+
+
+def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> faust.App:
+    """Build the Faust app for ``settings``; the broker must be set (see ``cli``)."""
+    if not settings.bootstrap_servers:
+        raise ValueError("create_app needs settings.broker; the CLI starts an embedded one")
+    codec.register()
+    session_timeout = settings.session_timeout
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
+        store="memory://",
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer=codec.NAME,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=session_timeout,
+        broker_heartbeat_interval=max(session_timeout / 3, 0.5),
+        broker_rebalance_timeout=session_timeout,
+        broker_request_timeout=max(session_timeout + 5, 40.0),
+        datadir=str(settings.data_dir / settings.app_id),
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+    )
+    topics = _topics(app, settings)
+    table = app.Table(
+        "instances",
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+        help="Per-instance state: seen signals, open and recent remediations.",
+    )
+    register_ingest(
+        app,
+        active_runs=topics.active_runs,
+        passive_events=topics.passive_events,
+        inbox=topics.inbox,
+        dead_letters=topics.dead_letters,
+        clock=clock,
+    )
+    register_instances(
+        app,
+        inbox=topics.inbox,
+        transitions=topics.transitions,
+        table=table,
+        config=CorrelationConfig(dedup_ttl=timedelta(seconds=settings.dedup_ttl_seconds)),
+        clock=clock,
+    )
+    _register_health(app, settings)
+    app.remediator_topics = topics  # type: ignore[attr-defined]  # for tests and tools
+    return app
+
+
+def _topics(app: faust.App, settings: Settings) -> Topics:
+    def raw(name: str, *, internal: bool = False) -> faust.TopicT:
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+            internal=internal,
+        )
+
+    return Topics(
+        active_runs=raw(settings.topic_active_runs),
+        passive_events=raw(settings.topic_passive_events),
+        inbox=raw(settings.inbox_topic, internal=True),
+        transitions=raw(settings.topic_transitions),
+        dead_letters=raw(settings.topic_dead_letter),
+    )
+
+
+def _register_health(app: faust.App, settings: Settings) -> None:
+    blueprint = web.Blueprint("health")
+
+    @blueprint.route("/healthz", name="healthz")
+    class Healthz(web.View):
+        async def get(self, request: web.Request) -> web.Response:
+            recovery = app.tables.recovery
+            ready = (
+                not app.rebalancing
+                and recovery.completed.is_set()
+                and not recovery.in_recovery
+                and bool(app.consumer.assignment())
+            )
+            return self.json(
+                {
+                    "status": "ok",
+                    "app_id": settings.app_id,
+                    "version": __version__,
+                    # Serving partitions now: assigned, recovered, not rebalancing.
+                    "ready": ready,
+                }
+            )
+
+    blueprint.register(app, url_prefix="")

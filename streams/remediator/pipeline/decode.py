@@ -1,0 +1,91 @@
+"""Bytes off the input topics into health signals, or into a dead letter that says why.
+
+Pure functions, no Faust: the agents call them, the unit tests call them directly.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+
+from pydantic import BaseModel, ValidationError
+
+from ..domain.models import (
+    ActiveHealthCheckRun,
+    DeadLetter,
+    HealthSignal,
+    PassiveHealthCheckEvent,
+)
+
+_MAX_SHOWN_INPUT = 60
+_MAX_ERRORS_SHOWN = 5
+
+
+class InvalidInput(ValueError):
+    """Input that cannot be used. ``str(exc)`` is one readable line."""
+
+
+def decode_signal(model: type[ActiveHealthCheckRun] | type[PassiveHealthCheckEvent],
+                  raw: bytes | None) -> HealthSignal:
+    """Parse one input message; raise :class:`InvalidInput` with a one-line reason."""
+    if raw is None or not raw.strip():
+        raise InvalidInput(f"{model.__name__}: empty message")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidInput(describe(model, exc)) from None
+
+
+def describe(model: type[BaseModel], exc: ValidationError) -> str:
+    """A pydantic error as one line: ``Model: field: problem (got 'x'); ...``."""
+    parts = []
+    errors = exc.errors(include_url=False)
+    for error in errors[:_MAX_ERRORS_SHOWN]:
+        loc = ".".join(str(p) for p in error["loc"])
+        message = error["msg"]
+        if error["type"] == "json_invalid":
+            message = f"not valid JSON ({error.get('ctx', {}).get('error', message)})"
+        elif error["type"] not in ("missing",) and "input" in error and loc:
+            shown = repr(error["input"])
+            if len(shown) > _MAX_SHOWN_INPUT:
+                shown = shown[: _MAX_SHOWN_INPUT - 3] + "..."
+            message = f"{message} (got {shown})"
+        parts.append(f"{loc}: {message}" if loc else message)
+    if len(errors) > _MAX_ERRORS_SHOWN:
+        parts.append(f"and {len(errors) - _MAX_ERRORS_SHOWN} more")
+    line = f"{model.__name__}: " + "; ".join(parts)
+    return " ".join(line.split())  # one line, whatever the input held
+
+
+def dead_letter(
+    *,
+    source_topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    payload: bytes | None,
+    error: str,
+    received_at: datetime,
+) -> DeadLetter:
+    """The dead letter for one unusable message; bytes that are not UTF-8 go as base64."""
+    text, encoding = _as_text(payload or b"")
+    key_text = None
+    if key is not None:
+        key_text = key.decode("utf-8", errors="backslashreplace")
+    return DeadLetter(
+        source_topic=source_topic,
+        partition=partition,
+        offset=offset,
+        key=key_text,
+        payload=text,
+        payload_encoding=encoding,
+        error=" ".join(error.split()),
+        received_at=received_at,
+    )
+
+
+def _as_text(payload: bytes) -> tuple[str, None] | tuple[str, str]:
+    try:
+        return payload.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return base64.b64encode(payload).decode("ascii"), "base64"

@@ -1,0 +1,216 @@
+"""Configuration from the environment (CONTRACT.md §1), validated once at start.
+
+Every setting is a ``REMEDIATOR_*`` environment variable. :func:`load_settings` either
+returns valid :class:`Settings` or raises :class:`ConfigError` whose message is one line
+naming the variable, so a bad value stops the worker at start and never surfaces later as
+a stack trace.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "REMEDIATOR_"
+
+_TOPIC_NAME = r"^[A-Za-z0-9._-]{1,249}$"
+_PRINCIPAL = re.compile(r"^[A-Za-z0-9._@:+-]{1,128}$")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed. The message is one line, naming the variable."""
+
+
+class Settings(BaseSettings):
+    """The service's settings. Each field is read from ``REMEDIATOR_<FIELD NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    broker: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers, e.g. kafka://10.0.0.5:9092 (comma-separated "
+        "list allowed). Unset: the worker starts an embedded Tansu broker on loopback.",
+    )
+    app_id: str = Field(
+        default="remediator",
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="Consumer group and app id. Workers with the same id share the work; "
+        "internal topics and tables are prefixed with it.",
+    )
+    web_host: str = Field(default="127.0.0.1", min_length=1, description="REST API bind address.")
+    web_port: int = Field(default=6066, ge=1, le=65535, description="REST API port.")
+    api_tokens: str = Field(
+        default="",
+        description="Comma-separated principal=token pairs for the REST API.",
+    )
+    control_plane_url: str | None = Field(
+        default=None,
+        description="Base URL of the compute control plane. Unset: a built-in simulated "
+        "control plane is used.",
+    )
+    data_dir: Path = Field(
+        default=Path("remediator-data"),
+        description="Local state: table stores and the embedded broker's files.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level of the worker."
+    )
+    partitions: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="Partitions of the internal per-instance topic and its tables, and of "
+        "topics the worker creates. Fixed for the life of an app id.",
+    )
+    replication_factor: int = Field(
+        default=1, ge=1, le=16, description="Replication factor of topics the worker creates."
+    )
+    create_topics: bool = Field(
+        default=True,
+        description="Create missing input and output topics at start (internal topics are "
+        "always created).",
+    )
+    topic_active_runs: str = Field(default="active-health-check-runs", pattern=_TOPIC_NAME)
+    topic_passive_events: str = Field(default="passive-health-check-events", pattern=_TOPIC_NAME)
+    topic_transitions: str = Field(default="remediation-transitions", pattern=_TOPIC_NAME)
+    topic_dead_letter: str = Field(default="remediator-dead-letter", pattern=_TOPIC_NAME)
+    dedup_ttl_seconds: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="How long a run_id/event_id is remembered, in event time.",
+    )
+    embedded_broker_port: int = Field(
+        default=9092,
+        ge=0,
+        le=65535,
+        description="Port of the embedded broker when REMEDIATOR_BROKER is unset; 0 picks a "
+        "free port.",
+    )
+    broker_session_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        le=300,
+        description="Consumer group session timeout in seconds. Unset: 3 with the embedded "
+        "broker (fast restarts), 45 with an external one.",
+    )
+
+    @field_validator("broker")
+    @classmethod
+    def _check_broker(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        for entry in value.split(","):
+            _parse_server(entry.strip())
+        return value.strip()
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _check_tokens(cls, value: str) -> str:
+        parse_tokens(value)
+        return value
+
+    @field_validator("control_plane_url")
+    @classmethod
+    def _check_control_plane_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError(f"bad port in {value!r}") from None
+        return value.strip().rstrip("/")
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """``host:port`` entries of the external broker (empty when embedded)."""
+        if self.broker is None:
+            return []
+        return [_parse_server(e.strip()) for e in self.broker.split(",")]
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        """Token -> principal, for authenticating API requests."""
+        return parse_tokens(self.api_tokens)
+
+    @property
+    def session_timeout(self) -> float:
+        """Seconds; 45 (Kafka's own default) unless set. The CLI sets 3 for the embedded broker."""
+        return self.broker_session_timeout or 45.0
+
+    @property
+    def inbox_topic(self) -> str:
+        """The internal topic of everything about an instance, keyed by instance."""
+        return f"{self.app_id}-instance-inbox"
+
+
+def _parse_server(entry: str) -> str:
+    raw = entry
+    if "://" in entry:
+        scheme, _, entry = entry.partition("://")
+        if scheme != "kafka":
+            raise ValueError(f"unsupported scheme {scheme!r} in {raw!r} (use kafka://host:port)")
+    host, sep, port = entry.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in entry:
+        raise ValueError(f"expected kafka://host:port, got {raw!r}")
+    return f"{host}:{port}"
+
+
+def parse_tokens(value: str) -> dict[str, str]:
+    """Parse ``principal=token,principal=token`` into token -> principal."""
+    tokens: dict[str, str] = {}
+    for number, pair in enumerate(value.split(","), start=1):
+        pair = pair.strip()
+        if not pair:
+            continue
+        principal, sep, token = pair.partition("=")
+        principal, token = principal.strip(), token.strip()
+        if not sep or not principal or not token:
+            raise ValueError(f"entry {number} is not principal=token")
+        if not _PRINCIPAL.match(principal):
+            raise ValueError(f"entry {number}: principal {principal!r} has unexpected characters")
+        if token in tokens:
+            raise ValueError(f"entry {number}: the same token is given twice")
+        tokens[token] = principal
+    return tokens
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and check the settings; raise :class:`ConfigError` (one line) if any is bad."""
+    env = dict(os.environ if environ is None else environ)
+    ours = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+    try:
+        return Settings.model_validate(
+            {k[len(ENV_PREFIX) :].lower(): v for k, v in ours.items()
+             if k[len(ENV_PREFIX) :].lower() in Settings.model_fields}
+        )
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``REMEDIATOR_*`` variables that name no setting (likely typos): worth a warning."""
+    env = os.environ if environ is None else environ
+    return sorted(
+        k
+        for k in env
+        if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX) :].lower() not in Settings.model_fields
+    )
+
+
+def _one_line(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{ENV_PREFIX}{field.upper()}: {message}")
+    return "invalid configuration: " + "; ".join(problems)

@@ -1,0 +1,268 @@
+"""Real parts for integration tests: a Tansu broker, worker processes, Kafka clients.
+
+- ``broker``: one real Tansu broker for the session (the same binary the worker embeds).
+- ``names``: a unique app id and unique topic names per test, so tests never see each
+  other's messages or consumer groups.
+- ``start_worker``: starts ``remediator worker`` as a real process against the broker
+  and waits until it serves its partitions; every worker a test started is stopped at the
+  end of that test (SIGTERM, then SIGKILL).
+- ``kafka``: a plain aiokafka producer, and a reader that returns what really landed on
+  a topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from remediator.embedded import EmbeddedBroker, free_port
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 4
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    instance = EmbeddedBroker(port=0, log_dir=tmp_path_factory.mktemp("broker"))
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@dataclass(frozen=True)
+class Names:
+    app_id: str
+    active: str
+    passive: str
+    transitions: str
+    dead_letter: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            "REMEDIATOR_APP_ID": self.app_id,
+            "REMEDIATOR_TOPIC_ACTIVE_RUNS": self.active,
+            "REMEDIATOR_TOPIC_PASSIVE_EVENTS": self.passive,
+            "REMEDIATOR_TOPIC_TRANSITIONS": self.transitions,
+            "REMEDIATOR_TOPIC_DEAD_LETTER": self.dead_letter,
+        }
+
+
+@pytest.fixture
+def names() -> Names:
+    tag = uuid.uuid4().hex[:10]
+    return Names(
+        app_id=f"t-{tag}",
+        active=f"active-{tag}",
+        passive=f"passive-{tag}",
+        transitions=f"transitions-{tag}",
+        dead_letter=f"dead-letter-{tag}",
+    )
+
+
+@dataclass
+class WorkerProcess:
+    env: dict[str, str]
+    log_path: Path
+    web_port: int
+    process: subprocess.Popen[bytes] | None = None
+    _log_file: Any = field(default=None, repr=False)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def start(self) -> None:
+        self._log_file = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "remediator.cli", "worker"],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"worker exited with {self.process.returncode}:\n{self.log()[-3000:]}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                response = httpx.get(f"{self.base_url}/healthz", timeout=1.0)
+                if response.status_code == 200 and response.json().get("ready"):
+                    return
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready in {timeout}s:\n{self.log()[-3000:]}")
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code."""
+        process = self.process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._close_log()
+        return process.returncode
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no flush, no commit."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._close_log()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+
+@pytest.fixture
+def start_worker(
+    broker: EmbeddedBroker, names: Names, tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(wait: bool = True, **extra_env: str) -> WorkerProcess:
+        web_port = free_port()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")},
+            **names.env(),
+            "REMEDIATOR_BROKER": broker.url,
+            "REMEDIATOR_WEB_PORT": str(web_port),
+            "REMEDIATOR_DATA_DIR": str(tmp_path / "data"),
+            "REMEDIATOR_PARTITIONS": str(PARTITIONS),
+            "REMEDIATOR_BROKER_SESSION_TIMEOUT": "3",
+            "REMEDIATOR_LOG_LEVEL": "info",
+            **extra_env,
+        }
+        worker = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log", web_port)
+        started.append(worker)
+        worker.start()
+        if wait:
+            worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+class Kafka:
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._producer: AIOKafkaProducer | None = None
+
+    async def create_topics(self, *topics: str, partitions: int = PARTITIONS) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics]
+            )
+        finally:
+            await admin.close()
+
+    async def produce(self, topic: str, value: bytes | dict[str, Any], key: bytes | None = None) -> None:
+        if self._producer is None:
+            self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
+            await self._producer.start()
+        raw = value if isinstance(value, bytes) else orjson.dumps(value)
+        await self._producer.send_and_wait(topic, raw, key=key)
+
+    async def read(
+        self,
+        topic: str,
+        *,
+        at_least: int,
+        timeout: float = 30.0,
+        settle: float = 1.5,
+    ) -> list[dict[str, Any]]:
+        """Every message on ``topic`` from the start, once ``at_least`` have arrived and
+        nothing more came for ``settle`` seconds (so that extra, unwanted messages are
+        seen too). Values are parsed JSON with ``_key`` added."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None
+        )
+        await consumer.start()
+        try:
+            partitions = await _partitions_for(consumer, topic, timeout)
+            tps = [TopicPartition(topic, p) for p in partitions]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            records: list[dict[str, Any]] = []
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            last_arrival = loop.time()
+            while True:
+                now = loop.time()
+                if len(records) >= at_least and now - last_arrival >= settle:
+                    return records
+                if now > deadline:
+                    raise AssertionError(
+                        f"only {len(records)} of {at_least} messages on {topic} in {timeout}s: "
+                        f"{records}"
+                    )
+                batch = await consumer.getmany(timeout_ms=200)
+                for messages in batch.values():
+                    for message in messages:
+                        value = orjson.loads(message.value)
+                        value["_key"] = message.key.decode() if message.key else None
+                        records.append(value)
+                        last_arrival = loop.time()
+        finally:
+            await consumer.stop()
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+
+
+async def _partitions_for(consumer: AIOKafkaConsumer, topic: str, timeout: float) -> set[int]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            return partitions
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"topic {topic} does not exist")
+        await asyncio.sleep(0.2)
+        await consumer.topics()  # refreshes the cluster metadata
+
+
+@pytest.fixture
+async def kafka(broker: EmbeddedBroker) -> AsyncIterator[Kafka]:
+    client = Kafka(broker.address)
+    try:
+        yield client
+    finally:
+        await client.close()
