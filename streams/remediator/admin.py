@@ -38,7 +38,11 @@ async def ensure_topics(
         for name in missing:
             try:
                 await admin.create_topics(
-                    [NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)]
+                    [
+                        NewTopic(
+                            name, num_partitions=partitions, replication_factor=replication_factor
+                        )
+                    ]
                 )
                 created.append(name)
             except TopicAlreadyExistsError:
@@ -50,9 +54,7 @@ async def ensure_topics(
         await admin.close()
 
 
-async def _start_with_retry(
-    admin: AIOKafkaAdminClient, servers: list[str], timeout: float
-) -> None:
+async def _start_with_retry(admin: AIOKafkaAdminClient, servers: list[str], timeout: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     delay = 0.1

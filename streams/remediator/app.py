@@ -2,11 +2,13 @@
 
 Topology (DESIGN.md)::
 
-    active-health-check-runs ──┐           ┌─► remediator-dead-letter
-    passive-health-check-events┴─► ingest ─┤
-                                           └─► {app_id}-instance-inbox ─► instances ─► remediation-transitions
-                                               (keyed cluster/instance)    │
-                                                                          table {app_id}-instances-changelog
+    active-health-check-runs ───┐          ┌─► remediator-dead-letter
+                                ├─ ingest ─┤
+    passive-health-check-events ┘          └─► {app_id}-instance-inbox (key cluster/instance)
+                                                  │
+                                               instances ─► remediation-transitions
+                                                  │
+                                               table "instances" ({app_id}-instances-changelog)
 
 The inbox topic and the ``instances`` table have the same partition count, so the agent
 that consumes an instance's partition is the only writer of that instance's state.
@@ -18,6 +20,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
 import faust
 from faust import web
 
@@ -137,7 +140,7 @@ def _register_health(app: faust.App, settings: Settings) -> None:
     @blueprint.route("/healthz", name="healthz")
     class Healthz(web.View):
         async def get(self, request: web.Request) -> web.Response:
-            recovery = app.tables.recovery
+            recovery = app.tables.recovery  # type: ignore[attr-defined]  # not on TableManagerT
             ready = (
                 not app.rebalancing
                 and recovery.completed.is_set()

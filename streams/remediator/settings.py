@@ -190,8 +190,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     ours = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}
     try:
         return Settings.model_validate(
-            {k[len(ENV_PREFIX) :].lower(): v for k, v in ours.items()
-             if k[len(ENV_PREFIX) :].lower() in Settings.model_fields}
+            {
+                k[len(ENV_PREFIX) :].lower(): v
+                for k, v in ours.items()
+                if k[len(ENV_PREFIX) :].lower() in Settings.model_fields
+            }
         )
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None

@@ -192,7 +192,9 @@ class Kafka:
         finally:
             await admin.close()
 
-    async def produce(self, topic: str, value: bytes | dict[str, Any], key: bytes | None = None) -> None:
+    async def produce(
+        self, topic: str, value: bytes | dict[str, Any], key: bytes | None = None
+    ) -> None:
         if self._producer is None:
             self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
             await self._producer.start()

@@ -39,7 +39,9 @@ ALLOWED_MOVES = {
 MOVING_EVENTS = [e for e in Event if e not in (Event.CREATE_AUTOMATED, Event.CREATE_MANUAL)]
 
 
-def record(state: RemediationState, trigger: RemediationTrigger = RemediationTrigger.AUTOMATED) -> Remediation:
+def record(
+    state: RemediationState, trigger: RemediationTrigger = RemediationTrigger.AUTOMATED
+) -> Remediation:
     return Remediation(
         id="r-1",
         cluster_id="c1",
@@ -73,7 +75,9 @@ REFUSED = [
 
 
 @pytest.mark.parametrize(("from_state", "event"), REFUSED, ids=lambda v: str(v))
-def test_refused_move_raises_and_changes_nothing(from_state: RemediationState, event: Event) -> None:
+def test_refused_move_raises_and_changes_nothing(
+    from_state: RemediationState, event: Event
+) -> None:
     before = record(from_state)
     snapshot = before.model_dump()
     with pytest.raises(IllegalTransition):

@@ -33,7 +33,9 @@ def test_xid_79_is_a_host_fault() -> None:
 
 
 def test_other_xid_reboots() -> None:
-    assert classify(event(alert_name="DmesgXidError", annotations={"xid": "13"})).mode is M.REBOOT_VM
+    assert (
+        classify(event(alert_name="DmesgXidError", annotations={"xid": "13"})).mode is M.REBOOT_VM
+    )
 
 
 def test_unknown_critical_alert_falls_back_to_the_lightest_mode() -> None:

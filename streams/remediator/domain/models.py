@@ -26,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    WithJsonSchema,
 )
 
 
@@ -42,6 +43,7 @@ Timestamp = Annotated[
     AwareDatetime,
     AfterValidator(_to_utc),
     PlainSerializer(format_timestamp, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 
 # Path segments in keys ("{cluster_id}/{instance_id}") and in the REST API: no slash,
@@ -146,7 +148,9 @@ class SignalKind(enum.StrEnum):
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Extra fields are ignored, not refused: records only ever gain fields, and a worker
+    # of the previous version must still read what a newer one wrote (rolling upgrades).
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class SignalRef(_Record):

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ValidationError
 
-from ..domain.models import (
+from remediator.domain.models import (
     ActiveHealthCheckRun,
     DeadLetter,
     HealthSignal,
@@ -25,8 +25,9 @@ class InvalidInput(ValueError):
     """Input that cannot be used. ``str(exc)`` is one readable line."""
 
 
-def decode_signal(model: type[ActiveHealthCheckRun] | type[PassiveHealthCheckEvent],
-                  raw: bytes | None) -> HealthSignal:
+def decode_signal(
+    model: type[ActiveHealthCheckRun] | type[PassiveHealthCheckEvent], raw: bytes | None
+) -> HealthSignal:
     """Parse one input message; raise :class:`InvalidInput` with a one-line reason."""
     if raw is None or not raw.strip():
         raise InvalidInput(f"{model.__name__}: empty message")

@@ -17,12 +17,9 @@ from datetime import datetime
 import faust
 from faust.types import StreamT
 
-from ..domain import ids
-from ..domain.models import (
-    ActiveHealthCheckRun,
-    PassiveHealthCheckEvent,
-    dump_json,
-)
+from remediator.domain import ids
+from remediator.domain.models import ActiveHealthCheckRun, PassiveHealthCheckEvent, dump_json
+
 from .decode import InvalidInput, dead_letter, decode_signal
 from .messages import InboxMessage
 
@@ -37,8 +34,8 @@ def register_ingest(
     inbox: faust.TopicT,
     dead_letters: faust.TopicT,
     clock: Callable[[], datetime],
-) -> faust.types.AgentT:
-    models = {
+) -> faust.types.AgentT[bytes]:
+    models: dict[str, type[ActiveHealthCheckRun] | type[PassiveHealthCheckEvent]] = {
         active_runs.get_topic_name(): ActiveHealthCheckRun,
         passive_events.get_topic_name(): PassiveHealthCheckEvent,
     }
@@ -64,7 +61,10 @@ def register_ingest(
                 )
                 log.warning(
                     "dead-lettered %s[%d]@%d: %s",
-                    message.topic, message.partition, message.offset, letter.error,
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    letter.error,
                 )
                 await dead_letters.send(key=message.key, value=dump_json(letter))
                 continue
@@ -72,4 +72,3 @@ def register_ingest(
             await inbox.send(key=key, value=dump_json(InboxMessage.of_signal(signal)))
 
     return app.agent(sources, name="ingest")(ingest)
-

@@ -22,8 +22,9 @@ import faust
 from faust.types import StreamT
 from pydantic import ValidationError
 
-from ..domain.correlate import CorrelationConfig, InstanceState, Outcome, decide
-from ..domain.models import dump_json
+from remediator.domain.correlate import CorrelationConfig, InstanceState, Outcome, decide
+from remediator.domain.models import dump_json
+
 from .messages import InboxMessage
 from .publish import publish
 
@@ -35,10 +36,10 @@ def register_instances(
     *,
     inbox: faust.TopicT,
     transitions: faust.TopicT,
-    table: faust.types.TableT,
+    table: faust.types.TableT[bytes, bytes],
     config: CorrelationConfig,
     clock: Callable[[], datetime],
-) -> faust.types.AgentT:
+) -> faust.types.AgentT[bytes]:
     async def instances(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
             key: bytes = event.message.key
@@ -47,24 +48,25 @@ def register_instances(
             except ValidationError as exc:
                 # Only this service writes the inbox: a bad message is a bug or a foreign
                 # writer. Skip it loudly rather than wedge the partition.
-                log.error("skipping unreadable inbox message at offset %d: %s",
-                          event.message.offset, exc)
+                log.error(
+                    "skipping unreadable inbox message at offset %d: %s", event.message.offset, exc
+                )
                 continue
             raw_state = table.get(key)
             state = None if raw_state is None else InstanceState.model_validate_json(raw_state)
             decision = decide(state, message.signal, clock(), config)
             if decision.transitions:
-                await publish(
-                    transitions, [(key, dump_json(t)) for t in decision.transitions]
-                )
+                await publish(transitions, [(key, dump_json(t)) for t in decision.transitions])
             if decision.state is not state:
                 table[key] = dump_json(decision.state)
             if decision.outcome in (Outcome.OPENED, Outcome.ATTACHED):
                 transition = decision.transitions[-1]
                 log.info(
                     "%s remediation %s on %s (%s)",
-                    decision.outcome.value.lower(), transition.remediation_id,
-                    key.decode(), transition.reason,
+                    decision.outcome.value.lower(),
+                    transition.remediation_id,
+                    key.decode(),
+                    transition.reason,
                 )
 
     return app.agent(inbox, name="instances")(instances)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from ..domain.models import ActiveHealthCheckRun, HealthSignal, PassiveHealthCheckEvent
+from remediator.domain.models import ActiveHealthCheckRun, HealthSignal, PassiveHealthCheckEvent
 
 
 class InboxMessage(BaseModel):
@@ -34,5 +34,6 @@ class InboxMessage(BaseModel):
     @property
     def signal(self) -> HealthSignal:
         item = self.active_run or self.passive_event
-        assert item is not None  # guaranteed by _exactly_one
+        if item is None:  # pragma: no cover - ruled out by _exactly_one
+            raise ValueError("empty inbox message")
         return item

@@ -29,10 +29,13 @@ async def publish(topic: faust.TopicT, messages: Sequence[tuple[bytes, bytes]]) 
             return
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any producer failure means "try again"
+        except Exception as exc:  # noqa: BLE001 - any producer failure means: try again
             log.error(
                 "publishing %d message(s) to %s failed (%s); retrying in %.1fs",
-                len(messages), topic.get_topic_name(), exc, delay,
+                len(messages),
+                topic.get_topic_name(),
+                exc,
+                delay,
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, _BACKOFF_MAX)

