@@ -200,13 +200,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(_one_line(exc)) from None
 
 
+#: Variables read elsewhere than :class:`Settings` (see ``failpoints``).
+_OTHER_VARIABLES = frozenset({"REMEDIATOR_TEST_FAILPOINTS"})
+
+
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     """``REMEDIATOR_*`` variables that name no setting (likely typos): worth a warning."""
     env = os.environ if environ is None else environ
     return sorted(
         k
         for k in env
-        if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX) :].lower() not in Settings.model_fields
+        if k.startswith(ENV_PREFIX)
+        and k not in _OTHER_VARIABLES
+        and k[len(ENV_PREFIX) :].lower() not in Settings.model_fields
     )
 
 

@@ -22,6 +22,7 @@ import faust
 from faust.types import StreamT
 from pydantic import ValidationError
 
+from remediator import failpoints
 from remediator.domain.correlate import CorrelationConfig, InstanceState, Outcome, decide
 from remediator.domain.models import dump_json
 
@@ -57,8 +58,11 @@ def register_instances(
             decision = decide(state, message.signal, clock(), config)
             if decision.transitions:
                 await publish(transitions, [(key, dump_json(t)) for t in decision.transitions])
+                await failpoints.hit("instances.after_publish")
             if decision.state is not state:
                 table[key] = dump_json(decision.state)
+                if decision.transitions:
+                    await failpoints.hit("instances.after_state_write", app.producer.flush)
             if decision.outcome in (Outcome.OPENED, Outcome.ATTACHED):
                 transition = decision.transitions[-1]
                 log.info(

@@ -1,0 +1,37 @@
+"""Failpoints: named places where a test makes the worker die as if killed with -9.
+
+The crash-safety tests (``tests/integration/test_crash.py``) need the worker to die at
+exact points of its write path, which a kill from outside can only hit by luck. Arm them
+with ``REMEDIATOR_TEST_FAILPOINTS=name[,name...]``; unset (always, in production) each
+check is one set lookup.
+
+Points:
+- ``instances.after_publish``: transitions acknowledged, new state not yet written.
+- ``instances.after_state_write``: new state written and flushed to the changelog, input
+  offset not yet committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+
+ENV_VAR = "REMEDIATOR_TEST_FAILPOINTS"
+
+log = logging.getLogger(__name__)
+
+_armed: frozenset[str] = frozenset(
+    name.strip() for name in os.environ.get(ENV_VAR, "").split(",") if name.strip()
+)
+
+
+async def hit(name: str, before: Callable[[], Awaitable[None]] | None = None) -> None:
+    """If ``name`` is armed: run ``before`` (e.g. a producer flush), then SIGKILL ourselves."""
+    if name not in _armed:
+        return
+    if before is not None:
+        await before()
+    log.critical("failpoint %s: killing the worker with SIGKILL", name)
+    os.kill(os.getpid(), signal.SIGKILL)

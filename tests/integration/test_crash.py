@@ -1,0 +1,98 @@
+"""At-least-once, proven by killing real worker processes (DESIGN.md invariants 2 and 3).
+
+After a kill -9 at any point and a restart: every signal has had its effect, no signal
+opened a second remediation, and any transition published twice kept its
+``transition_id`` and ``sequence``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from tests.builders import event_payload, run_payload
+from tests.integration.conftest import Kafka, Names, WorkerProcess
+
+
+def wait_for_death(worker: WorkerProcess, timeout: float = 60.0) -> None:
+    assert worker.process is not None
+    deadline = time.monotonic() + timeout
+    while worker.process.poll() is None:
+        assert time.monotonic() < deadline, f"worker did not die:\n{worker.log()[-2000:]}"
+        time.sleep(0.1)
+    assert worker.process.returncode == -9, worker.log()[-2000:]
+    worker.kill()
+
+
+def assert_consistent(transitions: list[dict[str, object]]) -> None:
+    """Repeats are allowed only as exact repeats of (transition_id, sequence)."""
+    by_id: dict[object, set[tuple[object, object]]] = {}
+    for t in transitions:
+        by_id.setdefault(t["transition_id"], set()).add((t["remediation_id"], t["sequence"]))
+    assert all(len(v) == 1 for v in by_id.values()), by_id
+
+
+async def test_kill_between_publish_and_state_write_republishes_the_same_transition(
+    start_worker: Callable[..., WorkerProcess], kafka: Kafka, names: Names
+) -> None:
+    doomed = start_worker(REMEDIATOR_TEST_FAILPOINTS="instances.after_publish")
+    run = run_payload(cluster_id="cl-x", instance_id="inst-1")
+    await kafka.produce(names.active, run, key=b"inst-1")
+    wait_for_death(doomed)
+
+    start_worker()
+    await kafka.produce(names.active, run, key=b"inst-1")  # and a redelivery for good measure
+    transitions = await kafka.read(names.transitions, at_least=2, settle=3.0)
+
+    assert_consistent(transitions)
+    assert {t["transition_id"] for t in transitions} == {transitions[0]["transition_id"]}
+    assert {t["sequence"] for t in transitions} == {1}
+
+
+async def test_kill_after_state_write_before_commit_neither_loses_nor_repeats(
+    start_worker: Callable[..., WorkerProcess], kafka: Kafka, names: Names
+) -> None:
+    """The dedup trap: the 'seen' mark is durable, the input offset is not committed.
+    The replay must find the remediation already there (recovered from the changelog)."""
+    doomed = start_worker(REMEDIATOR_TEST_FAILPOINTS="instances.after_state_write")
+    run = run_payload(cluster_id="cl-x", instance_id="inst-2")
+    await kafka.produce(names.active, run, key=b"inst-2")
+    wait_for_death(doomed)
+
+    start_worker()
+    alert = event_payload(
+        cluster_id="cl-x", instance_id="inst-2", observed_at="2026-11-24T12:05:00Z"
+    )
+    await kafka.produce(names.passive, alert, key=b"inst-2")
+    transitions = await kafka.read(names.transitions, at_least=2, settle=3.0)
+
+    assert [t["sequence"] for t in transitions] == [1, 2]
+    assert len({t["remediation_id"] for t in transitions}) == 1
+    final = transitions[-1]["remediation"]
+    assert final["active_health_check_run_id"] == run["run_id"]
+    assert final["passive_health_check_event_id"] == alert["event_id"]
+
+
+async def test_kill_9_in_the_middle_of_a_stream_loses_no_signal_and_doubles_no_remediation(
+    start_worker: Callable[..., WorkerProcess], kafka: Kafka, names: Names
+) -> None:
+    instances = [f"inst-{n:02d}" for n in range(40)]
+    runs = [run_payload(cluster_id="cl-y", instance_id=i) for i in instances]
+    worker = start_worker()
+    for run in runs:
+        await kafka.produce(names.active, run, key=run["instance_id"].encode())
+    await kafka.read(names.transitions, at_least=5, settle=0.0)
+    worker.kill()
+
+    start_worker()
+    for run in runs[:10]:  # monitoring re-sends some of them, too
+        await kafka.produce(names.active, run, key=run["instance_id"].encode())
+    transitions = await kafka.read(names.transitions, at_least=len(runs), settle=3.0)
+
+    assert_consistent(transitions)
+    per_instance = Counter(t["_key"] for t in {t["transition_id"]: t for t in transitions}.values())
+    assert per_instance == Counter({f"cl-y/{i}": 1 for i in instances})
+    assert {t["remediation"]["active_health_check_run_id"] for t in transitions} == {
+        r["run_id"] for r in runs
+    }

@@ -1,0 +1,69 @@
+"""Settings from the environment: defaults, parsing, and one-line errors naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from remediator.settings import ConfigError, load_settings, unknown_variables
+
+
+def test_defaults_follow_the_contract() -> None:
+    settings = load_settings({})
+    assert settings.broker is None
+    assert settings.app_id == "remediator"
+    assert (settings.web_host, settings.web_port) == ("127.0.0.1", 6066)
+    assert settings.control_plane_url is None
+    assert settings.topic_active_runs == "active-health-check-runs"
+    assert settings.topic_passive_events == "passive-health-check-events"
+    assert settings.topic_transitions == "remediation-transitions"
+    assert settings.topic_dead_letter == "remediator-dead-letter"
+    assert settings.inbox_topic == "remediator-instance-inbox"
+
+
+def test_broker_list_accepts_kafka_urls_and_bare_host_ports() -> None:
+    settings = load_settings({"REMEDIATOR_BROKER": "kafka://10.0.0.5:9092, kafka2:9093"})
+    assert settings.bootstrap_servers == ["10.0.0.5:9092", "kafka2:9093"]
+
+
+def test_api_tokens_map_token_to_principal() -> None:
+    settings = load_settings({"REMEDIATOR_API_TOKENS": "alice=s3cret, ops-bot=t0ken"})
+    assert settings.tokens == {"s3cret": "alice", "t0ken": "ops-bot"}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("REMEDIATOR_BROKER", "http://broker:9092"),
+        ("REMEDIATOR_BROKER", "broker"),
+        ("REMEDIATOR_BROKER", "kafka://broker:notaport"),
+        ("REMEDIATOR_WEB_PORT", "70000"),
+        ("REMEDIATOR_WEB_PORT", "http"),
+        ("REMEDIATOR_API_TOKENS", "alice"),
+        ("REMEDIATOR_API_TOKENS", "alice=t,bob=t"),
+        ("REMEDIATOR_API_TOKENS", "=token"),
+        ("REMEDIATOR_CONTROL_PLANE_URL", "ftp://cp"),
+        ("REMEDIATOR_CONTROL_PLANE_URL", "not a url"),
+        ("REMEDIATOR_LOG_LEVEL", "loud"),
+        ("REMEDIATOR_PARTITIONS", "0"),
+        ("REMEDIATOR_APP_ID", "has space"),
+        ("REMEDIATOR_TOPIC_TRANSITIONS", "bad/topic"),
+        ("REMEDIATOR_CREATE_TOPICS", "maybe"),
+    ],
+)
+def test_bad_value_is_one_line_naming_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({variable: value})
+    message = str(caught.value)
+    assert variable in message
+    assert "\n" not in message
+
+
+def test_token_values_are_not_echoed_in_errors() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"REMEDIATOR_API_TOKENS": "alice=supersecret,bob=supersecret"})
+    assert "supersecret" not in str(caught.value)
+
+
+def test_unknown_remediator_variables_are_reported() -> None:
+    env = {"REMEDIATOR_BROKR": "x", "REMEDIATOR_APP_ID": "a", "OTHER": "y"}
+    assert unknown_variables(env) == ["REMEDIATOR_BROKR"]
