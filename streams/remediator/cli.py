@@ -34,11 +34,72 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Run a worker. Settings come from REMEDIATOR_* environment variables; "
         "see the README.",
     )
+    publish = commands.add_parser(
+        "publish",
+        help="publish JSON documents (one object, or JSON Lines) to a topic",
+    )
+    publish.add_argument("topic")
+    publish.add_argument("file", nargs="?", default="-", help="input file, - for stdin")
+    publish.add_argument("--broker", default=None, help=_BROKER_HELP)
+    keys = publish.add_mutually_exclusive_group()
+    keys.add_argument("--key", help="the key of every message")
+    keys.add_argument(
+        "--key-field",
+        default="instance_id",
+        help="take each key from this field (default: %(default)s)",
+    )
+    tail = commands.add_parser("tail", help="print the messages of a topic, one JSON per line")
+    tail.add_argument("topic")
+    tail.add_argument("--broker", default=None, help=_BROKER_HELP)
+    tail.add_argument("--from-beginning", action="store_true", help="start at the oldest message")
+    tail.add_argument("--max", type=int, default=None, help="stop after this many messages")
+    tail.add_argument(
+        "--idle-timeout", type=float, default=None, help="stop after this many quiet seconds"
+    )
     args = parser.parse_args(argv)
     if args.command == "worker":
         return run_worker()
+    if args.command in ("publish", "tail"):
+        return _run_topic_tool(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return EXIT_CONFIG  # pragma: no cover
+
+
+_BROKER_HELP = "bootstrap servers (default: $REMEDIATOR_BROKER, else kafka://127.0.0.1:9092)"
+
+
+def _run_topic_tool(args: argparse.Namespace) -> int:
+    import os
+
+    from . import topictools
+
+    broker = args.broker or os.environ.get("REMEDIATOR_BROKER") or topictools.DEFAULT_BROKER
+    try:
+        if args.command == "publish":
+            documents = topictools.read_input(args.file)
+            key_field = None if args.key is not None else args.key_field
+            sent = asyncio.run(
+                topictools.publish(broker, args.topic, documents, args.key, key_field)
+            )
+            print(f"published {sent} message(s) to {args.topic}", file=sys.stderr)
+            return 0
+        asyncio.run(
+            topictools.tail(
+                broker,
+                args.topic,
+                from_beginning=args.from_beginning,
+                max_messages=args.max,
+                idle_timeout=args.idle_timeout,
+                out=sys.stdout,
+            )
+        )
+        return 0
+    except topictools.ToolError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a tool prints one line, not a traceback
+        return _fail(f"{args.command}: {type(exc).__name__}: {exc}", EXIT_START)
 
 
 def _fail(message: str, code: int) -> int:
@@ -108,6 +169,7 @@ def _run_faust_worker(settings: Settings, *, embedded: bool) -> int:
                     external_topic_names(settings),
                     partitions=settings.partitions,
                     replication_factor=settings.replication_factor,
+                    timeout=settings.broker_connect_timeout,
                 )
             )
         except BrokerUnavailable as exc:

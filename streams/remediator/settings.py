@@ -93,6 +93,12 @@ class Settings(BaseSettings):
         description="Port of the embedded broker when REMEDIATOR_BROKER is unset; 0 picks a "
         "free port.",
     )
+    broker_connect_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds to keep trying to reach the broker at start before giving up.",
+    )
     broker_session_timeout: float | None = Field(
         default=None,
         gt=0,
@@ -107,7 +113,7 @@ class Settings(BaseSettings):
         if value is None or not value.strip():
             return None
         for entry in value.split(","):
-            _parse_server(entry.strip())
+            parse_server(entry.strip())
         return value.strip()
 
     @field_validator("api_tokens")
@@ -135,7 +141,7 @@ class Settings(BaseSettings):
         """``host:port`` entries of the external broker (empty when embedded)."""
         if self.broker is None:
             return []
-        return [_parse_server(e.strip()) for e in self.broker.split(",")]
+        return [parse_server(e.strip()) for e in self.broker.split(",")]
 
     @property
     def tokens(self) -> dict[str, str]:
@@ -153,7 +159,7 @@ class Settings(BaseSettings):
         return f"{self.app_id}-instance-inbox"
 
 
-def _parse_server(entry: str) -> str:
+def parse_server(entry: str) -> str:
     raw = entry
     if "://" in entry:
         scheme, _, entry = entry.partition("://")

@@ -1,0 +1,140 @@
+"""``remediator publish`` and ``remediator tail``: feed and read topics by hand.
+
+For demos, smoke tests and operators without Kafka's own tools at hand. ``publish``
+sends one message per JSON document (a file holding one object, or JSON Lines);
+``tail`` prints each message of a topic as one JSON line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterable
+from typing import IO
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from remediator.settings import parse_server
+
+DEFAULT_BROKER = "kafka://127.0.0.1:9092"
+
+
+class ToolError(Exception):
+    """A one-line problem with the arguments or the input."""
+
+
+def servers(broker: str) -> list[str]:
+    try:
+        return [parse_server(entry.strip()) for entry in broker.split(",")]
+    except ValueError as exc:
+        raise ToolError(f"--broker: {exc}") from None
+
+
+def read_documents(stream: IO[bytes]) -> list[bytes]:
+    """One JSON object, or JSON Lines; returns each document re-encoded compactly."""
+    data = stream.read().strip()
+    if not data:
+        return []
+    try:
+        whole = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        whole = None
+    if isinstance(whole, dict):
+        return [orjson.dumps(whole)]
+    documents = []
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            documents.append(orjson.dumps(orjson.loads(line)))
+        except orjson.JSONDecodeError as exc:
+            raise ToolError(f"line {number} is not JSON ({exc})") from None
+    return documents
+
+
+async def publish(
+    broker: str, topic: str, documents: Iterable[bytes], key: str | None, key_field: str | None
+) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=servers(broker), request_timeout_ms=10000)
+    await producer.start()
+    sent = 0
+    try:
+        for document in documents:
+            message_key = key
+            if key_field is not None:
+                value = orjson.loads(document)
+                found = value.get(key_field) if isinstance(value, dict) else None
+                message_key = None if found is None else str(found)
+            await producer.send_and_wait(
+                topic, document, key=None if message_key is None else message_key.encode()
+            )
+            sent += 1
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def tail(
+    broker: str,
+    topic: str,
+    *,
+    from_beginning: bool,
+    max_messages: int | None,
+    idle_timeout: float | None,
+    out: IO[str],
+) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers(broker), enable_auto_commit=False)
+    await consumer.start()
+    printed = 0
+    try:
+        await consumer.topics()
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise ToolError(f"topic {topic!r} does not exist")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        if from_beginning:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            await consumer.seek_to_end(*tps)
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while max_messages is None or printed < max_messages:
+            if idle_timeout is not None and loop.time() - last > idle_timeout:
+                break
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    out.write(_render(record.key, record.value) + "\n")
+                    out.flush()
+                    printed += 1
+                    last = loop.time()
+                    if max_messages is not None and printed >= max_messages:
+                        return printed
+    finally:
+        await consumer.stop()
+    return printed
+
+
+def _render(key: bytes | None, value: bytes | None) -> str:
+    try:
+        parsed = orjson.loads(value) if value is not None else None
+        return orjson.dumps(parsed).decode()
+    except orjson.JSONDecodeError:
+        return orjson.dumps(
+            {
+                "key": key and key.decode(errors="replace"),
+                "raw": (value or b"").decode(errors="replace"),
+            }
+        ).decode()
+
+
+def read_input(path: str) -> list[bytes]:
+    if path == "-":
+        return read_documents(sys.stdin.buffer)
+    try:
+        with open(path, "rb") as handle:
+            return read_documents(handle)
+    except OSError as exc:
+        raise ToolError(f"{path}: {exc.strerror}") from None

@@ -1,0 +1,203 @@
+"""`remediator worker` as an operator runs it: the embedded broker, Ctrl-C, bad settings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from remediator.embedded import EmbeddedBroker, free_port
+from tests.builders import run_payload
+from tests.integration.conftest import Kafka, WorkerProcess
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")}
+    env.update(extra)
+    return env
+
+
+def children_of(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return (
+        Path(f"/proc/{pid}").exists()
+        and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("REMEDIATOR_BROKER", "http://nope"),
+        ("REMEDIATOR_API_TOKENS", "alice"),
+        ("REMEDIATOR_WEB_PORT", "99999"),
+        ("REMEDIATOR_CONTROL_PLANE_URL", "localhost:8080"),
+    ],
+)
+def test_bad_setting_stops_start_with_one_line(variable: str, value: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "remediator.cli", "worker"],
+        env=clean_env(**{variable: value, "REMEDIATOR_DATA_DIR": str(tmp_path)}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("remediator: ")
+    assert variable in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_unreachable_broker_is_one_line_too(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "remediator.cli", "worker"],
+        env=clean_env(
+            REMEDIATOR_BROKER=f"kafka://127.0.0.1:{free_port()}",
+            REMEDIATOR_DATA_DIR=str(tmp_path),
+            REMEDIATOR_WEB_PORT=str(free_port()),
+            REMEDIATOR_BROKER_CONNECT_TIMEOUT="2",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("remediator: REMEDIATOR_BROKER:")
+    assert "Traceback" not in result.stderr
+
+
+async def test_embedded_broker_end_to_end_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    """The `make run` path: no broker set, the worker brings its own and cleans it up."""
+    web_port = free_port()
+    broker_port = free_port()
+    worker = WorkerProcess(
+        clean_env(
+            REMEDIATOR_EMBEDDED_BROKER_PORT=str(broker_port),
+            REMEDIATOR_WEB_PORT=str(web_port),
+            REMEDIATOR_DATA_DIR=str(tmp_path / "data"),
+        ),
+        tmp_path / "worker.log",
+        web_port,
+    )
+    worker.start()
+    try:
+        worker.wait_ready()
+        assert worker.process is not None
+        (broker_pid,) = children_of(worker.process.pid)
+        banner = worker.log()
+        assert f"kafka://127.0.0.1:{broker_port}" in banner
+        assert f"http://127.0.0.1:{web_port}" in banner
+
+        kafka = Kafka(f"127.0.0.1:{broker_port}")
+        try:
+            run = run_payload()
+            await kafka.produce("active-health-check-runs", run)
+            (transition,) = await kafka.read("remediation-transitions", at_least=1)
+        finally:
+            await kafka.close()
+        assert transition["remediation"]["active_health_check_run_id"] == run["run_id"]
+
+        worker.process.send_signal(signal.SIGINT)
+        assert worker.process.wait(timeout=30) == 0, worker.log()[-2000:]
+        deadline = time.monotonic() + 10
+        while alive(broker_pid) and time.monotonic() < deadline:  # noqa: ASYNC110 - polling a pid
+            await asyncio.sleep(0.1)
+        assert not alive(broker_pid), "the embedded broker outlived the worker"
+        async with httpx.AsyncClient() as client:
+            with pytest.raises(httpx.ConnectError):
+                await client.get(f"http://127.0.0.1:{web_port}/healthz")
+    finally:
+        worker.kill()
+
+
+def test_embedded_broker_dies_with_a_killed_worker(tmp_path: Path) -> None:
+    web_port = free_port()
+    worker = WorkerProcess(
+        clean_env(
+            REMEDIATOR_EMBEDDED_BROKER_PORT="0",
+            REMEDIATOR_WEB_PORT=str(web_port),
+            REMEDIATOR_DATA_DIR=str(tmp_path / "data"),
+        ),
+        tmp_path / "worker.log",
+        web_port,
+    )
+    worker.start()
+    try:
+        worker.wait_ready()
+        assert worker.process is not None
+        (broker_pid,) = children_of(worker.process.pid)
+        worker.kill()
+        deadline = time.monotonic() + 10
+        while alive(broker_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(broker_pid), "an orphan broker survived kill -9 of its worker"
+    finally:
+        worker.kill()
+
+
+def test_publish_and_tail_feed_and_read_a_topic_by_hand(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    topic = f"by-hand-{uuid.uuid4().hex[:8]}"
+    sample = Path(__file__).resolve().parents[1] / "data" / "active-run-failed.json"
+    env = clean_env(REMEDIATOR_BROKER=broker.url)
+    lines = tmp_path / "more.jsonl"
+    lines.write_text('{"instance_id": "a", "n": 1}\n\n{"instance_id": "b", "n": 2}\n')
+    for source in (str(sample), str(lines)):
+        published = subprocess.run(
+            [sys.executable, "-m", "remediator.cli", "publish", topic, source],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert published.returncode == 0, published.stderr
+    tailed = subprocess.run(
+        [sys.executable, "-m", "remediator.cli", "tail", topic, "--from-beginning", "--max", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert tailed.returncode == 0, tailed.stderr
+    values = [json.loads(line) for line in tailed.stdout.splitlines()]
+    assert sorted(v.get("n", 0) for v in values) == [0, 1, 2]
+    assert json.loads(sample.read_text()) in values
+
+
+def test_publish_refuses_a_file_that_is_not_json(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"ok": 1}\nnot json\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "remediator.cli", "publish", "whatever", str(bad)],
+        env=clean_env(REMEDIATOR_BROKER=broker.url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("remediator: line 2 is not JSON (")
