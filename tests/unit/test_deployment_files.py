@@ -1,0 +1,57 @@
+"""docker-compose.yml and the Dockerfile are checked by reading: there is no Docker engine
+here. Every REMEDIATOR_* variable they set must be a real setting, with a valid value."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from remediator.settings import load_settings, unknown_variables
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def compose() -> dict[str, Any]:
+    document = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert isinstance(document, dict)
+    return document
+
+
+def worker_services() -> dict[str, dict[str, Any]]:
+    services = compose()["services"]
+    return {n: s for n, s in services.items() if "REMEDIATOR_BROKER" in s.get("environment", {})}
+
+
+def test_compose_runs_kafka_in_kraft_mode_from_the_official_image() -> None:
+    kafka = compose()["services"]["kafka"]
+    assert kafka["image"].startswith("apache/kafka:")
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+
+
+def test_compose_workers_share_one_group_and_wait_for_kafka() -> None:
+    workers = worker_services()
+    assert len(workers) >= 2
+    assert len({w["environment"]["REMEDIATOR_APP_ID"] for w in workers.values()}) == 1
+    for worker in workers.values():
+        assert worker["depends_on"]["kafka"]["condition"] == "service_healthy"
+        assert worker["environment"]["REMEDIATOR_BROKER"] == "kafka://kafka:9092"
+
+
+def test_compose_sets_only_known_settings_with_valid_values() -> None:
+    for worker in worker_services().values():
+        env = {
+            k: re.sub(r"\$\{[^}]*\}", "", str(v))  # interpolations left to the operator
+            for k, v in worker["environment"].items()
+        }
+        assert unknown_variables(env) == []
+        env = {k: v for k, v in env.items() if v != ""}
+        load_settings(env)  # raises ConfigError on a bad value
+
+
+def test_dockerfile_runs_the_worker_console_script() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["remediator"]' in dockerfile
+    assert 'CMD ["worker"]' in dockerfile
