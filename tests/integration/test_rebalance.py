@@ -12,6 +12,12 @@ from tests.integration.conftest import Kafka, Names, WorkerProcess
 from tests.integration.test_crash import assert_consistent
 
 
+def notable(log: str) -> str:
+    """Errors, warnings and group changes of a worker log, for a failure message."""
+    keys = ("ERROR", "WARNING", "CRITICAL", "Joined group", "assigned partitions", "Ready")
+    return "\n".join(line[:300] for line in log.splitlines() if any(k in line for k in keys))
+
+
 async def produce_runs(kafka: Kafka, names: Names, runs: list[dict[str, object]]) -> None:
     for run in runs:
         await kafka.produce(names.active, run, key=str(run["instance_id"]).encode())
@@ -36,7 +42,18 @@ async def test_worker_joining_then_dying_mid_stream_keeps_one_remediation_per_in
     await produce_runs(kafka, names, third + second[:10])
 
     everything = first + second + third
-    transitions = await kafka.read(names.transitions, at_least=len(everything), settle=5.0)
+    try:
+        transitions = await kafka.read(
+            names.transitions, at_least=len(everything), timeout=90.0, settle=5.0
+        )
+    except AssertionError:
+        seen = {t["_key"] for t in await kafka.read(names.transitions, at_least=0, settle=1.0)}
+        missing = sorted({f"cl-r/{r['instance_id']}" for r in everything} - seen)
+        raise AssertionError(
+            f"{len(missing)} instances never got a remediation: {missing[:20]}\n"
+            f"--- worker A ---\n{notable(worker_a.log())}\n"
+            f"--- worker B ---\n{notable(worker_b.log())}"
+        ) from None
 
     assert_consistent(transitions)
     unique = {t["transition_id"]: t for t in transitions}.values()

@@ -44,6 +44,7 @@ from .models import (
     Timestamp,
 )
 from .policy import Action, Verdict, classify
+from .replies import RememberedReply
 
 #: Who the pipeline's own changes are recorded as (``requested_by``, ``actor``).
 SYSTEM_PRINCIPAL = "system:remediator"
@@ -86,6 +87,9 @@ class InstanceState(BaseModel):
     open: OpenRemediation | None = None
     closed: list[Remediation] = Field(
         default_factory=list, description="Recent closed remediations, newest first."
+    )
+    replies: dict[str, RememberedReply] = Field(
+        default_factory=dict, description="Replies of recent API commands, by command id."
     )
 
     @classmethod

@@ -1,0 +1,332 @@
+"""API commands on one instance, applied by the instance's single writer.
+
+The contract, the same shape as :func:`correlate.decide`::
+
+    handle(state or None, command, now) -> Handled(new state, transitions, reply)
+
+- ``CREATE`` opens a MANUAL remediation in PENDING. The same ``remediation_id`` again for
+  the same instance and mode returns the existing record and changes nothing; with another
+  mode it is ``ALREADY_EXISTS``. An instance with an open remediation refuses a new one
+  (``FAILED_PRECONDITION``, naming it): invariant 1.
+- ``APPROVE`` (optionally overriding the mode), ``REJECT`` and ``CANCEL`` move a
+  remediation as the lifecycle table allows; any other move is ``FAILED_PRECONDITION`` and
+  changes nothing.
+- ``GET`` and ``LIST`` read; they never change the state.
+- A command is applied once: its reply is remembered under its ``command_id``, so a
+  command replayed after a crash gets the reply of its first application and changes
+  nothing (the first one may have been applied and persisted before the crash).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from remediator.domain.correlate import InstanceState, record_change, record_creation
+from remediator.domain.lifecycle import Event, IllegalTransition
+from remediator.domain.models import (
+    Identifier,
+    Remediation,
+    RemediationMode,
+    RemediationState,
+    RemediationTransition,
+    RemediationTrigger,
+    Timestamp,
+)
+from remediator.domain.replies import ErrorCode, RememberedReply, Reply
+
+#: Replies remembered per instance for replayed commands.
+MAX_REMEMBERED_REPLIES = 32
+
+
+class CommandKind(enum.StrEnum):
+    CREATE = "CREATE"
+    APPROVE = "APPROVE"
+    REJECT = "REJECT"
+    CANCEL = "CANCEL"
+    GET = "GET"
+    LIST = "LIST"
+
+
+class Cursor(BaseModel):
+    """A position in the newest-first order of remediations: (create_time, id)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    create_time: Timestamp
+    id: str
+
+
+def sort_key(record: Remediation) -> tuple[datetime, str]:
+    return (record.create_time, record.id)
+
+
+def select(records: Iterable[Remediation], command: Command) -> list[Remediation]:
+    """Records matching the LIST command's filters, after its cursor, newest first, limited."""
+    chosen = [
+        r
+        for r in records
+        if (not command.states or r.state in command.states)
+        and (not command.modes or r.mode in command.modes)
+        and (not command.triggers or r.trigger in command.triggers)
+        and (
+            command.before is None or sort_key(r) < (command.before.create_time, command.before.id)
+        )
+    ]
+    chosen.sort(key=sort_key, reverse=True)
+    return chosen[: command.limit]
+
+
+class Command(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    command_id: str = Field(min_length=1, max_length=128)
+    kind: CommandKind
+    cluster_id: Identifier
+    instance_id: Identifier
+    principal: str
+    issued_at: Timestamp
+    remediation_id: str | None = None
+    mode: RemediationMode | None = None
+    reason: str | None = None
+    comment: str | None = None
+    # LIST only: filters, the cursor (newest first), and how many records at most.
+    states: frozenset[RemediationState] = frozenset()
+    modes: frozenset[RemediationMode] = frozenset()
+    triggers: frozenset[RemediationTrigger] = frozenset()
+    before: Cursor | None = None
+    limit: int = Field(default=50, ge=1, le=1001)
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    state: InstanceState
+    transitions: tuple[RemediationTransition, ...]
+    reply: Reply
+
+
+_MOVES = {
+    CommandKind.APPROVE: Event.APPROVE,
+    CommandKind.REJECT: Event.REJECT,
+    CommandKind.CANCEL: Event.CANCEL,
+}
+
+
+def all_remediations(state: InstanceState) -> list[Remediation]:
+    """The instance's remediations, open first, then closed newest first."""
+    records = [state.open.remediation] if state.open is not None else []
+    return records + list(state.closed)
+
+
+def find(state: InstanceState, remediation_id: str) -> Remediation | None:
+    for record in all_remediations(state):
+        if record.id == remediation_id:
+            return record
+    return None
+
+
+def handle(state: InstanceState | None, command: Command, now: datetime) -> Handled:
+    """Apply one API command to one instance. Pure; see the module docstring."""
+    if state is None:
+        state = InstanceState.empty(command.cluster_id, command.instance_id)
+    remembered = state.replies.get(command.command_id)
+    if remembered is not None:
+        return Handled(state, (), _recall(state, command, remembered))
+
+    if command.kind is CommandKind.GET:
+        return Handled(state, (), _get(state, command))
+    if command.kind is CommandKind.LIST:
+        records = select(all_remediations(state), command)
+        return Handled(state, (), Reply(command_id=command.command_id, remediations=records))
+    if command.kind is CommandKind.CREATE:
+        new_state, transitions, reply = _create(state, command, now)
+    else:
+        new_state, transitions, reply = _move(state, command, now)
+    return Handled(_remember(new_state, reply), transitions, reply)
+
+
+def _error(command: Command, code: ErrorCode, message: str) -> Reply:
+    return Reply(command_id=command.command_id, error_code=code, error_message=message)
+
+
+def _get(state: InstanceState, command: Command) -> Reply:
+    record = find(state, command.remediation_id or "")
+    if record is None:
+        return _not_found(command)
+    return Reply(command_id=command.command_id, remediation=record)
+
+
+def _not_found(command: Command) -> Reply:
+    return _error(
+        command,
+        ErrorCode.NOT_FOUND,
+        f"remediation {command.remediation_id!r} not found on instance "
+        f"{command.cluster_id}/{command.instance_id}",
+    )
+
+
+Outcome = tuple[InstanceState, tuple[RemediationTransition, ...], Reply]
+
+
+def _create(state: InstanceState, command: Command, now: datetime) -> Outcome:
+    remediation_id = command.remediation_id or command.command_id
+    mode = command.mode or RemediationMode.VM_ONLY
+    existing = find(state, remediation_id)
+    if existing is not None:
+        if existing.trigger is RemediationTrigger.MANUAL and existing.mode is mode:
+            return state, (), Reply(command_id=command.command_id, remediation=existing)
+        return (
+            state,
+            (),
+            _error(
+                command,
+                ErrorCode.ALREADY_EXISTS,
+                f"remediation_id {remediation_id!r} is already used by a remediation with "
+                "different content",
+            ),
+        )
+    if state.open is not None:
+        current = state.open.remediation
+        return (
+            state,
+            (),
+            _error(
+                command,
+                ErrorCode.FAILED_PRECONDITION,
+                f"instance {command.cluster_id}/{command.instance_id} already has open "
+                f"remediation {current.id} in state {current.state.value}",
+            ),
+        )
+    remediation = Remediation(
+        id=remediation_id,
+        cluster_id=command.cluster_id,
+        instance_id=command.instance_id,
+        mode=mode,
+        trigger=RemediationTrigger.MANUAL,
+        state=RemediationState.PENDING,
+        reason=command.reason,
+        requested_by=command.principal,
+        create_time=now,
+        update_time=now,
+    )
+    new_state, transition = record_creation(
+        state,
+        remediation,
+        Event.CREATE_MANUAL,
+        now=now,
+        actor=command.principal,
+        reason=command.reason or "created through the API",
+    )
+    reply = Reply(command_id=command.command_id, remediation=remediation, created=True)
+    return new_state, (transition,), reply
+
+
+def _move(state: InstanceState, command: Command, now: datetime) -> Outcome:
+    event = _MOVES[command.kind]
+    record = find(state, command.remediation_id or "")
+    if record is None:
+        return state, (), _not_found(command)
+    changes: dict[str, object] = {}
+    if command.kind in (CommandKind.APPROVE, CommandKind.REJECT):
+        changes = {
+            "reviewed_by": command.principal,
+            "review_time": now,
+            "review_comment": command.comment,
+        }
+    if command.kind is CommandKind.APPROVE and command.mode is not None:
+        changes["mode"] = command.mode
+    try:
+        new_state, transition = record_change(
+            state,
+            record,
+            event,
+            now=now,
+            actor=command.principal,
+            reason=_reason(command),
+            changes=changes,
+        )
+    except IllegalTransition:
+        return (
+            state,
+            (),
+            _error(
+                command,
+                ErrorCode.FAILED_PRECONDITION,
+                f"cannot {command.kind.value.lower()} remediation {record.id}: it is "
+                f"{record.state.value}",
+            ),
+        )
+    reply = Reply(command_id=command.command_id, remediation=transition.remediation)
+    return new_state, (transition,), reply
+
+
+def _reason(command: Command) -> str:
+    verb = {"APPROVE": "approved", "REJECT": "rejected", "CANCEL": "cancelled"}[command.kind.value]
+    text = f"{verb} by {command.principal}"
+    if command.kind is CommandKind.APPROVE and command.mode is not None:
+        text += f" with mode {command.mode.value}"
+    if command.comment:
+        text += f": {command.comment}"
+    return text
+
+
+def _remember(state: InstanceState, reply: Reply) -> InstanceState:
+    replies = dict(state.replies)
+    replies[reply.command_id] = RememberedReply(
+        remediation_id=reply.remediation.id if reply.remediation is not None else None,
+        created=reply.created,
+        error_code=reply.error_code,
+        error_message=reply.error_message,
+    )
+    for key in list(replies)[: max(len(replies) - MAX_REMEMBERED_REPLIES, 0)]:
+        del replies[key]  # oldest first: dicts keep insertion order
+    return state.model_copy(update={"replies": replies})
+
+
+def _recall(state: InstanceState, command: Command, remembered: RememberedReply) -> Reply:
+    record = find(state, remembered.remediation_id) if remembered.remediation_id else None
+    return Reply(
+        command_id=command.command_id,
+        remediation=record,
+        created=remembered.created,
+        error_code=remembered.error_code,
+        error_message=remembered.error_message,
+    )
+
+
+class Claim(BaseModel):
+    """Which instance and mode a client-specified ``remediation_id`` was first used for."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    remediation_id: str
+    cluster_id: str
+    instance_id: str
+    mode: RemediationMode
+
+
+def claim(existing: Claim | None, command: Command) -> tuple[Claim, Reply | None]:
+    """Reserve a CREATE's ``remediation_id`` across all instances.
+
+    Returns the claim to keep and, when the id already belongs to another target or mode,
+    the ``ALREADY_EXISTS`` reply (the command then goes no further). Otherwise the command
+    goes on to its instance, which answers it.
+    """
+    wanted = Claim(
+        remediation_id=command.remediation_id or command.command_id,
+        cluster_id=command.cluster_id,
+        instance_id=command.instance_id,
+        mode=command.mode or RemediationMode.VM_ONLY,
+    )
+    if existing is None or existing == wanted:
+        return wanted, None
+    return existing, _error(
+        command,
+        ErrorCode.ALREADY_EXISTS,
+        f"remediation_id {wanted.remediation_id!r} was already used for "
+        f"{existing.cluster_id}/{existing.instance_id} with mode {existing.mode.value}",
+    )
