@@ -22,15 +22,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import faust
-from faust import web
 
-from . import __version__, codec
-from .domain.correlate import CorrelationConfig
-from .pipeline.ingest import register_ingest
-from .pipeline.instances import register_instances
-from .settings import Settings
+from remediator import codec
+from remediator.api import openapi
+from remediator.api.errors import contract_errors
+from remediator.api.views import Api
+from remediator.domain.correlate import CorrelationConfig
+from remediator.pipeline.gateway import Gateway
+from remediator.pipeline.ingest import register_ingest
+from remediator.pipeline.instances import register_instances
+from remediator.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+MAX_REQUEST_BODY = 64 * 1024
 
 
 def utcnow() -> datetime:
@@ -44,6 +50,7 @@ class Topics:
     inbox: faust.TopicT
     transitions: faust.TopicT
     dead_letters: faust.TopicT
+    replies: faust.TopicT
 
 
 def external_topic_names(settings: Settings) -> list[str]:
@@ -82,6 +89,15 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
+        web_application_options={
+            "middlewares": [contract_errors],
+            "client_max_size": MAX_REQUEST_BODY,
+        },
+        # Faust's own introspection pages (tables, router, stats) are unauthenticated.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
     )
     topics = _topics(app, settings)
     table = app.Table(
@@ -104,11 +120,30 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         app,
         inbox=topics.inbox,
         transitions=topics.transitions,
+        replies=topics.replies,
         table=table,
+        partitions=settings.partitions,
         config=CorrelationConfig(dedup_ttl=timedelta(seconds=settings.dedup_ttl_seconds)),
         clock=clock,
     )
-    _register_health(app, settings)
+    gateway = Gateway(
+        app=app,
+        inbox=topics.inbox,
+        replies=topics.replies,
+        bootstrap_servers=settings.bootstrap_servers,
+        partitions=settings.partitions,
+        timeout=settings.api_timeout_seconds,
+    )
+    app.add_dependency(gateway)  # started and stopped with the app
+    api = Api(
+        gateway=gateway,
+        tokens=settings.tokens,
+        clock=clock,
+        ready=lambda: _ready(app),
+        app_id=settings.app_id,
+        openapi=openapi.document_bytes,
+    )
+    app.web.web_app.add_routes(api.routes())  # type: ignore[attr-defined]  # aiohttp driver
     app.remediator_topics = topics  # type: ignore[attr-defined]  # for tests and tools
     return app
 
@@ -131,30 +166,26 @@ def _topics(app: faust.App, settings: Settings) -> Topics:
         inbox=raw(settings.inbox_topic, internal=True),
         transitions=raw(settings.topic_transitions),
         dead_letters=raw(settings.topic_dead_letter),
+        # Replies to API commands: low volume, read whole by every worker.
+        replies=app.topic(
+            settings.replies_topic,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=1,
+            internal=True,
+            retention=timedelta(hours=1),
+        ),
     )
 
 
-def _register_health(app: faust.App, settings: Settings) -> None:
-    blueprint = web.Blueprint("health")
-
-    @blueprint.route("/healthz", name="healthz")
-    class Healthz(web.View):
-        async def get(self, request: web.Request) -> web.Response:
-            recovery = app.tables.recovery  # type: ignore[attr-defined]  # not on TableManagerT
-            ready = (
-                not app.rebalancing
-                and recovery.completed.is_set()
-                and not recovery.in_recovery
-                and bool(app.consumer.assignment())
-            )
-            return self.json(
-                {
-                    "status": "ok",
-                    "app_id": settings.app_id,
-                    "version": __version__,
-                    # Serving partitions now: assigned, recovered, not rebalancing.
-                    "ready": ready,
-                }
-            )
-
-    blueprint.register(app, url_prefix="")
+def _ready(app: faust.App) -> bool:
+    """Serving partitions now: assigned, tables recovered, not rebalancing."""
+    recovery = app.tables.recovery  # type: ignore[attr-defined]  # not on TableManagerT
+    return (
+        not app.rebalancing
+        and recovery.completed.is_set()
+        and not recovery.in_recovery
+        and bool(app.consumer.assignment())
+    )

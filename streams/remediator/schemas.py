@@ -53,12 +53,17 @@ def render(name: str) -> str:
 
 
 def write_all(directory: Path) -> list[Path]:
+    from remediator.api import openapi  # the API's document, from the same models
+
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for name in MODELS:
         path = directory / f"{name}.json"
         path.write_text(render(name), encoding="utf-8")
         written.append(path)
+    path = directory / "openapi.json"
+    path.write_text(openapi.render(), encoding="utf-8")
+    written.append(path)
     return written
 
 

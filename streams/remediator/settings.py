@@ -93,6 +93,13 @@ class Settings(BaseSettings):
         description="Port of the embedded broker when REMEDIATOR_BROKER is unset; 0 picks a "
         "free port.",
     )
+    api_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="How long an API request waits for the owner of the instance to answer "
+        "before a 503 (during a rebalance or a restart).",
+    )
     broker_connect_timeout: float = Field(
         default=60.0,
         gt=0,
@@ -152,6 +159,11 @@ class Settings(BaseSettings):
     def session_timeout(self) -> float:
         """Seconds; 45 (Kafka's own default) unless set. The CLI sets 3 for the embedded broker."""
         return self.broker_session_timeout or 45.0
+
+    @property
+    def replies_topic(self) -> str:
+        """The internal topic of replies to API commands."""
+        return f"{self.app_id}-replies"
 
     @property
     def inbox_topic(self) -> str:

@@ -1,35 +1,45 @@
 """The instance agent: the single writer of every instance's remediations (invariant 4).
 
 For each message on the inbox (keyed by instance) it loads the instance's state from the
-``instances`` table, applies the pure :func:`decide`, publishes the resulting transitions
-and waits for the broker's ack, and only then writes the new state.
+``instances`` table, applies the pure core (:func:`decide` for a health signal,
+:func:`commands.handle` for an API command), publishes the resulting transitions and
+waits for the broker's ack, and only then writes the new state. API commands get their
+reply on the replies topic last.
 
-Why this order (DESIGN.md, the dedup trap): the state value holds both "this signal was
-seen" and "this is what it did". If the worker dies after publishing but before the state
-lands, the input is replayed and the same transitions are re-published with the same
-``transition_id`` and ``sequence`` (ids are deterministic). If it dies after the state
-lands, the transitions were already acknowledged. A signal can never be marked seen
+Why this order (DESIGN.md, the dedup trap): the state value holds both "this signal (or
+command) was seen" and "this is what it did". If the worker dies after publishing but
+before the state lands, the input is replayed and the same transitions are re-published
+with the same ``transition_id`` and ``sequence`` (ids are deterministic). If it dies after
+the state lands, the transitions were already acknowledged. Nothing can be marked seen
 without its effect published.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import faust
+from aiokafka.partitioner import murmur2
 from faust.types import StreamT
 from pydantic import ValidationError
 
 from remediator import failpoints
+from remediator.domain import commands
+from remediator.domain.commands import Claim, Command
 from remediator.domain.correlate import CorrelationConfig, InstanceState, Outcome, decide
-from remediator.domain.models import dump_json
-
-from .messages import InboxMessage
-from .publish import publish
+from remediator.domain.models import HealthSignal, Remediation, RemediationTransition, dump_json
+from remediator.domain.replies import Reply
+from remediator.pipeline.messages import InboxMessage, Route
+from remediator.pipeline.publish import publish
 
 log = logging.getLogger(__name__)
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner puts ``key`` in (murmur2, as Java's)."""
+    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
 
 
 def register_instances(
@@ -37,10 +47,87 @@ def register_instances(
     *,
     inbox: faust.TopicT,
     transitions: faust.TopicT,
+    replies: faust.TopicT,
     table: faust.types.TableT[bytes, bytes],
+    partitions: int,
     config: CorrelationConfig,
     clock: Callable[[], datetime],
 ) -> faust.types.AgentT[bytes]:
+    async def emit(key: bytes, produced: tuple[RemediationTransition, ...]) -> None:
+        if produced:
+            await publish(transitions, [(key, dump_json(t)) for t in produced])
+            await failpoints.hit("instances.after_publish")
+
+    async def reply(answer: Reply) -> None:
+        await replies.send(key=answer.command_id.encode(), value=dump_json(answer))
+
+    def load(key: bytes) -> InstanceState | None:
+        raw = table.get(key)
+        return None if raw is None else InstanceState.model_validate_json(raw)
+
+    async def on_signal(key: bytes, signal: HealthSignal) -> None:
+        state = load(key)
+        decision = decide(state, signal, clock(), config)
+        await emit(key, decision.transitions)
+        if decision.state is not state:
+            table[key] = dump_json(decision.state)
+            if decision.transitions:
+                await failpoints.hit("instances.after_state_write", app.producer.flush)
+        if decision.outcome in (Outcome.OPENED, Outcome.ATTACHED):
+            transition = decision.transitions[-1]
+            log.info(
+                "%s remediation %s on %s (%s)",
+                decision.outcome.value.lower(),
+                transition.remediation_id,
+                key.decode(),
+                transition.reason,
+            )
+
+    async def on_command(key: bytes, command: Command) -> None:
+        state = load(key)
+        handled = commands.handle(state, command, clock())
+        await emit(key, handled.transitions)
+        if handled.state is not state:
+            table[key] = dump_json(handled.state)
+        for transition in handled.transitions:
+            log.info(
+                "remediation %s on %s: %s -> %s by %s",
+                transition.remediation_id,
+                key.decode(),
+                transition.from_state,
+                transition.to_state.value,
+                transition.actor,
+            )
+        await reply(handled.reply)
+
+    async def on_claim(key: bytes, command: Command) -> None:
+        raw = table.get(key)
+        existing = None if raw is None else Claim.model_validate_json(raw)
+        kept, refusal = commands.claim(existing, command)
+        if refusal is not None:
+            await reply(refusal)
+            return
+        # Forward first: a crash before the claim lands replays this, and the instance
+        # answers a repeated command from its remembered replies.
+        forward = InboxMessage(command=command, route=Route.INSTANCE)
+        instance_key = f"{command.cluster_id}/{command.instance_id}".encode()
+        await publish(inbox, [(instance_key, dump_json(forward))])
+        if existing != kept:
+            table[key] = dump_json(kept)
+
+    def held_instances(partition: int, cluster_id: str) -> Iterator[InstanceState]:
+        prefix = f"{cluster_id}/".encode()
+        for key, raw in table.items():
+            if key.startswith(prefix) and partition_of(key, partitions) == partition:
+                yield InstanceState.model_validate_json(raw)
+
+    async def on_scan(partition: int, command: Command) -> None:
+        records: list[Remediation] = []
+        for state in held_instances(partition, command.cluster_id):
+            records.extend(commands.all_remediations(state))
+        selected = commands.select(records, command)
+        await reply(Reply(command_id=command.command_id, remediations=selected))
+
     async def instances(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
             key: bytes = event.message.key
@@ -50,27 +137,21 @@ def register_instances(
                 # Only this service writes the inbox: a bad message is a bug or a foreign
                 # writer. Skip it loudly rather than wedge the partition.
                 log.error(
-                    "skipping unreadable inbox message at offset %d: %s", event.message.offset, exc
+                    "skipping unreadable inbox message at offset %d: %s",
+                    event.message.offset,
+                    exc,
                 )
                 continue
-            raw_state = table.get(key)
-            state = None if raw_state is None else InstanceState.model_validate_json(raw_state)
-            decision = decide(state, message.signal, clock(), config)
-            if decision.transitions:
-                await publish(transitions, [(key, dump_json(t)) for t in decision.transitions])
-                await failpoints.hit("instances.after_publish")
-            if decision.state is not state:
-                table[key] = dump_json(decision.state)
-                if decision.transitions:
-                    await failpoints.hit("instances.after_state_write", app.producer.flush)
-            if decision.outcome in (Outcome.OPENED, Outcome.ATTACHED):
-                transition = decision.transitions[-1]
-                log.info(
-                    "%s remediation %s on %s (%s)",
-                    decision.outcome.value.lower(),
-                    transition.remediation_id,
-                    key.decode(),
-                    transition.reason,
-                )
+            command, signal = message.command, message.signal
+            if signal is not None:
+                await on_signal(key, signal)
+            elif command is None:  # pragma: no cover - ruled out by InboxMessage
+                continue
+            elif message.route is Route.CLAIM:
+                await on_claim(key, command)
+            elif message.route is Route.SCAN:
+                await on_scan(event.message.partition, command)
+            else:
+                await on_command(key, command)
 
     return app.agent(inbox, name="instances")(instances)

@@ -1,16 +1,32 @@
 """Messages on the internal per-instance topic (``{app_id}-instance-inbox``).
 
 Everything that changes an instance's remediations travels on that one topic, keyed
-``"{cluster_id}/{instance_id}"``, so that one agent applies it in order (invariant 4).
-Today: health signals re-keyed by the ingest agent. API commands and executor reports
-join as further optional fields.
+``"{cluster_id}/{instance_id}"``, so that one agent applies it in order (invariant 4):
+health signals re-keyed by the ingest agent, and API commands sent by the web views.
+
+Two more routes use the same topic and agent, with other keys:
+- ``claim``: a CREATE with a client-specified id goes first to the key
+  ``claim:{remediation_id}``, whose owner reserves the id for one target across all
+  instances, then forwards the command to the instance;
+- ``scan``: a cluster-wide LIST is sent to every partition explicitly; each owner answers
+  from the instances it holds in that partition.
 """
 
 from __future__ import annotations
 
+import enum
+
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from remediator.domain import ids
+from remediator.domain.commands import Command
 from remediator.domain.models import ActiveHealthCheckRun, HealthSignal, PassiveHealthCheckEvent
+
+
+class Route(enum.StrEnum):
+    INSTANCE = "instance"
+    CLAIM = "claim"
+    SCAN = "scan"
 
 
 class InboxMessage(BaseModel):
@@ -18,10 +34,13 @@ class InboxMessage(BaseModel):
 
     active_run: ActiveHealthCheckRun | None = None
     passive_event: PassiveHealthCheckEvent | None = None
+    command: Command | None = None
+    route: Route = Route.INSTANCE
 
     @model_validator(mode="after")
     def _exactly_one(self) -> InboxMessage:
-        if (self.active_run is None) == (self.passive_event is None):
+        present = [x for x in (self.active_run, self.passive_event, self.command) if x is not None]
+        if len(present) != 1:
             raise ValueError("an inbox message carries exactly one item")
         return self
 
@@ -32,8 +51,21 @@ class InboxMessage(BaseModel):
         return cls(passive_event=signal)
 
     @property
-    def signal(self) -> HealthSignal:
-        item = self.active_run or self.passive_event
-        if item is None:  # pragma: no cover - ruled out by _exactly_one
-            raise ValueError("empty inbox message")
-        return item
+    def signal(self) -> HealthSignal | None:
+        return self.active_run or self.passive_event
+
+
+def claim_key(remediation_id: str) -> str:
+    return f"claim:{remediation_id}"
+
+
+def scan_key(cluster_id: str) -> str:
+    return f"scan:{cluster_id}"
+
+
+def command_key(command: Command, route: Route) -> str:
+    if route is Route.CLAIM:
+        return claim_key(command.remediation_id or command.command_id)
+    if route is Route.SCAN:
+        return scan_key(command.cluster_id)
+    return ids.instance_key(command.cluster_id, command.instance_id)

@@ -1,0 +1,275 @@
+"""The OpenAPI 3.1 document of the REST API, built from the same models the views use.
+
+Served at ``GET /openapi.json`` and checked in as ``schemas/openapi.json`` (``make schemas``;
+a test fails when it drifts).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from remediator import __version__
+from remediator.api.models import (
+    ApproveBody,
+    CreateRemediationBody,
+    ErrorBody,
+    ListRemediationsResponse,
+    RejectBody,
+)
+from remediator.api.views import (
+    COLLECTION,
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    RESOURCE,
+)
+from remediator.domain.models import (
+    Remediation,
+    RemediationMode,
+    RemediationState,
+    RemediationTrigger,
+)
+
+_REF = "#/components/schemas/{model}"
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def _json(model: type[BaseModel]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "INVALID_ARGUMENT: bad JSON, unknown field or enum value, bad id or page token",
+        401: "UNAUTHENTICATED: missing or unknown bearer token",
+        404: "NOT_FOUND: no such remediation on this instance",
+        409: "FAILED_PRECONDITION (move not allowed from the current state) or "
+        "ALREADY_EXISTS (idempotency id reused with different content)",
+        503: "UNAVAILABLE: the owner of the instance did not answer in time; retry",
+    }
+    return {str(c): {"description": text[c], **_json(ErrorBody)} for c in codes}
+
+
+def _path_params(*names: str) -> list[dict[str, Any]]:
+    descriptions = {
+        "cluster_id": "The cluster.",
+        "instance_id": "The instance; '-' means every instance of the cluster (list only).",
+        "remediation_id": "The remediation.",
+    }
+    return [
+        {
+            "name": n,
+            "in": "path",
+            "required": True,
+            "description": descriptions[n],
+            "schema": {"type": "string", "minLength": 1, "pattern": r"^[^/\s]+$"},
+        }
+        for n in names
+    ]
+
+
+def _enum_query(name: str, values: list[str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "explode": True,
+        "description": f"Only remediations with this {name}; repeat for several.",
+        "schema": {"type": "array", "items": {"type": "string", "enum": values}},
+    }
+
+
+def _operation(
+    summary: str,
+    op_id: str,
+    ok: type[BaseModel],
+    body: type[BaseModel] | None,
+    errors: tuple[int, ...],
+    params: list[dict[str, Any]],
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "operationId": op_id,
+        "parameters": params,
+        "responses": {"200": {"description": "OK", **_json(ok)}, **_errors(*errors)},
+    }
+    if body is not None:
+        operation["requestBody"] = {"required": False, **_json(body)}
+    return operation
+
+
+def build() -> dict[str, Any]:
+    models: list[type[BaseModel]] = [
+        Remediation,
+        ListRemediationsResponse,
+        CreateRemediationBody,
+        ApproveBody,
+        RejectBody,
+        ErrorBody,
+    ]
+    _, schemas = models_json_schema(
+        [
+            (
+                m,
+                "serialization"
+                if m in (Remediation, ListRemediationsResponse, ErrorBody)
+                else "validation",
+            )
+            for m in models
+        ],
+        ref_template=_REF,
+    )
+    instance = _path_params("cluster_id", "instance_id")
+    resource = _path_params("cluster_id", "instance_id", "remediation_id")
+    common = (400, 401, 503)
+    id_query = [
+        {
+            "name": "remediation_id",
+            "in": "query",
+            "required": False,
+            "description": "Client-specified ID for idempotency: the same call again returns "
+            "the same remediation and creates nothing.",
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 128,
+                "pattern": "^[A-Za-z0-9._:~-]+$",
+            },
+        },
+        {
+            "name": "request_id",
+            "in": "query",
+            "required": False,
+            "description": "Alias of remediation_id.",
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 128,
+                "pattern": "^[A-Za-z0-9._:~-]+$",
+            },
+        },
+    ]
+    list_query = [
+        _enum_query("state", [s.value for s in RemediationState]),
+        _enum_query("mode", [m.value for m in RemediationMode]),
+        _enum_query("trigger", [t.value for t in RemediationTrigger]),
+        {
+            "name": "page_size",
+            "in": "query",
+            "required": False,
+            "description": f"Default {DEFAULT_PAGE_SIZE}, at most {MAX_PAGE_SIZE} (larger is "
+            "capped, 0 means the default).",
+            "schema": {"type": "integer", "minimum": 0},
+        },
+        {
+            "name": "page_token",
+            "in": "query",
+            "required": False,
+            "description": "next_page_token of the previous page.",
+            "schema": {"type": "string"},
+        },
+    ]
+    paths = {
+        COLLECTION: {
+            "post": _operation(
+                "Create a remediation (MANUAL, goes straight to PENDING)",
+                "createRemediation",
+                Remediation,
+                CreateRemediationBody,
+                (*common, 409),
+                instance + id_query,
+            ),
+            "get": _operation(
+                "List remediations, newest first",
+                "listRemediations",
+                ListRemediationsResponse,
+                None,
+                common,
+                instance + list_query,
+            ),
+        },
+        RESOURCE: {
+            "get": _operation(
+                "Get a remediation", "getRemediation", Remediation, None, (*common, 404), resource
+            ),
+        },
+        RESOURCE + "/approve": {
+            "post": _operation(
+                "Approve: PENDING_APPROVAL → PENDING, optionally with another mode",
+                "approveRemediation",
+                Remediation,
+                ApproveBody,
+                (*common, 404, 409),
+                resource,
+            ),
+        },
+        RESOURCE + "/reject": {
+            "post": _operation(
+                "Reject: PENDING_APPROVAL → CANCELLED",
+                "rejectRemediation",
+                Remediation,
+                RejectBody,
+                (*common, 404, 409),
+                resource,
+            ),
+        },
+        RESOURCE + "/cancel": {
+            "post": _operation(
+                "Cancel: PENDING_APPROVAL or PENDING → CANCELLED",
+                "cancelRemediation",
+                Remediation,
+                None,
+                (*common, 404, 409),
+                resource,
+            ),
+        },
+        "/healthz": {
+            "get": {
+                "summary": "200 while the worker serves",
+                "operationId": "healthz",
+                "security": [],
+                "responses": {"200": {"description": "OK"}},
+            },
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "operationId": "openapi",
+                "security": [],
+                "responses": {"200": {"description": "OK"}},
+            },
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Remediations API",
+            "version": __version__,
+            "description": "Node remediations of a GPU cloud: create, list, get, approve, "
+            "reject, cancel. Automated remediations are opened from health signals and wait "
+            "for approval.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas["$defs"],
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+@functools.cache
+def document_bytes() -> bytes:
+    return render().encode()

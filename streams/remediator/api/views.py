@@ -1,0 +1,304 @@
+"""The REST views. Thin: authenticate, validate, build a command, ask its owner, answer.
+
+No view touches a table. Every read and every change goes to the agent that owns the
+instance's partition through the :class:`Gateway`, whichever worker took the request, so
+two workers answer the same way and concurrent changes are applied one after the other.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from http import HTTPStatus
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from remediator import __version__
+from remediator.api import paging
+from remediator.api.errors import ApiError
+from remediator.api.models import (
+    ApproveBody,
+    CancelBody,
+    CreateRemediationBody,
+    ListRemediationsResponse,
+    RejectBody,
+    RemediationId,
+)
+from remediator.domain.commands import Command, CommandKind, sort_key
+from remediator.domain.models import (
+    Identifier,
+    Remediation,
+    RemediationMode,
+    RemediationState,
+    RemediationTrigger,
+)
+from remediator.domain.replies import Reply
+from remediator.pipeline.gateway import Gateway, GatewayTimeout, new_command_id
+from remediator.pipeline.messages import Route
+
+BASE = "/v1/compute"
+INSTANCE = BASE + "/clusters/{cluster_id}/instances/{instance_id}"
+COLLECTION = INSTANCE + "/remediations"
+RESOURCE = COLLECTION + "/{remediation_id}"
+ALL_INSTANCES = "-"
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+B = TypeVar("B", bound=BaseModel)
+
+_identifier: TypeAdapter[str] = TypeAdapter(Identifier)
+_remediation_id: TypeAdapter[str] = TypeAdapter(RemediationId)
+
+
+def _check(adapter: TypeAdapter[str], name: str, value: str) -> str:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        raise ApiError.invalid(f"{name} {value!r} is not valid") from None
+
+
+class Api:
+    """Request handling, independent of the web framework's routing."""
+
+    def __init__(
+        self,
+        *,
+        gateway: Gateway,
+        tokens: Mapping[str, str],
+        clock: Callable[[], datetime],
+        ready: Callable[[], bool],
+        app_id: str,
+        openapi: Callable[[], bytes],
+    ) -> None:
+        self.gateway = gateway
+        self.tokens = dict(tokens)
+        self.clock = clock
+        self.ready = ready
+        self.app_id = app_id
+        self.openapi = openapi
+
+    # --- plumbing -------------------------------------------------------------------
+
+    def principal(self, request: web.Request) -> str:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(
+                HTTPStatus.UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "missing credentials: send Authorization: Bearer <token>",
+            )
+        presented = token.strip().encode()
+        found = None
+        for candidate, principal in self.tokens.items():
+            if hmac.compare_digest(candidate.encode(), presented):
+                found = principal
+        if found is None:
+            raise ApiError(HTTPStatus.UNAUTHORIZED, "UNAUTHENTICATED", "invalid token")
+        return found
+
+    @staticmethod
+    async def body(request: web.Request, model: type[B]) -> B:
+        raw = await request.read()
+        if not raw.strip():
+            raw = b"{}"
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError as exc:
+            raise ApiError.invalid(_describe(exc)) from None
+
+    @staticmethod
+    def ok(model: BaseModel) -> web.Response:
+        return web.Response(
+            body=model.__pydantic_serializer__.to_json(model), content_type="application/json"
+        )
+
+    def command(
+        self, request: web.Request, kind: CommandKind, principal: str, **fields: Any
+    ) -> Command:
+        cluster_id = _check(_identifier, "cluster_id", request.match_info["cluster_id"])
+        instance_id = request.match_info["instance_id"]
+        if instance_id == ALL_INSTANCES and kind is not CommandKind.LIST:
+            raise ApiError.invalid("instance_id '-' (all instances) is only allowed when listing")
+        if instance_id != ALL_INSTANCES:
+            _check(_identifier, "instance_id", instance_id)
+        if "remediation_id" in request.match_info:
+            fields["remediation_id"] = _check(
+                _remediation_id, "remediation_id", request.match_info["remediation_id"]
+            )
+        return Command(
+            command_id=new_command_id(),
+            kind=kind,
+            cluster_id=cluster_id,
+            instance_id=instance_id if instance_id != ALL_INSTANCES else "*",
+            principal=principal,
+            issued_at=self.clock(),
+            **fields,
+        )
+
+    async def ask(self, command: Command, route: Route = Route.INSTANCE) -> Remediation:
+        reply = await self._ask(command, route)
+        if reply.remediation is None:  # pragma: no cover - every ok answer carries a record
+            raise ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, "INTERNAL", "empty answer")
+        return reply.remediation
+
+    async def _ask(self, command: Command, route: Route = Route.INSTANCE) -> Reply:
+        try:
+            reply = await self.gateway.ask(command, route)
+        except GatewayTimeout as exc:
+            raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "UNAVAILABLE", f"{exc}; retry") from None
+        if reply.error_code is not None:
+            raise ApiError.from_code(reply.error_code, reply.error_message or "")
+        return reply
+
+    # --- endpoints ------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        body = {
+            "status": "ok",
+            "app_id": self.app_id,
+            "version": __version__,
+            "ready": self.ready(),
+        }
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+    async def openapi_document(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.openapi(), content_type="application/json")
+
+    async def create(self, request: web.Request) -> web.Response:
+        principal = self.principal(request)
+        body = await self.body(request, CreateRemediationBody)
+        client_id = request.query.get("remediation_id") or request.query.get("request_id")
+        if client_id is not None:
+            client_id = _check(_remediation_id, "remediation_id", client_id)
+        command = self.command(
+            request,
+            CommandKind.CREATE,
+            principal,
+            remediation_id=client_id,
+            mode=body.mode,
+            reason=body.reason,
+        )
+        route = Route.CLAIM if client_id is not None else Route.INSTANCE
+        return self.ok(await self.ask(command, route))
+
+    async def get(self, request: web.Request) -> web.Response:
+        principal = self.principal(request)
+        return self.ok(await self.ask(self.command(request, CommandKind.GET, principal)))
+
+    async def approve(self, request: web.Request) -> web.Response:
+        principal = self.principal(request)
+        body = await self.body(request, ApproveBody)
+        command = self.command(
+            request, CommandKind.APPROVE, principal, comment=body.comment, mode=body.mode
+        )
+        return self.ok(await self.ask(command))
+
+    async def reject(self, request: web.Request) -> web.Response:
+        principal = self.principal(request)
+        body = await self.body(request, RejectBody)
+        command = self.command(request, CommandKind.REJECT, principal, comment=body.comment)
+        return self.ok(await self.ask(command))
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        principal = self.principal(request)
+        await self.body(request, CancelBody)
+        return self.ok(await self.ask(self.command(request, CommandKind.CANCEL, principal)))
+
+    async def list_remediations(self, request: web.Request) -> web.Response:
+        principal = self.principal(request)
+        query = request.query
+        states = _enums(query.getall("state", []), RemediationState, "state")
+        modes = _enums(query.getall("mode", []), RemediationMode, "mode")
+        triggers = _enums(query.getall("trigger", []), RemediationTrigger, "trigger")
+        page_size = _page_size(query.get("page_size"))
+        scope = paging.fingerprint(
+            f"{request.match_info['cluster_id']}/{request.match_info['instance_id']}",
+            [f"state={s}" for s in states]
+            + [f"mode={m}" for m in modes]
+            + [f"trigger={t}" for t in triggers],
+        )
+        token = query.get("page_token", "")
+        before = paging.decode(token, scope) if token else None
+        command = self.command(
+            request,
+            CommandKind.LIST,
+            principal,
+            states=states,
+            modes=modes,
+            triggers=triggers,
+            before=before,
+            limit=page_size + 1,
+        )
+        if request.match_info["instance_id"] == ALL_INSTANCES:
+            try:
+                replies = await self.gateway.scan(command)
+            except GatewayTimeout as exc:
+                raise ApiError(
+                    HTTPStatus.SERVICE_UNAVAILABLE, "UNAVAILABLE", f"{exc}; retry"
+                ) from None
+            records = [r for reply in replies for r in reply.remediations or []]
+            records.sort(key=sort_key, reverse=True)
+        else:
+            records = list((await self._ask(command)).remediations or [])
+        page, more = records[:page_size], len(records) > page_size
+        return self.ok(
+            ListRemediationsResponse(
+                remediations=page,
+                has_next=more,
+                next_page_token=paging.encode(page[-1], scope) if more and page else "",
+            )
+        )
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/healthz", self.healthz),
+            web.get("/openapi.json", self.openapi_document),
+            web.post(COLLECTION, self.create),
+            web.get(COLLECTION, self.list_remediations),
+            web.get(RESOURCE, self.get),
+            web.post(RESOURCE + "/approve", self.approve),
+            web.post(RESOURCE + "/reject", self.reject),
+            web.post(RESOURCE + "/cancel", self.cancel),
+        ]
+
+
+E = TypeVar("E", RemediationState, RemediationMode, RemediationTrigger)
+
+
+def _enums(values: list[str], enum: type[E], name: str) -> frozenset[E]:
+    chosen = set()
+    for value in values:
+        try:
+            chosen.add(enum(value))
+        except ValueError:
+            allowed = ", ".join(e.value for e in enum)
+            raise ApiError.invalid(f"{name} {value!r} is not one of: {allowed}") from None
+    return frozenset(chosen)
+
+
+def _page_size(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_PAGE_SIZE
+    try:
+        size = int(raw)
+    except ValueError:
+        raise ApiError.invalid(f"page_size {raw!r} is not an integer") from None
+    if size < 0:
+        raise ApiError.invalid("page_size must not be negative")
+    return DEFAULT_PAGE_SIZE if size == 0 else min(size, MAX_PAGE_SIZE)
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False)[:5]:
+        loc = ".".join(str(p) for p in error["loc"])
+        message = error["msg"]
+        if error["type"] == "json_invalid":
+            message = "request body is not valid JSON"
+        parts.append(f"{loc}: {message}" if loc else message)
+    return "; ".join(parts)
