@@ -140,6 +140,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         tokens=settings.tokens,
         clock=clock,
         ready=lambda: _ready(app),
+        owned=lambda: _owned_partitions(app, settings.inbox_topic),
         app_id=settings.app_id,
         openapi=openapi.document_bytes,
     )
@@ -178,6 +179,10 @@ def _topics(app: faust.App, settings: Settings) -> Topics:
             retention=timedelta(hours=1),
         ),
     )
+
+
+def _owned_partitions(app: faust.App, topic: str) -> list[int]:
+    return sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == topic)
 
 
 def _ready(app: faust.App) -> bool:

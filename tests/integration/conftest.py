@@ -66,8 +66,7 @@ class Names:
         }
 
 
-@pytest.fixture
-def names() -> Names:
+def unique_names() -> Names:
     tag = uuid.uuid4().hex[:10]
     return Names(
         app_id=f"t-{tag}",
@@ -76,6 +75,11 @@ def names() -> Names:
         transitions=f"transitions-{tag}",
         dead_letter=f"dead-letter-{tag}",
     )
+
+
+@pytest.fixture
+def names() -> Names:
+    return unique_names()
 
 
 @dataclass
@@ -146,6 +150,34 @@ class WorkerProcess:
             self._log_file = None
 
 
+def launch_worker(
+    broker: EmbeddedBroker, names: Names, directory: Path, wait: bool = True, **extra_env: str
+) -> WorkerProcess:
+    """Start ``remediator worker`` on the test broker; the caller stops it."""
+    web_port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")},
+        **names.env(),
+        "REMEDIATOR_BROKER": broker.url,
+        "REMEDIATOR_WEB_PORT": str(web_port),
+        "REMEDIATOR_DATA_DIR": str(directory / "data"),
+        "REMEDIATOR_PARTITIONS": str(PARTITIONS),
+        "REMEDIATOR_BROKER_SESSION_TIMEOUT": "3",
+        "REMEDIATOR_LOG_LEVEL": "info",
+        **extra_env,
+    }
+    log_path = directory / f"worker-{uuid.uuid4().hex[:6]}.log"
+    worker = WorkerProcess(env, log_path, web_port)
+    worker.start()
+    if wait:
+        try:
+            worker.wait_ready()
+        except BaseException:
+            worker.stop()
+            raise
+    return worker
+
+
 @pytest.fixture
 def start_worker(
     broker: EmbeddedBroker, names: Names, tmp_path: Path
@@ -153,21 +185,8 @@ def start_worker(
     started: list[WorkerProcess] = []
 
     def start(wait: bool = True, **extra_env: str) -> WorkerProcess:
-        web_port = free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")},
-            **names.env(),
-            "REMEDIATOR_BROKER": broker.url,
-            "REMEDIATOR_WEB_PORT": str(web_port),
-            "REMEDIATOR_DATA_DIR": str(tmp_path / "data"),
-            "REMEDIATOR_PARTITIONS": str(PARTITIONS),
-            "REMEDIATOR_BROKER_SESSION_TIMEOUT": "3",
-            "REMEDIATOR_LOG_LEVEL": "info",
-            **extra_env,
-        }
-        worker = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log", web_port)
+        worker = launch_worker(broker, names, tmp_path, wait=False, **extra_env)
         started.append(worker)
-        worker.start()
         if wait:
             worker.wait_ready()
         return worker

@@ -25,8 +25,30 @@ def test_checked_in_schema_matches_the_model(name: str) -> None:
 
 def test_no_stray_schema_files() -> None:
     expected = {f"{name}.json" for name in schemas.MODELS}
-    present = {p.name for p in SCHEMA_DIR.glob("*.json") if not p.name.startswith("openapi")}
-    assert present == expected
+    present = {p.name for p in SCHEMA_DIR.glob("*.json")}
+    assert present == expected | {"openapi.json"}
+
+
+def test_checked_in_openapi_document_matches_the_api() -> None:
+    from remediator.api import openapi
+
+    path = SCHEMA_DIR / "openapi.json"
+    assert path.read_text(encoding="utf-8") == openapi.render(), (
+        "schemas/openapi.json is out of date with the API: run `make schemas` and commit the result"
+    )
+
+
+def test_openapi_document_covers_every_contract_endpoint() -> None:
+    from remediator.api import openapi
+
+    paths = openapi.build()["paths"]
+    base = "/v1/compute/clusters/{cluster_id}/instances/{instance_id}/remediations"
+    assert set(paths[base]) == {"get", "post"}
+    assert set(paths[base + "/{remediation_id}"]) == {"get"}
+    for action in ("approve", "reject", "cancel"):
+        assert set(paths[f"{base}/{{remediation_id}}/{action}"]) == {"post"}
+    assert "/healthz" in paths
+    assert "/openapi.json" in paths
 
 
 @pytest.mark.parametrize("name", sorted(schemas.MODELS))

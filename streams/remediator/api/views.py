@@ -71,6 +71,7 @@ class Api:
         tokens: Mapping[str, str],
         clock: Callable[[], datetime],
         ready: Callable[[], bool],
+        owned: Callable[[], list[int]],
         app_id: str,
         openapi: Callable[[], bytes],
     ) -> None:
@@ -78,6 +79,7 @@ class Api:
         self.tokens = dict(tokens)
         self.clock = clock
         self.ready = ready
+        self.owned = owned
         self.app_id = app_id
         self.openapi = openapi
 
@@ -162,7 +164,10 @@ class Api:
             "status": "ok",
             "app_id": self.app_id,
             "version": __version__,
+            # Assigned, recovered, not rebalancing: serving its partitions right now.
             "ready": self.ready(),
+            # The inbox partitions (so the instances) this worker owns at the moment.
+            "partitions": self.owned(),
         }
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
