@@ -32,6 +32,7 @@ from remediator.pipeline.gateway import Gateway
 from remediator.pipeline.ingest import register_ingest
 from remediator.pipeline.instances import register_instances
 from remediator.settings import Settings
+from remediator.transport import transport_class
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,8 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         web_graph_enabled=False,
         web_stats_enabled=False,
     )
+    # Before anything touches app.transport (declaring a topic does).
+    app.transport = transport_class(settings.fetch_max_wait_ms)(app.conf.broker_consumer, app)
     topics = _topics(app, settings)
     table = app.Table(
         "instances",

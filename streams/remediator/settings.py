@@ -93,6 +93,13 @@ class Settings(BaseSettings):
         description="Port of the embedded broker when REMEDIATOR_BROKER is unset; 0 picks a "
         "free port.",
     )
+    fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        le=10000,
+        description="Longest wait of a consumer fetch. Kafka answers as soon as data "
+        "arrives; Tansu waits this long, so it bounds each hop's latency there.",
+    )
     api_timeout_seconds: float = Field(
         default=15.0,
         gt=0,

@@ -86,7 +86,8 @@ async def contract_errors(request: web.Request, handler: Handler) -> web.StreamR
             if exc.status == 404
             else (exc.reason or status.phrase)
         )
-        return error_response(status, name, message)
+        allow = exc.headers.get("Allow")  # RFC 9110: a 405 lists what is allowed
+        return error_response(status, name, message, {"Allow": allow} if allow else None)
     except Exception:  # a bug: log it whole, answer without the stack trace
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "INTERNAL", "internal error")

@@ -69,10 +69,23 @@ def _path_params(*names: str) -> list[dict[str, Any]]:
             "in": "path",
             "required": True,
             "description": descriptions[n],
-            "schema": {"type": "string", "minLength": 1, "pattern": r"^[^/\s]+$"},
+            "schema": _PATH_SCHEMAS[n],
         }
         for n in names
     ]
+
+
+_ID_PATTERN = {"type": "string", "minLength": 1, "maxLength": 253, "pattern": r"^[^/\s]+$"}
+_PATH_SCHEMAS: dict[str, dict[str, Any]] = {
+    "cluster_id": _ID_PATTERN,
+    "instance_id": _ID_PATTERN,
+    "remediation_id": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 128,
+        "pattern": "^[A-Za-z0-9._:~-]+$",
+    },
+}
 
 
 def _enum_query(name: str, values: list[str]) -> dict[str, Any]:
