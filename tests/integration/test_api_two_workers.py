@@ -1,0 +1,96 @@
+"""Two workers in one group: a request that reaches the worker which does not own the
+instance is answered correctly (routed through the owner, not refused)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import httpx
+
+from remediator.pipeline.instances import partition_of
+from tests.builders import run_payload
+from tests.integration.conftest import PARTITIONS, Kafka, Names, WorkerProcess
+
+TOKENS = {"REMEDIATOR_API_TOKENS": "alice=alice-token"}
+ALICE = {"Authorization": "Bearer alice-token"}
+
+
+def owned(worker: WorkerProcess) -> set[int]:
+    return set(httpx.get(f"{worker.base_url}/healthz").json()["partitions"])
+
+
+def instances_owned_by(partitions: set[int], cluster: str, count: int) -> list[str]:
+    """``count`` instance ids whose keys hash into ``partitions``."""
+    found = [
+        f"inst-{n}"
+        for n in range(1000)
+        if partition_of(f"{cluster}/inst-{n}".encode(), PARTITIONS) in partitions
+    ]
+    assert len(found) >= count, f"not enough instances hash to {partitions}"
+    return found[:count]
+
+
+async def wait_split(a: WorkerProcess, b: WorkerProcess) -> tuple[set[int], set[int]]:
+    for _ in range(100):
+        parts_a, parts_b = owned(a), owned(b)
+        if parts_a and parts_b and parts_a | parts_b == set(range(PARTITIONS)):
+            return parts_a, parts_b
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"partitions never split: {owned(a)} / {owned(b)}")
+
+
+async def test_create_approve_and_list_through_the_worker_that_does_not_own_the_instance(
+    start_worker: Callable[..., WorkerProcess], kafka: Kafka, names: Names
+) -> None:
+    first = start_worker(**TOKENS)
+    second = start_worker(**TOKENS)
+    await asyncio.to_thread(first.wait_ready)
+    parts_first, parts_second = await wait_split(first, second)
+    assert not parts_first & parts_second
+
+    manual_instance, automated_instance = instances_owned_by(parts_second, "cl-2w", 2)
+    base = "/v1/compute/clusters/cl-2w/instances"
+    async with httpx.AsyncClient(base_url=first.base_url, headers=ALICE, timeout=30) as via_first:
+        created = await via_first.post(
+            f"{base}/{manual_instance}/remediations", params={"remediation_id": "m-1"}
+        )
+        assert created.status_code == 200, created.text
+        assert created.json()["state"] == "PENDING"
+
+        await kafka.produce(
+            names.active, run_payload(cluster_id="cl-2w", instance_id=automated_instance)
+        )
+        for _ in range(100):
+            listed = (await via_first.get(f"{base}/{automated_instance}/remediations")).json()
+            if listed["remediations"]:
+                break
+            await asyncio.sleep(0.2)
+        (opened,) = listed["remediations"]
+        approved = await via_first.post(
+            f"{base}/{automated_instance}/remediations/{opened['id']}/approve",
+            json={"mode": "REMEDIATION_MODE_REBOOT_VM"},
+        )
+        assert approved.status_code == 200, approved.text
+        assert approved.json()["state"] == "PENDING"
+        assert approved.json()["reviewed_by"] == "alice"
+
+        everything = (await via_first.get(f"{base}/-/remediations")).json()["remediations"]
+        assert {r["id"] for r in everything} == {"m-1", opened["id"]}
+
+    async with httpx.AsyncClient(base_url=second.base_url, headers=ALICE, timeout=30) as via_owner:
+        got = await via_owner.get(f"{base}/{automated_instance}/remediations/{opened['id']}")
+        assert got.json() == approved.json()
+        again = await via_owner.post(
+            f"{base}/{manual_instance}/remediations", params={"remediation_id": "m-1"}
+        )
+        assert again.json() == created.json()
+
+    transitions = await kafka.read(names.transitions, at_least=3)
+    assert [
+        (t["remediation_id"], t["sequence"]) for t in transitions if t["remediation_id"] == "m-1"
+    ] == [("m-1", 1)]
+    assert [t["to_state"] for t in transitions if t["remediation_id"] == opened["id"]] == [
+        "PENDING_APPROVAL",
+        "PENDING",
+    ]
