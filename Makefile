@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the project with its dev tools
 
+# A demo credential for `make run` only; set REMEDIATOR_API_TOKENS to use your own.
+REMEDIATOR_API_TOKENS ?= operator=dev-token
+export REMEDIATOR_API_TOKENS
+
 run: $(STAMP)  ## run a worker: embedded broker, simulated control plane, REST API
 	$(VENV)/bin/remediator worker
 

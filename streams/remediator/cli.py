@@ -190,7 +190,10 @@ def _print_banner(settings: Settings, *, embedded: bool) -> None:
     lines = [
         f"remediator {__version__} worker, app id {settings.app_id!r}",
         f"  {where}: {settings.broker}",
-        f"  REST API: http://{settings.web_host}:{settings.web_port}/healthz",
+        f"  REST API: http://{settings.web_host}:{settings.web_port}/v1/compute "
+        f"(OpenAPI at /openapi.json, health at /healthz)",
+        f"  API principals: {', '.join(sorted(set(settings.tokens.values()))) or 'none'}"
+        + ("" if settings.tokens else " (REMEDIATOR_API_TOKENS is empty: every API call is 401)"),
         f"  feed health checks to: {settings.topic_active_runs}, {settings.topic_passive_events}",
         f"  transitions on: {settings.topic_transitions}; "
         f"dead letters on: {settings.topic_dead_letter}",
