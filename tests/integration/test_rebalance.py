@@ -4,6 +4,7 @@ neither lose a signal nor open a second remediation (DESIGN.md invariants 1-3)."
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import Counter
 from collections.abc import Callable
 
@@ -30,10 +31,12 @@ async def test_worker_joining_then_dying_mid_stream_keeps_one_remediation_per_in
         return [run_payload(cluster_id="cl-r", instance_id=f"{prefix}-{n}") for n in range(count)]
 
     first, second, third = batch("a", 40), batch("b", 40), batch("c", 20)
-    worker_a = start_worker()
+    worker_a = start_worker(REMEDIATOR_LOG_LEVEL=os.environ.get("REBALANCE_LOG_LEVEL", "info"))
     await produce_runs(kafka, names, first)
 
-    worker_b = start_worker(wait=False)  # joins while A is busy: a rebalance
+    worker_b = start_worker(
+        wait=False, REMEDIATOR_LOG_LEVEL=os.environ.get("REBALANCE_LOG_LEVEL", "info")
+    )  # joins while A is busy: a rebalance
     await produce_runs(kafka, names, second + first[:10])
     await asyncio.to_thread(worker_b.wait_ready)
     split = (worker_a.log().count("opened remediation"), worker_b.log().count("opened remediation"))

@@ -70,5 +70,12 @@ def register_ingest(
                 continue
             key = ids.instance_key(signal.cluster_id, signal.instance_id).encode()
             await inbox.send(key=key, value=dump_json(InboxMessage.of_signal(signal)))
+            log.debug(
+                "forwarded %s[%d]@%d to the inbox as %s",
+                message.topic,
+                message.partition,
+                message.offset,
+                key.decode(),
+            )
 
     return app.agent(sources, name="ingest")(ingest)

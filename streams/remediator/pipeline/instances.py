@@ -131,6 +131,9 @@ def register_instances(
     async def instances(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
             key: bytes = event.message.key
+            log.debug(
+                "inbox[%d]@%d key %s", event.message.partition, event.message.offset, key.decode()
+            )
             try:
                 message = InboxMessage.model_validate_json(event.value)
             except ValidationError as exc:
