@@ -41,6 +41,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format streams tests
 	$(VENV)/bin/ruff check --fix streams tests
 
+bench: $(STAMP)  ## throughput of the pipeline vs a raw aiokafka baseline, same broker, same run
+	$(PY) -m tests.bench.bench_pipeline
+
 schemas: $(STAMP)  ## regenerate the JSON Schema files under schemas/
 	$(PY) -m remediator.schemas
 

@@ -183,7 +183,6 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         openapi=openapi.document_bytes,
     )
     app.web.web_app.add_routes(api.routes())  # type: ignore[attr-defined]  # aiohttp driver
-    app.remediator_topics = topics  # type: ignore[attr-defined]  # for tests and tools
     return app
 
 

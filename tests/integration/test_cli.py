@@ -42,6 +42,24 @@ def alive(pid: int) -> bool:
     )
 
 
+def start_embedded(tmp_path: Path, broker_port: int) -> WorkerProcess:
+    """`remediator worker` with no broker set: it starts its own."""
+    web_port = free_port()
+    env = clean_env(
+        REMEDIATOR_EMBEDDED_BROKER_PORT=str(broker_port),
+        REMEDIATOR_WEB_PORT=str(web_port),
+        REMEDIATOR_DATA_DIR=str(tmp_path / "data"),
+    )
+    worker = WorkerProcess(env, tmp_path / "worker.log", web_port)
+    worker.start()
+    try:
+        worker.wait_ready()
+    except BaseException:
+        worker.kill()
+        raise
+    return worker
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
@@ -89,20 +107,10 @@ def test_unreachable_broker_is_one_line_too(tmp_path: Path) -> None:
 
 async def test_embedded_broker_end_to_end_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     """The `make run` path: no broker set, the worker brings its own and cleans it up."""
-    web_port = free_port()
     broker_port = free_port()
-    worker = WorkerProcess(
-        clean_env(
-            REMEDIATOR_EMBEDDED_BROKER_PORT=str(broker_port),
-            REMEDIATOR_WEB_PORT=str(web_port),
-            REMEDIATOR_DATA_DIR=str(tmp_path / "data"),
-        ),
-        tmp_path / "worker.log",
-        web_port,
-    )
-    worker.start()
+    worker = start_embedded(tmp_path, broker_port)
+    web_port = worker.web_port
     try:
-        worker.wait_ready()
         assert worker.process is not None
         (broker_pid,) = children_of(worker.process.pid)
         banner = worker.log()
@@ -132,19 +140,8 @@ async def test_embedded_broker_end_to_end_and_ctrl_c_stops_everything(tmp_path: 
 
 
 def test_embedded_broker_dies_with_a_killed_worker(tmp_path: Path) -> None:
-    web_port = free_port()
-    worker = WorkerProcess(
-        clean_env(
-            REMEDIATOR_EMBEDDED_BROKER_PORT="0",
-            REMEDIATOR_WEB_PORT=str(web_port),
-            REMEDIATOR_DATA_DIR=str(tmp_path / "data"),
-        ),
-        tmp_path / "worker.log",
-        web_port,
-    )
-    worker.start()
+    worker = start_embedded(tmp_path, 0)
     try:
-        worker.wait_ready()
         assert worker.process is not None
         (broker_pid,) = children_of(worker.process.pid)
         worker.kill()
