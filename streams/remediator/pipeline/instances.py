@@ -26,7 +26,7 @@ from faust.types import StreamT
 from pydantic import ValidationError
 
 from remediator import failpoints
-from remediator.domain import commands
+from remediator.domain import commands, ids
 from remediator.domain.commands import Claim, Command
 from remediator.domain.correlate import CorrelationConfig, InstanceState, Outcome, decide
 from remediator.domain.models import HealthSignal, Remediation, RemediationTransition, dump_json
@@ -110,7 +110,7 @@ def register_instances(
         # Forward first: a crash before the claim lands replays this, and the instance
         # answers a repeated command from its remembered replies.
         forward = InboxMessage(command=command, route=Route.INSTANCE)
-        instance_key = f"{command.cluster_id}/{command.instance_id}".encode()
+        instance_key = ids.instance_key(command.cluster_id, command.instance_id).encode()
         await publish(inbox, [(instance_key, dump_json(forward))])
         if existing != kept:
             table[key] = dump_json(kept)
