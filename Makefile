@@ -20,6 +20,9 @@ install: $(STAMP)  ## create .venv and install the project with its dev tools
 REMEDIATOR_API_TOKENS ?= operator=dev-token
 export REMEDIATOR_API_TOKENS
 
+# The built-in simulated control plane on a known port, so its switches are easy to reach.
+run: export REMEDIATOR_SIMULATOR_PORT ?= 6067
+
 run: $(STAMP)  ## run a worker: embedded broker, simulated control plane, REST API
 	$(VENV)/bin/remediator worker
 

@@ -7,11 +7,15 @@ Topology (DESIGN.md)::
     passive-health-check-events ┘          └─► {app_id}-instance-inbox (key cluster/instance)
                                                   │
                                                instances ─► remediation-transitions
-                                                  │
-                                               table "instances" ({app_id}-instances-changelog)
+                                                  │  ▲
+                            table "instances" ◄───┤  │ grants, step reports, slot requests
+                 ({app_id}-instances-changelog)   │  │ (back onto the inbox)
+                                                  ▼  │
+                                               executor ─► compute control plane (httpx)
 
 The inbox topic and the ``instances`` table have the same partition count, so the agent
-that consumes an instance's partition is the only writer of that instance's state.
+that consumes an instance's partition is the only writer of that instance's state. The
+executor never writes state: it reports on the inbox like everyone else.
 """
 
 from __future__ import annotations
@@ -30,9 +34,12 @@ from remediator.api import openapi
 from remediator.api.errors import contract_errors
 from remediator.api.views import Api
 from remediator.domain.correlate import CorrelationConfig
+from remediator.pipeline.controlplane import Backoff, ControlPlaneClient
+from remediator.pipeline.executor import Executor
 from remediator.pipeline.gateway import Gateway
 from remediator.pipeline.ingest import register_ingest
-from remediator.pipeline.instances import register_instances
+from remediator.pipeline.instances import partition_of, register_instances
+from remediator.pipeline.simulated import SimulatedControlPlane
 from remediator.settings import Settings
 from remediator.transport import transport_class
 
@@ -77,14 +84,29 @@ class RemediatorApp(faust.App):
     run in fifteen). Seeking once more when the rebalance has ended re-fetches everything
     not yet committed; the repeats it may cause are harmless (a signal counts once, and
     Faust ignores a second ack of an offset).
+
+    It also tells the executor when a rebalance starts (stop carrying out remediations:
+    the instances may move) and ends (resume those of the partitions now owned, from the
+    recovered table).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._reseeks: set[asyncio.Future[None]] = set()
+        self.executor: Executor | None = None
+        self.inbox_topic_name = ""
+
+    def on_rebalance_start(self) -> None:
+        super().on_rebalance_start()
+        if self.executor is not None:
+            # May be called from the consumer's thread: hop to the app's loop.
+            self.loop.call_soon_threadsafe(self.executor.suspend)
 
     def on_rebalance_end(self) -> None:
         super().on_rebalance_end()
+        if self.executor is not None:
+            owned = _owned_partitions(self, self.inbox_topic_name)
+            self.executor.resume(owned)
         task = asyncio.ensure_future(self._seek_again(self.consumer_generation_id))
         self._reseeks.add(task)  # keep a reference until done
         task.add_done_callback(self._reseeks.discard)
@@ -154,6 +176,34 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         dead_letters=topics.dead_letters,
         clock=clock,
     )
+    app.inbox_topic_name = settings.inbox_topic
+    control_plane_url: Callable[[], str]
+    if settings.control_plane_url is None:
+        simulated = SimulatedControlPlane(port=settings.simulator_port)
+        app.add_dependency(simulated)  # started before the executor calls it
+        control_plane_url = simulated.base_url
+    else:
+        fixed = settings.control_plane_url
+        control_plane_url = lambda: fixed  # noqa: E731
+    executor = Executor(
+        table=table,
+        inbox=topics.inbox,
+        client=ControlPlaneClient(
+            control_plane_url,
+            timeout=settings.control_plane_timeout_seconds,
+            backoff=Backoff(base=0.5, cap=settings.control_plane_retry_max_seconds),
+        ),
+        partition_of=lambda key: partition_of(key, settings.partitions),
+        poll=Backoff(
+            base=settings.poll_interval_seconds,
+            cap=max(settings.poll_interval_max_seconds, settings.poll_interval_seconds),
+            factor=1.5,
+        ),
+        step_timeout=timedelta(seconds=settings.step_timeout_seconds),
+        clock=clock,
+    )
+    app.executor = executor
+    app.add_dependency(executor)
     register_instances(
         app,
         inbox=topics.inbox,
@@ -163,6 +213,8 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         partitions=settings.partitions,
         config=CorrelationConfig(dedup_ttl=timedelta(seconds=settings.dedup_ttl_seconds)),
         clock=clock,
+        executor=executor,
+        max_running_per_cluster=settings.max_running_per_cluster,
     )
     gateway = Gateway(
         app=app,

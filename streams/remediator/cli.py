@@ -48,6 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="instance_id",
         help="take each key from this field (default: %(default)s)",
     )
+    control_plane = commands.add_parser(
+        "control-plane",
+        help="run the simulated compute control plane on its own (for demos and tests)",
+        description="Run the simulated compute control plane (CONTRACT.md §5) as an HTTP "
+        "server. Its /_sim/config endpoint switches latency, failures and outages at run time.",
+    )
+    from . import simulator
+
+    simulator.add_arguments(control_plane)
     tail = commands.add_parser("tail", help="print the messages of a topic, one JSON per line")
     tail.add_argument("topic")
     tail.add_argument("--broker", default=None, help=_BROKER_HELP)
@@ -61,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_worker()
     if args.command in ("publish", "tail"):
         return _run_topic_tool(args)
+    if args.command == "control-plane":
+        return simulator.run(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return EXIT_CONFIG  # pragma: no cover
 
@@ -121,6 +132,15 @@ def run_worker() -> int:
     if port_in_use(settings.web_host, settings.web_port):
         return _fail(
             f"REMEDIATOR_WEB_PORT: {settings.web_host}:{settings.web_port} is already in use",
+            EXIT_CONFIG,
+        )
+    if (
+        settings.control_plane_url is None
+        and settings.simulator_port
+        and port_in_use("127.0.0.1", settings.simulator_port)
+    ):
+        return _fail(
+            f"REMEDIATOR_SIMULATOR_PORT: 127.0.0.1:{settings.simulator_port} is already in use",
             EXIT_CONFIG,
         )
 
@@ -194,6 +214,14 @@ def _print_banner(settings: Settings, *, embedded: bool) -> None:
         f"(OpenAPI at /openapi.json, health at /healthz)",
         f"  API principals: {', '.join(sorted(set(settings.tokens.values()))) or 'none'}"
         + ("" if settings.tokens else " (REMEDIATOR_API_TOKENS is empty: every API call is 401)"),
+        "  control plane: "
+        + (
+            settings.control_plane_url
+            or "simulated, http://127.0.0.1:"
+            + (str(settings.simulator_port) if settings.simulator_port else "<free port, logged>")
+            + " (switches at /_sim/config)"
+        ),
+        f"  at most {settings.max_running_per_cluster} remediation(s) RUNNING per cluster",
         f"  feed health checks to: {settings.topic_active_runs}, {settings.topic_passive_events}",
         f"  transitions on: {settings.topic_transitions}; "
         f"dead letters on: {settings.topic_dead_letter}",

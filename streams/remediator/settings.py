@@ -121,6 +121,53 @@ class Settings(BaseSettings):
         "broker (fast restarts), 45 with an external one.",
     )
 
+    max_running_per_cluster: int = Field(
+        default=2,
+        ge=0,
+        le=10000,
+        description="At most this many remediations RUNNING at once per cluster; the rest "
+        "wait in PENDING, first approved first started. 0 starts none (execution off).",
+    )
+    control_plane_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Timeout of one control-plane HTTP request; a timeout is retried.",
+    )
+    control_plane_retry_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Longest backoff between retries of a failed control-plane request "
+        "(exponential from 0.5 s, with jitter). Retries never give up.",
+    )
+    poll_interval_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=3600,
+        description="First interval between polls of a running operation; grows by 1.5x.",
+    )
+    poll_interval_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Longest interval between polls of a running operation.",
+    )
+    step_timeout_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="A step the control plane still reports RUNNING this long after it "
+        "started fails the remediation. Time the control plane is unreachable is not "
+        "held against it: the verdict needs an answer.",
+    )
+    simulator_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the built-in simulated control plane (loopback) when "
+        "REMEDIATOR_CONTROL_PLANE_URL is unset; 0 picks a free port.",
+    )
+
     @field_validator("broker")
     @classmethod
     def _check_broker(cls, value: str | None) -> str | None:

@@ -164,6 +164,9 @@ def launch_worker(
         "REMEDIATOR_PARTITIONS": str(PARTITIONS),
         "REMEDIATOR_BROKER_SESSION_TIMEOUT": "3",
         "REMEDIATOR_LOG_LEVEL": "info",
+        # Execution off unless a test turns it on: tests of signals and of the API want
+        # PENDING remediations to stay PENDING (the executor's tests set their own limit).
+        "REMEDIATOR_MAX_RUNNING_PER_CLUSTER": "0",
         **extra_env,
     }
     log_path = directory / f"worker-{uuid.uuid4().hex[:6]}.log"

@@ -42,13 +42,14 @@ def alive(pid: int) -> bool:
     )
 
 
-def start_embedded(tmp_path: Path, broker_port: int) -> WorkerProcess:
+def start_embedded(tmp_path: Path, broker_port: int, **extra: str) -> WorkerProcess:
     """`remediator worker` with no broker set: it starts its own."""
     web_port = free_port()
     env = clean_env(
         REMEDIATOR_EMBEDDED_BROKER_PORT=str(broker_port),
         REMEDIATOR_WEB_PORT=str(web_port),
         REMEDIATOR_DATA_DIR=str(tmp_path / "data"),
+        **extra,
     )
     worker = WorkerProcess(env, tmp_path / "worker.log", web_port)
     worker.start()
@@ -67,6 +68,8 @@ def start_embedded(tmp_path: Path, broker_port: int) -> WorkerProcess:
         ("REMEDIATOR_API_TOKENS", "alice"),
         ("REMEDIATOR_WEB_PORT", "99999"),
         ("REMEDIATOR_CONTROL_PLANE_URL", "localhost:8080"),
+        ("REMEDIATOR_MAX_RUNNING_PER_CLUSTER", "-1"),
+        ("REMEDIATOR_POLL_INTERVAL_SECONDS", "soon"),
     ],
 )
 def test_bad_setting_stops_start_with_one_line(variable: str, value: str, tmp_path: Path) -> None:
@@ -106,16 +109,25 @@ def test_unreachable_broker_is_one_line_too(tmp_path: Path) -> None:
 
 
 async def test_embedded_broker_end_to_end_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    """The `make run` path: no broker set, the worker brings its own and cleans it up."""
-    broker_port = free_port()
-    worker = start_embedded(tmp_path, broker_port)
+    """The `make run` path: no broker and no control plane set, the worker brings its own
+    (embedded broker, simulated control plane), carries a remediation out, cleans up."""
+    broker_port, simulator_port = free_port(), free_port()
+    worker = start_embedded(
+        tmp_path,
+        broker_port,
+        REMEDIATOR_SIMULATOR_PORT=str(simulator_port),
+        REMEDIATOR_API_TOKENS="operator=dev-token",
+        REMEDIATOR_POLL_INTERVAL_SECONDS="0.2",
+    )
     web_port = worker.web_port
+    simulator = f"http://127.0.0.1:{simulator_port}"
     try:
         assert worker.process is not None
         (broker_pid,) = children_of(worker.process.pid)
         banner = worker.log()
         assert f"kafka://127.0.0.1:{broker_port}" in banner
         assert f"http://127.0.0.1:{web_port}" in banner
+        assert f"simulated, {simulator}" in banner
 
         kafka = Kafka(f"127.0.0.1:{broker_port}")
         try:
@@ -126,6 +138,33 @@ async def test_embedded_broker_end_to_end_and_ctrl_c_stops_everything(tmp_path: 
             await kafka.close()
         assert transition["remediation"]["active_health_check_run_id"] == run["run_id"]
 
+        # Approve it: the built-in simulated control plane carries it out.
+        remediation = transition["remediation"]
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{web_port}/v1/compute",
+            headers={"Authorization": "Bearer dev-token"},
+            timeout=30,
+        ) as client:
+            put = await client.put(f"{simulator}/_sim/config", json={"latency": {"REBOOT_VM": 0.2}})
+            assert put.status_code == 200, put.text
+            url = (
+                f"/clusters/{remediation['cluster_id']}/instances/{remediation['instance_id']}"
+                f"/remediations/{remediation['id']}"
+            )
+            approved = await client.post(
+                f"{url}/approve", json={"mode": "REMEDIATION_MODE_REBOOT_VM"}
+            )
+            assert approved.status_code == 200, approved.text
+            state = ""
+            for _ in range(150):
+                state = (await client.get(url)).json()["state"]
+                if state == "SUCCEEDED":
+                    break
+                await asyncio.sleep(0.2)
+            assert state == "SUCCEEDED", worker.log()[-3000:]
+            performed = (await client.get(f"{simulator}/_sim/log")).json()["requests"]
+            assert [r["action"] for r in performed] == ["REBOOT_VM"]
+
         worker.process.send_signal(signal.SIGINT)
         assert worker.process.wait(timeout=30) == 0, worker.log()[-2000:]
         deadline = time.monotonic() + 10
@@ -135,6 +174,8 @@ async def test_embedded_broker_end_to_end_and_ctrl_c_stops_everything(tmp_path: 
         async with httpx.AsyncClient() as client:
             with pytest.raises(httpx.ConnectError):
                 await client.get(f"http://127.0.0.1:{web_port}/healthz")
+            with pytest.raises(httpx.ConnectError):
+                await client.get(f"{simulator}/healthz")
     finally:
         worker.kill()
 

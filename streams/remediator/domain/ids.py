@@ -26,3 +26,17 @@ def automated_remediation_id(cluster_id: str, instance_id: str, signal_key: str)
 def transition_id(remediation_id: str, sequence: int) -> str:
     """Id of the ``sequence``-th change of a remediation."""
     return f"{remediation_id}:{sequence}"
+
+
+def operation_id(remediation_id: str, step: int, action: str) -> str:
+    """The control plane's idempotency key for step ``step`` (1-based) of a remediation.
+
+    The same remediation always plans the same ids, so a step re-posted after a crash is
+    recognised by the control plane and not performed twice.
+    """
+    return f"{remediation_id}.step-{step}.{action}"
+
+
+def cluster_key(cluster_id: str) -> str:
+    """The key of a cluster's execution slots (the per-cluster RUNNING limit)."""
+    return f"cluster:{cluster_id}"

@@ -6,7 +6,8 @@ Rules kept here:
   (records are frozen; :func:`apply` returns a new one).
 - ``AUTO_RESOLVE`` applies to automated remediations only.
 - ``ATTACH_SIGNAL`` updates an open remediation without moving it; it is refused on a
-  terminal one.
+  terminal one. ``STEP_STARTED`` / ``STEP_DONE`` likewise record the executor's progress
+  on a RUNNING one.
 - Bookkeeping is done here and nowhere else: ``update_time`` on every change,
   ``start_time`` on start, ``end_time`` on reaching a terminal state.
 
@@ -36,6 +37,8 @@ class Event(enum.StrEnum):
     SUCCEED = "SUCCEED"
     FAIL = "FAIL"
     ATTACH_SIGNAL = "ATTACH_SIGNAL"
+    STEP_STARTED = "STEP_STARTED"
+    STEP_DONE = "STEP_DONE"
 
 
 _OPEN_STATES = (S.PENDING_APPROVAL, S.PENDING, S.RUNNING)
@@ -53,6 +56,9 @@ TRANSITIONS: Mapping[tuple[RemediationState | None, Event], RemediationState] = 
     (S.RUNNING, Event.SUCCEED): S.SUCCEEDED,
     (S.RUNNING, Event.FAIL): S.FAILED,
     **{(state, Event.ATTACH_SIGNAL): state for state in _OPEN_STATES},
+    # Progress of the executor's steps: the record changes, the state does not.
+    (S.RUNNING, Event.STEP_STARTED): S.RUNNING,
+    (S.RUNNING, Event.STEP_DONE): S.RUNNING,
 }
 
 

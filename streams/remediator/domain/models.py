@@ -163,6 +163,38 @@ class SignalRef(_Record):
     observed_at: Timestamp
 
 
+class StepAction(enum.StrEnum):
+    """One control-plane action (CONTRACT.md §5)."""
+
+    REBOOT_VM = "REBOOT_VM"
+    DELETE_VM = "DELETE_VM"
+    PROVISION_VM = "PROVISION_VM"
+    CORDON_HOST = "CORDON_HOST"
+
+
+class StepState(enum.StrEnum):
+    PLANNED = "PLANNED"  # not started: no call made yet
+    RUNNING = "RUNNING"  # recorded as started: the call may have been made
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+class Operation(_Record):
+    """One step of a remediation's execution (an addition to the seed's record).
+
+    ``operation_id`` is deterministic (:func:`remediator.domain.ids.operation_id`) and is
+    the control plane's idempotency key: re-posting it after a crash repeats nothing.
+    """
+
+    operation_id: str
+    action: StepAction
+    avoid_current_host: bool = False
+    state: StepState = StepState.PLANNED
+    start_time: Timestamp | None = None
+    end_time: Timestamp | None = None
+    error: str | None = None
+
+
 class Remediation(_Record):
     """A node remediation request for one instance: exactly the seed's fields, plus additions."""
 
@@ -189,6 +221,10 @@ class Remediation(_Record):
     signals: list[SignalRef] = Field(
         default_factory=list,
         description="Health signals correlated into this remediation, oldest first.",
+    )
+    operations: list[Operation] = Field(
+        default_factory=list,
+        description="The control-plane steps, in order; planned when the remediation starts.",
     )
 
 

@@ -26,11 +26,14 @@ from faust.types import StreamT
 from pydantic import ValidationError
 
 from remediator import failpoints
-from remediator.domain import commands, ids
+from remediator.domain import commands, execution, ids, slots
 from remediator.domain.commands import Claim, Command
 from remediator.domain.correlate import CorrelationConfig, InstanceState, Outcome, decide
+from remediator.domain.execution import Grant, StepReport
 from remediator.domain.models import HealthSignal, Remediation, RemediationTransition, dump_json
 from remediator.domain.replies import Reply
+from remediator.domain.slots import ClusterSlots, SlotRequest
+from remediator.pipeline.executor import Executor
 from remediator.pipeline.messages import InboxMessage, Route
 from remediator.pipeline.publish import publish
 
@@ -52,11 +55,32 @@ def register_instances(
     partitions: int,
     config: CorrelationConfig,
     clock: Callable[[], datetime],
+    executor: Executor,
+    max_running_per_cluster: int,
 ) -> faust.types.AgentT[bytes]:
     async def emit(key: bytes, produced: tuple[RemediationTransition, ...]) -> None:
+        """Publish transitions, then the slot requests they call for; await every ack."""
         if produced:
             await publish(transitions, [(key, dump_json(t)) for t in produced])
             await failpoints.hit("instances.after_publish")
+            await request_slots(slots.requests_for(produced))
+
+    async def request_slots(requests: list[SlotRequest]) -> None:
+        if requests:
+            await publish(
+                inbox,
+                [
+                    (
+                        ids.cluster_key(r.cluster_id).encode(),
+                        dump_json(InboxMessage(slot=r, route=Route.CLUSTER)),
+                    )
+                    for r in requests
+                ],
+            )
+
+    def store(key: bytes, state: InstanceState) -> None:
+        table[key] = dump_json(state)
+        executor.observe(key, state)
 
     async def reply(answer: Reply) -> None:
         await replies.send(key=answer.command_id.encode(), value=dump_json(answer))
@@ -70,7 +94,7 @@ def register_instances(
         decision = decide(state, signal, clock(), config)
         await emit(key, decision.transitions)
         if decision.state is not state:
-            table[key] = dump_json(decision.state)
+            store(key, decision.state)
             if decision.transitions:
                 await failpoints.hit("instances.after_state_write", app.producer.flush)
         if decision.outcome in (Outcome.OPENED, Outcome.ATTACHED):
@@ -88,7 +112,7 @@ def register_instances(
         handled = commands.handle(state, command, clock())
         await emit(key, handled.transitions)
         if handled.state is not state:
-            table[key] = dump_json(handled.state)
+            store(key, handled.state)
         for transition in handled.transitions:
             log.info(
                 "remediation %s on %s: %s -> %s by %s",
@@ -114,6 +138,66 @@ def register_instances(
         await publish(inbox, [(instance_key, dump_json(forward))])
         if existing != kept:
             table[key] = dump_json(kept)
+
+    async def on_grant(key: bytes, grant: Grant) -> None:
+        state = load(key)
+        now = clock()
+        started = execution.start(state, grant, now)
+        await emit(key, started.transitions)
+        if started.give_back:
+            await request_slots(
+                [slots.give_back(grant.cluster_id, grant.instance_id, grant.remediation_id, now)]
+            )
+        if started.state is not state:
+            store(key, started.state)
+            await failpoints.hit("instances.after_start", app.producer.flush)
+        for transition in started.transitions:
+            log.info("remediation %s on %s: RUNNING", transition.remediation_id, key.decode())
+
+    async def on_report(key: bytes, report: StepReport) -> None:
+        state = load(key)
+        applied = execution.apply_report(state, report, clock())
+        if applied.ignored:
+            log.debug("report %s ignored: %s", report.operation_id, applied.ignored)
+        await emit(key, applied.transitions)
+        if applied.state is not state:
+            store(key, applied.state)
+            await failpoints.hit(f"instances.after_step_{report.kind.value.lower()}")
+        for transition in applied.transitions:
+            log.info(
+                "remediation %s on %s: %s",
+                transition.remediation_id,
+                key.decode(),
+                transition.reason,
+            )
+
+    async def on_slot(key: bytes, request: SlotRequest) -> None:
+        raw = table.get(key)
+        current = None if raw is None else ClusterSlots.model_validate_json(raw)
+        decision = slots.handle(current, request, max_running_per_cluster)
+        # Grants first, then the state: a crash in between re-sends the same grants, which
+        # the instances ignore if already applied.
+        if decision.grants:
+            await publish(
+                inbox,
+                [
+                    (
+                        ids.instance_key(request.cluster_id, entry.instance_id).encode(),
+                        dump_json(
+                            InboxMessage(
+                                grant=Grant(
+                                    remediation_id=entry.remediation_id,
+                                    cluster_id=request.cluster_id,
+                                    instance_id=entry.instance_id,
+                                )
+                            )
+                        ),
+                    )
+                    for entry in decision.grants
+                ],
+            )
+        if decision.slots != current:
+            table[key] = dump_json(decision.slots)
 
     def held_instances(partition: int, cluster_id: str) -> Iterator[InstanceState]:
         prefix = f"{cluster_id}/".encode()
@@ -148,6 +232,12 @@ def register_instances(
             command, signal = message.command, message.signal
             if signal is not None:
                 await on_signal(key, signal)
+            elif message.report is not None:
+                await on_report(key, message.report)
+            elif message.grant is not None:
+                await on_grant(key, message.grant)
+            elif message.slot is not None:
+                await on_slot(key, message.slot)
             elif command is None:  # pragma: no cover - ruled out by InboxMessage
                 continue
             elif message.route is Route.CLAIM:

@@ -4,12 +4,18 @@ Everything that changes an instance's remediations travels on that one topic, ke
 ``"{cluster_id}/{instance_id}"``, so that one agent applies it in order (invariant 4):
 health signals re-keyed by the ingest agent, and API commands sent by the web views.
 
-Two more routes use the same topic and agent, with other keys:
+The executor's traffic travels the same way: slot grants (:mod:`remediator.domain.slots`)
+and step reports (:mod:`remediator.domain.execution`) keyed by instance, so its changes are
+applied by the same single writer, in order with signals and commands.
+
+More routes use the same topic and agent, with other keys:
 - ``claim``: a CREATE with a client-specified id goes first to the key
   ``claim:{remediation_id}``, whose owner reserves the id for one target across all
   instances, then forwards the command to the instance;
 - ``scan``: a cluster-wide LIST is sent to every partition explicitly; each owner answers
-  from the instances it holds in that partition.
+  from the instances it holds in that partition;
+- ``cluster``: slot requests for a cluster go to the key ``cluster:{cluster_id}``, whose
+  owner keeps the cluster's RUNNING limit and queue.
 """
 
 from __future__ import annotations
@@ -20,13 +26,16 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from remediator.domain import ids
 from remediator.domain.commands import Command
+from remediator.domain.execution import Grant, StepReport
 from remediator.domain.models import ActiveHealthCheckRun, HealthSignal, PassiveHealthCheckEvent
+from remediator.domain.slots import SlotRequest
 
 
 class Route(enum.StrEnum):
     INSTANCE = "instance"
     CLAIM = "claim"
     SCAN = "scan"
+    CLUSTER = "cluster"
 
 
 class InboxMessage(BaseModel):
@@ -35,11 +44,22 @@ class InboxMessage(BaseModel):
     active_run: ActiveHealthCheckRun | None = None
     passive_event: PassiveHealthCheckEvent | None = None
     command: Command | None = None
+    grant: Grant | None = None
+    report: StepReport | None = None
+    slot: SlotRequest | None = None
     route: Route = Route.INSTANCE
 
     @model_validator(mode="after")
     def _exactly_one(self) -> InboxMessage:
-        present = [x for x in (self.active_run, self.passive_event, self.command) if x is not None]
+        items = (
+            self.active_run,
+            self.passive_event,
+            self.command,
+            self.grant,
+            self.report,
+            self.slot,
+        )
+        present = [x for x in items if x is not None]
         if len(present) != 1:
             raise ValueError("an inbox message carries exactly one item")
         return self

@@ -1,0 +1,220 @@
+"""Carrying a remediation out: its steps, and how the executor's reports change it.
+
+The executor itself (HTTP calls, polling) lives in ``remediator.pipeline.executor``; this
+module is the part that decides, pure like :func:`correlate.decide`:
+
+- :func:`plan` turns a mode into the control-plane steps of CONTRACT.md §5, each with a
+  deterministic ``operation_id`` (the control plane's idempotency key).
+- :func:`start` applies a slot grant (see :mod:`slots`): a PENDING remediation moves to
+  RUNNING with its plan recorded in the record. Anything else (cancelled meanwhile,
+  already running) changes nothing, and a grant that cannot be used is given back.
+- :func:`apply_report` applies one report of the executor: a step STARTED (recorded
+  *before* the executor calls the control plane), DONE or FAILED. The last step DONE makes
+  the remediation SUCCEEDED; a step FAILED makes it FAILED with the step's error. Reports
+  are idempotent: a repeat, or one about a remediation no longer running, changes nothing.
+
+Every change is a published transition: ``STEP_STARTED`` and ``STEP_DONE`` are
+``RUNNING -> RUNNING`` changes of the record, like ``ATTACH_SIGNAL``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import ids
+from .correlate import InstanceState, record_change
+from .lifecycle import Event
+from .models import (
+    Identifier,
+    Operation,
+    Remediation,
+    RemediationMode,
+    RemediationState,
+    RemediationTransition,
+    StepAction,
+    StepState,
+    Timestamp,
+)
+
+#: Who the executor's changes are recorded as (the transitions' ``actor``).
+EXECUTOR_PRINCIPAL = "system:executor"
+
+#: CONTRACT.md §5: a mode's steps, in order.
+STEPS: Mapping[RemediationMode, tuple[StepAction, ...]] = {
+    RemediationMode.REBOOT_VM: (StepAction.REBOOT_VM,),
+    RemediationMode.VM_ONLY: (StepAction.DELETE_VM, StepAction.PROVISION_VM),
+    RemediationMode.HOST_AWARE: (
+        StepAction.CORDON_HOST,
+        StepAction.DELETE_VM,
+        StepAction.PROVISION_VM,
+    ),
+    RemediationMode.EVICT_WITHOUT_REPLACEMENT: (StepAction.DELETE_VM,),
+}
+
+
+def plan(remediation: Remediation) -> list[Operation]:
+    """The steps of ``remediation``'s mode, PLANNED, with their operation ids."""
+    host_aware = remediation.mode is RemediationMode.HOST_AWARE
+    return [
+        Operation(
+            operation_id=ids.operation_id(remediation.id, number, action.value),
+            action=action,
+            # HOST_AWARE provisions the replacement on a different host.
+            avoid_current_host=host_aware and action is StepAction.PROVISION_VM,
+        )
+        for number, action in enumerate(STEPS[remediation.mode], start=1)
+    ]
+
+
+class Grant(BaseModel):
+    """Permission from the cluster's slots to start one remediation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    remediation_id: str
+    cluster_id: Identifier
+    instance_id: Identifier
+
+
+class ReportKind(enum.StrEnum):
+    STARTED = "STARTED"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+class StepReport(BaseModel):
+    """What the executor tells the instance's writer about one step."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    remediation_id: str
+    cluster_id: Identifier
+    instance_id: Identifier
+    step: int = Field(ge=0, description="Index in the remediation's operations.")
+    operation_id: str
+    kind: ReportKind
+    error: str | None = None
+    observed_at: Timestamp
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    state: InstanceState
+    transitions: tuple[RemediationTransition, ...]
+    #: The grant was not used (the remediation is no longer PENDING): give the slot back.
+    give_back: bool
+
+
+def start(state: InstanceState | None, grant: Grant, now: datetime) -> Started:
+    """Apply a slot grant; see the module docstring."""
+    if state is None:
+        state = InstanceState.empty(grant.cluster_id, grant.instance_id)
+    current = state.open
+    if current is None or current.remediation.id != grant.remediation_id:
+        return Started(state, (), give_back=True)
+    remediation = current.remediation
+    if remediation.state is RemediationState.RUNNING:
+        return Started(state, (), give_back=False)  # a repeated grant
+    if remediation.state is not RemediationState.PENDING:
+        return Started(state, (), give_back=True)
+    operations = plan(remediation)
+    steps = ", ".join(op.action.value for op in operations)
+    new_state, transition = record_change(
+        state,
+        remediation,
+        Event.START,
+        now=now,
+        actor=EXECUTOR_PRINCIPAL,
+        reason=f"started: {steps}",
+        changes={"operations": operations},
+    )
+    return Started(new_state, (transition,), give_back=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    state: InstanceState
+    transitions: tuple[RemediationTransition, ...]
+    #: Why nothing changed, for the log ("" when something did).
+    ignored: str = ""
+
+
+def apply_report(state: InstanceState | None, report: StepReport, now: datetime) -> Applied:
+    """Apply one executor report; see the module docstring."""
+    if state is None:
+        return Applied(InstanceState.empty(report.cluster_id, report.instance_id), (), "no state")
+    current = state.open
+    if current is None or current.remediation.id != report.remediation_id:
+        return Applied(state, (), f"remediation {report.remediation_id} is not open")
+    remediation = current.remediation
+    if remediation.state is not RemediationState.RUNNING:
+        return Applied(state, (), f"remediation is {remediation.state.value}, not RUNNING")
+    operations = list(remediation.operations)
+    if report.step >= len(operations):
+        return Applied(state, (), f"no step {report.step}")
+    operation = operations[report.step]
+    if operation.operation_id != report.operation_id:
+        return Applied(state, (), f"step {report.step} is {operation.operation_id}")
+    if any(op.state is not StepState.DONE for op in operations[: report.step]):
+        return Applied(state, (), f"an earlier step than {report.step} is not done")
+    extra: dict[str, object] = {}
+    label = f"step {report.step + 1}/{len(operations)} {operation.action.value}"
+    where = f"(operation {operation.operation_id})"
+
+    if report.kind is ReportKind.STARTED:
+        if operation.state is not StepState.PLANNED:
+            return Applied(state, (), f"{label} already {operation.state.value}")
+        operations[report.step] = operation.model_copy(
+            update={"state": StepState.RUNNING, "start_time": now}
+        )
+        event, reason = Event.STEP_STARTED, f"{label} started {where}"
+    elif operation.state in (StepState.DONE, StepState.FAILED):
+        return Applied(state, (), f"{label} already {operation.state.value}")
+    elif report.kind is ReportKind.DONE:
+        operations[report.step] = operation.model_copy(
+            update={
+                "state": StepState.DONE,
+                "start_time": operation.start_time or now,
+                "end_time": now,
+            }
+        )
+        if all(op.state is StepState.DONE for op in operations):
+            event, reason = Event.SUCCEED, f"{label} done, all steps done {where}"
+        else:
+            event, reason = Event.STEP_DONE, f"{label} done {where}"
+    else:
+        error = report.error or "the control plane reported the step FAILED"
+        operations[report.step] = operation.model_copy(
+            update={
+                "state": StepState.FAILED,
+                "start_time": operation.start_time or now,
+                "end_time": now,
+                "error": error,
+            }
+        )
+        message = f"{operation.action.value} failed: {error}"
+        event, reason = Event.FAIL, f"{label} failed {where}: {error}"
+        extra["error_message"] = message
+    new_state, transition = record_change(
+        state,
+        remediation,
+        event,
+        now=now,
+        actor=EXECUTOR_PRINCIPAL,
+        reason=reason,
+        changes={"operations": operations, **extra},
+    )
+    return Applied(new_state, (transition,))
+
+
+def running_remediation(state: InstanceState | None) -> Remediation | None:
+    """The instance's RUNNING remediation, if any: what an executor must be carrying out."""
+    if state is None or state.open is None:
+        return None
+    remediation = state.open.remediation
+    return remediation if remediation.state is RemediationState.RUNNING else None

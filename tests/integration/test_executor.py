@@ -1,0 +1,471 @@
+"""The executor end to end: real worker processes, a real broker, and the simulated control
+plane as its own process over real HTTP on loopback.
+
+What each test proves is checked in three places that must agree: the REST API's record,
+the transitions on the topic, and the control plane's log of the requests it received (the
+judge of "nothing was done twice").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from remediator.embedded import free_port
+from tests.builders import run_payload
+from tests.integration.conftest import Kafka, Names, WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+TOKEN = {"Authorization": "Bearer op-token"}
+STEPS = {
+    "REMEDIATION_MODE_REBOOT_VM": ["REBOOT_VM"],
+    "REMEDIATION_MODE_VM_ONLY": ["DELETE_VM", "PROVISION_VM"],
+    "REMEDIATION_MODE_HOST_AWARE": ["CORDON_HOST", "DELETE_VM", "PROVISION_VM"],
+    "REMEDIATION_MODE_EVICT_WITHOUT_REPLACEMENT": ["DELETE_VM"],
+}
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "AUTO_RESOLVED"}
+
+
+class ControlPlane:
+    """``remediator control-plane`` as a process of its own; stopped at the end of the test."""
+
+    def __init__(self, log_path: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *args: str) -> None:
+        with self._log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "remediator.simulator", "--port", str(self.port), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            assert self.process.poll() is None, self._log_path.read_text()
+            time.sleep(0.1)
+        raise AssertionError("control plane simulator did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def configure(self, **changes: Any) -> None:
+        response = httpx.put(f"{self.url}/_sim/config", json=changes, timeout=5)
+        assert response.status_code == 200, response.text
+
+    def requests(self) -> list[dict[str, Any]]:
+        response = httpx.get(f"{self.url}/_sim/log", timeout=5)
+        assert response.status_code == 200, response.text
+        return list(response.json()["requests"])
+
+    def performed(self, instance_id: str | None = None) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in self.requests()
+            if not r["replay"] and (instance_id is None or r["instance_id"] == instance_id)
+        ]
+
+
+@pytest.fixture
+def control_plane(tmp_path: Path) -> Iterator[Callable[..., ControlPlane]]:
+    started: list[ControlPlane] = []
+
+    def start(*args: str, port: int | None = None, launch: bool = True) -> ControlPlane:
+        cp = ControlPlane(tmp_path / f"control-plane-{len(started)}.log", port)
+        started.append(cp)
+        if launch:
+            cp.start(*args)
+        return cp
+
+    yield start
+    for cp in started:
+        cp.stop()
+
+
+def executor_env(cp: ControlPlane, limit: int = 2, **extra: str) -> dict[str, str]:
+    return {
+        "REMEDIATOR_API_TOKENS": "operator=op-token",
+        "REMEDIATOR_CONTROL_PLANE_URL": cp.url,
+        "REMEDIATOR_MAX_RUNNING_PER_CLUSTER": str(limit),
+        "REMEDIATOR_POLL_INTERVAL_SECONDS": "0.1",
+        "REMEDIATOR_POLL_INTERVAL_MAX_SECONDS": "0.3",
+        "REMEDIATOR_CONTROL_PLANE_RETRY_MAX_SECONDS": "0.5",
+        "REMEDIATOR_CONTROL_PLANE_TIMEOUT_SECONDS": "2",
+        **extra,
+    }
+
+
+def base(cluster: str, instance: str) -> str:
+    return f"/v1/compute/clusters/{cluster}/instances/{instance}/remediations"
+
+
+@pytest.fixture
+def cluster() -> str:
+    return f"cl-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def api(start_worker: Any) -> AsyncIterator[Callable[[WorkerProcess], httpx.AsyncClient]]:
+    clients: list[httpx.AsyncClient] = []
+
+    def connect(worker: WorkerProcess) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(base_url=worker.base_url, headers=TOKEN, timeout=30)
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        await client.aclose()
+
+
+async def create(
+    client: httpx.AsyncClient, cluster: str, instance: str, mode: str, rid: str | None = None
+) -> dict[str, Any]:
+    response = await client.post(
+        base(cluster, instance),
+        params={"remediation_id": rid or f"r-{instance}"},
+        json={"mode": mode, "reason": "test"},
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def wait_for(
+    client: httpx.AsyncClient,
+    cluster: str,
+    instance: str,
+    rid: str,
+    states: set[str],
+    timeout: float = 40.0,
+) -> dict[str, Any]:
+    """Poll the API until the remediation is in one of ``states``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    record: dict[str, Any] = {}
+    while loop.time() < deadline:
+        response = await client.get(f"{base(cluster, instance)}/{rid}")
+        if response.status_code == 200:
+            record = response.json()
+            if record["state"] in states:
+                return record
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{rid} not in {states} after {timeout}s: {record}")
+
+
+async def transitions(kafka: Kafka, names: Names, rid: str, at_least: int) -> list[dict[str, Any]]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:
+        records = await kafka.read(names.transitions, at_least=0, settle=0.5)
+        mine = [r for r in records if r["remediation_id"] == rid]
+        if len(mine) >= at_least or loop.time() > deadline:
+            return sorted(mine, key=lambda r: r["sequence"])
+        await asyncio.sleep(0.3)
+
+
+def unique_by_sequence(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Transitions with repeats (at-least-once re-sends) dropped, as a consumer would."""
+    seen: dict[int, dict[str, Any]] = {}
+    for r in records:
+        if r["sequence"] in seen:
+            assert seen[r["sequence"]]["transition_id"] == r["transition_id"]
+            continue
+        seen[r["sequence"]] = r
+    assert sorted(seen) == list(range(1, len(seen) + 1)), "sequence has gaps"
+    return [seen[n] for n in sorted(seen)]
+
+
+async def test_each_mode_runs_exactly_its_steps_in_order(
+    control_plane: Any, start_worker: Any, api: Any, kafka: Kafka, names: Names, cluster: str
+) -> None:
+    cp = control_plane(
+        "--latency",
+        "REBOOT_VM=0.3",
+        "--latency",
+        "DELETE_VM=0.3",
+        "--latency",
+        "PROVISION_VM=0.3",
+        "--latency",
+        "CORDON_HOST=0.3",
+    )
+    worker = start_worker(**executor_env(cp, limit=4))
+    client = api(worker)
+    for n, mode in enumerate(STEPS):
+        await create(client, cluster, f"i-{n}", mode)
+    for n, mode in enumerate(STEPS):
+        done = await wait_for(client, cluster, f"i-{n}", f"r-i-{n}", TERMINAL)
+        assert done["state"] == "SUCCEEDED", done
+        assert done["start_time"]
+        assert done["end_time"]
+        assert done["start_time"] <= done["end_time"]
+        performed = cp.performed(f"i-{n}")
+        assert [r["action"] for r in performed] == STEPS[mode]
+        assert [r["operation_id"] for r in performed] == [
+            op["operation_id"] for op in done["operations"]
+        ]
+        assert [op["state"] for op in done["operations"]] == ["DONE"] * len(STEPS[mode])
+        assert [r["avoid_current_host"] for r in performed] == [
+            mode == "REMEDIATION_MODE_HOST_AWARE" and a == "PROVISION_VM" for a in STEPS[mode]
+        ]
+    # The transitions tell the same story, step by step, with no gap in the sequence.
+    host_aware = unique_by_sequence(await transitions(kafka, names, "r-i-2", at_least=8))
+    assert [t["event"] for t in host_aware] == [
+        "CREATE_MANUAL",
+        "START",
+        "STEP_STARTED",
+        "STEP_DONE",
+        "STEP_STARTED",
+        "STEP_DONE",
+        "STEP_STARTED",
+        "SUCCEED",
+    ]
+    assert [(t["from_state"], t["to_state"]) for t in host_aware][:2] == [
+        (None, "PENDING"),
+        ("PENDING", "RUNNING"),
+    ]
+    assert all(t["actor"] == "system:executor" for t in host_aware[1:])
+
+
+async def test_an_approved_automated_remediation_is_carried_out(
+    control_plane: Any, start_worker: Any, api: Any, kafka: Kafka, names: Names, cluster: str
+) -> None:
+    cp = control_plane("--latency", "REBOOT_VM=0.2")
+    worker = start_worker(**executor_env(cp))
+    client = api(worker)
+    await kafka.produce(
+        names.active, run_payload(cluster_id=cluster, instance_id="i-1"), key=b"i-1"
+    )
+    listing: dict[str, Any] = {}
+    for _ in range(100):
+        listing = (await client.get(base(cluster, "i-1"))).json()
+        if listing.get("remediations"):
+            break
+        await asyncio.sleep(0.2)
+    (pending,) = listing["remediations"]
+    assert pending["state"] == "PENDING_APPROVAL"
+    await asyncio.sleep(1.0)
+    assert cp.performed("i-1") == [], "nothing may happen before approval"
+    approved = await client.post(
+        f"{base(cluster, 'i-1')}/{pending['id']}/approve",
+        json={"mode": "REMEDIATION_MODE_REBOOT_VM"},
+    )
+    assert approved.status_code == 200, approved.text
+    done = await wait_for(client, cluster, "i-1", pending["id"], TERMINAL)
+    assert done["state"] == "SUCCEEDED"
+    assert done["reviewed_by"] == "operator"
+    assert done["active_health_check_run_id"]
+    assert [r["action"] for r in cp.performed("i-1")] == ["REBOOT_VM"]
+
+
+async def test_a_failed_step_fails_the_remediation_with_that_error(
+    control_plane: Any, start_worker: Any, api: Any, cluster: str
+) -> None:
+    cp = control_plane("--latency", "DELETE_VM=0.2", "--latency", "PROVISION_VM=0.2")
+    cp.configure(
+        failures=[
+            {"action": "PROVISION_VM", "instance_id": "i-1", "error": "no capacity in zone b"}
+        ]
+    )
+    worker = start_worker(**executor_env(cp))
+    client = api(worker)
+    await create(client, cluster, "i-1", "REMEDIATION_MODE_VM_ONLY")
+    failed = await wait_for(client, cluster, "i-1", "r-i-1", TERMINAL)
+    assert failed["state"] == "FAILED"
+    assert "no capacity in zone b" in failed["error_message"]
+    assert failed["error_message"].startswith("PROVISION_VM failed")
+    assert [op["state"] for op in failed["operations"]] == ["DONE", "FAILED"]
+    assert [r["action"] for r in cp.performed("i-1")] == ["DELETE_VM", "PROVISION_VM"]
+
+
+async def test_an_outage_of_the_control_plane_delays_but_does_not_fail(
+    control_plane: Any, start_worker: Any, api: Any, cluster: str
+) -> None:
+    # The control plane is down (connection refused) when the remediation starts.
+    cp = control_plane(launch=False)
+    worker = start_worker(**executor_env(cp))
+    client = api(worker)
+    await create(client, cluster, "i-1", "REMEDIATION_MODE_VM_ONLY")
+    await asyncio.sleep(3.0)
+    record = (await client.get(f"{base(cluster, 'i-1')}/r-i-1")).json()
+    assert record["state"] == "RUNNING", record
+    # It comes back, answering 5xx for a while, then well.
+    cp.start("--latency", "DELETE_VM=0.2", "--latency", "PROVISION_VM=0.2", "--fault", "5xx")
+    await asyncio.sleep(2.0)
+    assert (await client.get(f"{base(cluster, 'i-1')}/r-i-1")).json()["state"] == "RUNNING"
+    cp.configure(fault="none")
+    done = await wait_for(client, cluster, "i-1", "r-i-1", TERMINAL)
+    assert done["state"] == "SUCCEEDED", done
+    assert [r["action"] for r in cp.performed("i-1")] == ["DELETE_VM", "PROVISION_VM"]
+    assert "retry" in worker.log()
+
+
+async def test_kill_9_in_the_middle_of_a_multi_step_remediation_repeats_no_step(
+    control_plane: Any, start_worker: Any, api: Any, kafka: Kafka, names: Names, cluster: str
+) -> None:
+    cp = control_plane(
+        "--latency", "CORDON_HOST=0.3", "--latency", "DELETE_VM=4", "--latency", "PROVISION_VM=0.5"
+    )
+    env = executor_env(cp)
+    first = start_worker(**env)
+    client = api(first)
+    await create(client, cluster, "i-1", "REMEDIATION_MODE_HOST_AWARE")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while [r["action"] for r in cp.performed("i-1")] != ["CORDON_HOST", "DELETE_VM"]:
+        assert loop.time() < deadline, cp.requests()
+        await asyncio.sleep(0.1)
+    first.kill()  # DELETE_VM is under way on the control plane
+
+    second = start_worker(**env)
+    client = api(second)
+    done = await wait_for(client, cluster, "i-1", "r-i-1", TERMINAL, timeout=60)
+    assert done["state"] == "SUCCEEDED", done
+    performed = cp.performed("i-1")
+    assert [r["action"] for r in performed] == ["CORDON_HOST", "DELETE_VM", "PROVISION_VM"]
+    assert len({r["operation_id"] for r in performed}) == 3
+    # The restarted executor resumed polling DELETE_VM rather than posting it again.
+    replays = [r for r in cp.requests() if r["replay"]]
+    assert replays == [], replays
+    history = unique_by_sequence(await transitions(kafka, names, "r-i-1", at_least=8))
+    assert history[-1]["event"] == "SUCCEED"
+    assert sum(t["event"] == "STEP_STARTED" for t in history) == 3
+
+
+async def test_the_per_cluster_limit_holds_under_a_burst_of_approvals(
+    control_plane: Any, start_worker: Any, api: Any, kafka: Kafka, names: Names, cluster: str
+) -> None:
+    cp = control_plane("--latency", "REBOOT_VM=1.0")
+    worker = start_worker(**executor_env(cp, limit=2))
+    client = api(worker)
+    instances = [f"i-{n}" for n in range(8)]
+    for instance in instances:
+        await kafka.produce(
+            names.active,
+            run_payload(cluster_id=cluster, instance_id=instance),
+            key=instance.encode(),
+        )
+    pending: dict[str, str] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while len(pending) < len(instances):
+        assert loop.time() < deadline
+        listing = (await client.get(base(cluster, "-"), params={"page_size": 100})).json()
+        pending = {r["instance_id"]: r["id"] for r in listing["remediations"]}
+        await asyncio.sleep(0.2)
+    # Every approval at once.
+    answers = await asyncio.gather(
+        *(
+            client.post(
+                f"{base(cluster, i)}/{pending[i]}/approve",
+                json={"mode": "REMEDIATION_MODE_REBOOT_VM"},
+            )
+            for i in instances
+        )
+    )
+    assert [a.status_code for a in answers] == [200] * len(instances)
+    for instance in instances:
+        done = await wait_for(client, cluster, instance, pending[instance], TERMINAL, timeout=60)
+        assert done["state"] == "SUCCEEDED"
+    # From the transitions: RUNNING intervals never overlap more than the limit.
+    records = await kafka.read(names.transitions, at_least=0, settle=0.5)
+    edges: list[tuple[str, int]] = []
+    for r in records:
+        if r["remediation"]["cluster_id"] != cluster:
+            continue
+        if r["event"] == "START":
+            edges.append((r["occurred_at"], +1))
+        elif r["to_state"] in TERMINAL and r["from_state"] == "RUNNING":
+            edges.append((r["occurred_at"], -1))
+    assert len(edges) == 2 * len(instances)
+    running = peak = 0
+    for _, delta in sorted(edges, key=lambda e: (e[0], e[1])):
+        running += delta
+        peak = max(peak, running)
+    assert peak == 2, f"peak {peak} RUNNING at once"
+    assert len(cp.performed()) == len(instances)
+
+
+async def test_cancel_wins_before_the_start_and_is_refused_once_running(
+    control_plane: Any, start_worker: Any, api: Any, cluster: str
+) -> None:
+    cp = control_plane("--latency", "REBOOT_VM=3")
+    worker = start_worker(**executor_env(cp, limit=1))
+    client = api(worker)
+    await create(client, cluster, "i-1", "REMEDIATION_MODE_REBOOT_VM")
+    await wait_for(client, cluster, "i-1", "r-i-1", {"RUNNING"})
+    # The only slot is taken: the next one waits PENDING, and cancelling it wins.
+    queued = await create(client, cluster, "i-2", "REMEDIATION_MODE_REBOOT_VM")
+    assert queued["state"] == "PENDING"
+    await asyncio.sleep(0.5)
+    assert (await client.get(f"{base(cluster, 'i-2')}/r-i-2")).json()["state"] == "PENDING"
+    cancelled = await client.post(f"{base(cluster, 'i-2')}/r-i-2/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["state"] == "CANCELLED"
+    # A RUNNING one cannot be cancelled.
+    refused = await client.post(f"{base(cluster, 'i-1')}/r-i-1/cancel")
+    assert refused.status_code == 409
+    assert refused.json()["error"]["status"] == "FAILED_PRECONDITION"
+    done = await wait_for(client, cluster, "i-1", "r-i-1", TERMINAL)
+    assert done["state"] == "SUCCEEDED"
+    # The freed slot goes to the next one in line; the cancelled one never ran.
+    await create(client, cluster, "i-3", "REMEDIATION_MODE_REBOOT_VM")
+    assert (await wait_for(client, cluster, "i-3", "r-i-3", TERMINAL))["state"] == "SUCCEEDED"
+    assert cp.performed("i-2") == []
+    assert (await client.get(f"{base(cluster, 'i-2')}/r-i-2")).json()["state"] == "CANCELLED"
+
+
+async def test_a_hanging_control_plane_does_not_block_the_stream(
+    control_plane: Any, start_worker: Any, api: Any, kafka: Kafka, names: Names, cluster: str
+) -> None:
+    cp = control_plane("--fault", "hang")
+    # One partition: every instance shares the stream of the one that is stuck.
+    worker = start_worker(**executor_env(cp), REMEDIATOR_PARTITIONS="1")
+    client = api(worker)
+    await create(client, cluster, "i-1", "REMEDIATION_MODE_REBOOT_VM")
+    await wait_for(client, cluster, "i-1", "r-i-1", {"RUNNING"})
+    await asyncio.sleep(1.0)  # the executor is now waiting on a request that never answers
+    started = asyncio.get_running_loop().time()
+    await kafka.produce(
+        names.active, run_payload(cluster_id=cluster, instance_id="i-2"), key=b"i-2"
+    )
+    other = await create(client, cluster, "i-3", "REMEDIATION_MODE_REBOOT_VM")
+    assert other["state"] in {"PENDING", "RUNNING"}
+    listing: dict[str, Any] = {}
+    for _ in range(50):
+        listing = (await client.get(base(cluster, "i-2"))).json()
+        if listing["remediations"]:
+            break
+        await asyncio.sleep(0.1)
+    assert listing["remediations"][0]["state"] == "PENDING_APPROVAL"
+    elapsed = asyncio.get_running_loop().time() - started
+    assert elapsed < 10, f"signals and commands took {elapsed:.1f}s behind a hung step"
+    record = (await client.get(f"{base(cluster, 'i-1')}/r-i-1")).json()
+    assert record["state"] == "RUNNING"
+    assert record["operations"][0]["state"] == "RUNNING"
+    # When the control plane recovers, both finish.
+    cp.configure(fault="none", latency={"REBOOT_VM": 0.2})
+    assert (await wait_for(client, cluster, "i-1", "r-i-1", TERMINAL))["state"] == "SUCCEEDED"
+    assert (await wait_for(client, cluster, "i-3", "r-i-3", TERMINAL))["state"] == "SUCCEEDED"
