@@ -9,6 +9,13 @@ Points:
 - ``instances.after_publish``: transitions acknowledged, new state not yet written.
 - ``instances.after_state_write``: new state written and flushed to the changelog, input
   offset not yet committed.
+- ``instances.after_start``: a grant applied (RUNNING, steps planned) and flushed; the
+  executor may not have started.
+- ``instances.after_step_started`` / ``instances.after_step_done`` /
+  ``instances.after_step_failed``: a step report applied and flushed; the grant input not
+  committed.
+- ``slots.after_grants``: a cluster's grants published, its slots not yet written.
+- ``executor.after_post``: the control plane accepted a step; nothing reported yet.
 """
 
 from __future__ import annotations

@@ -582,7 +582,7 @@ class ControlPlaneSimulator:
         bound = int(runner.addresses[0][1])
         self._runner = runner
         self.url = f"http://[{host}]:{bound}" if ":" in host else f"http://{host}:{bound}"
-        log.info("control-plane simulator serving on %s", self.url)
+        log.debug("control-plane simulator serving on %s", self.url)
         return self.url
 
     async def stop(self) -> None:
@@ -646,6 +646,8 @@ def _parse_latency(items: Sequence[str]) -> dict[Action, float]:
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     """The configuration the options describe; ValueError (one line) if they are bad."""
     latency = _parse_latency(args.latency)
+    if not 0.0 <= args.failure_rate <= 1.0:
+        raise ValueError(f"--failure-rate {args.failure_rate}: must be between 0 and 1")
     try:
         return SimulatorConfig(
             latency=latency, failure_rate=args.failure_rate, seed=args.seed, fault=args.fault

@@ -469,3 +469,77 @@ async def test_a_hanging_control_plane_does_not_block_the_stream(
     cp.configure(fault="none", latency={"REBOOT_VM": 0.2})
     assert (await wait_for(client, cluster, "i-1", "r-i-1", TERMINAL))["state"] == "SUCCEEDED"
     assert (await wait_for(client, cluster, "i-3", "r-i-3", TERMINAL))["state"] == "SUCCEEDED"
+
+
+@pytest.mark.parametrize(
+    "failpoint",
+    [
+        "slots.after_grants",
+        "instances.after_start",
+        "instances.after_step_started",
+        "executor.after_post",
+        "instances.after_step_done",
+    ],
+)
+async def test_a_crash_at_any_point_of_the_execution_path_repeats_nothing(
+    failpoint: str,
+    control_plane: Any,
+    start_worker: Any,
+    api: Any,
+    kafka: Kafka,
+    names: Names,
+    cluster: str,
+) -> None:
+    """The worker dies (SIGKILL, from a failpoint) at one exact point; a fresh one finishes
+    everything, with each step performed once and the cluster's limit of 1 kept."""
+    cp = control_plane(
+        "--latency",
+        "CORDON_HOST=0.3",
+        "--latency",
+        "DELETE_VM=0.3",
+        "--latency",
+        "PROVISION_VM=0.3",
+        "--latency",
+        "REBOOT_VM=0.3",
+    )
+    env = executor_env(cp, limit=1)
+    doomed = start_worker(**env, REMEDIATOR_TEST_FAILPOINTS=failpoint)
+    client = api(doomed)
+    targets = [("i-1", "REMEDIATION_MODE_HOST_AWARE"), ("i-2", "REMEDIATION_MODE_REBOOT_VM")]
+    for instance, mode in targets:
+        # The worker may die under the second request: that is the point.
+        with contextlib.suppress(httpx.HTTPError):
+            await create(client, cluster, instance, mode)
+    assert doomed.process is not None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while doomed.process.poll() is None:
+        assert loop.time() < deadline, f"{failpoint} never hit:\n{doomed.log()[-2000:]}"
+        await asyncio.sleep(0.1)
+    assert doomed.process.returncode == -9, doomed.log()[-2000:]
+    doomed.kill()
+
+    client = api(start_worker(**env))
+    for instance, mode in targets:  # retried as a client would: same id, nothing new
+        await create(client, cluster, instance, mode)
+    for instance in ("i-1", "i-2"):
+        done = await wait_for(client, cluster, instance, f"r-{instance}", TERMINAL, timeout=60)
+        assert done["state"] == "SUCCEEDED", done
+    assert [r["action"] for r in cp.performed("i-1")] == [
+        "CORDON_HOST",
+        "DELETE_VM",
+        "PROVISION_VM",
+    ]
+    assert [r["action"] for r in cp.performed("i-2")] == ["REBOOT_VM"]
+    # Transitions: repeats only as exact repeats, and never two RUNNING at once.
+    records = await kafka.read(names.transitions, at_least=0, settle=0.5)
+    for rid in ("r-i-1", "r-i-2"):
+        unique_by_sequence([r for r in records if r["remediation_id"] == rid])
+    spans = {}
+    for r in records:
+        if r["event"] == "START":
+            spans.setdefault(r["remediation_id"], [None, None])[0] = r["occurred_at"]
+        if r["event"] == "SUCCEED":
+            spans.setdefault(r["remediation_id"], [None, None])[1] = r["occurred_at"]
+    (a_start, a_end), (b_start, b_end) = spans["r-i-1"], spans["r-i-2"]
+    assert a_end <= b_start or b_end <= a_start, f"both RUNNING at once: {spans}"

@@ -398,7 +398,7 @@ async def test_reset_restores_the_initial_state(
     assert (await client.get("/v1/operations/op-1")).status_code == 404
 
 
-def test_bad_latency_option_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_option_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
 
@@ -407,6 +407,8 @@ def test_bad_latency_option_is_one_line_and_exit_2(capsys: pytest.CaptureFixture
         err = capsys.readouterr().err
         assert err.count("\n") == 1, err
         assert "--latency" in err
+    assert run(parser.parse_args(["--failure-rate", "1.5"])) == 2
+    assert "--failure-rate" in capsys.readouterr().err
 
 
 def test_module_serves_until_sigterm() -> None:

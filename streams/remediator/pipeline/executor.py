@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 import faust
 from mode import Service
 
+from remediator import failpoints
 from remediator.domain.correlate import InstanceState
 from remediator.domain.execution import ReportKind, StepReport, running_remediation
 from remediator.domain.models import Operation, Remediation, StepState, dump_json
@@ -208,6 +209,7 @@ class Executor(Service):
                     op.operation_id,
                 )
                 status = await self.client.start(cluster, instance, op)
+                await failpoints.hit("executor.after_post")
             delay = self._poll.base
             started = op.start_time or self._clock()
             while status.state is OperationState.RUNNING:

@@ -162,7 +162,9 @@ def register_instances(
         await emit(key, applied.transitions)
         if applied.state is not state:
             store(key, applied.state)
-            await failpoints.hit(f"instances.after_step_{report.kind.value.lower()}")
+            await failpoints.hit(
+                f"instances.after_step_{report.kind.value.lower()}", app.producer.flush
+            )
         for transition in applied.transitions:
             log.info(
                 "remediation %s on %s: %s",
@@ -196,6 +198,7 @@ def register_instances(
                     for entry in decision.grants
                 ],
             )
+            await failpoints.hit("slots.after_grants")
         if decision.slots != current:
             table[key] = dump_json(decision.slots)
 
