@@ -201,6 +201,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         ),
         step_timeout=timedelta(seconds=settings.step_timeout_seconds),
         clock=clock,
+        max_running_per_cluster=settings.max_running_per_cluster,
     )
     app.executor = executor
     app.add_dependency(executor)
@@ -233,6 +234,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         owned=lambda: _owned_partitions(app, settings.inbox_topic),
         app_id=settings.app_id,
         openapi=openapi.document_bytes,
+        executing=lambda: executor.running,
     )
     app.web.web_app.add_routes(api.routes())  # type: ignore[attr-defined]  # aiohttp driver
     return app

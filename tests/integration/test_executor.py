@@ -465,6 +465,8 @@ async def test_a_hanging_control_plane_does_not_block_the_stream(
     record = (await client.get(f"{base(cluster, 'i-1')}/r-i-1")).json()
     assert record["state"] == "RUNNING"
     assert record["operations"][0]["state"] == "RUNNING"
+    health = (await client.get("/healthz")).json()
+    assert "r-i-1" in health["executing"]
     # When the control plane recovers, both finish.
     cp.configure(fault="none", latency={"REBOOT_VM": 0.2})
     assert (await wait_for(client, cluster, "i-1", "r-i-1", TERMINAL))["state"] == "SUCCEEDED"
@@ -543,3 +545,22 @@ async def test_a_crash_at_any_point_of_the_execution_path_repeats_nothing(
             spans.setdefault(r["remediation_id"], [None, None])[1] = r["occurred_at"]
     (a_start, a_end), (b_start, b_end) = spans["r-i-1"], spans["r-i-2"]
     assert a_end <= b_start or b_end <= a_start, f"both RUNNING at once: {spans}"
+
+
+async def test_queued_remediations_start_when_a_worker_restarts_with_a_higher_limit(
+    control_plane: Any, start_worker: Any, api: Any, cluster: str
+) -> None:
+    cp = control_plane("--latency", "REBOOT_VM=0.2")
+    off = start_worker(**executor_env(cp, limit=0))
+    client = api(off)
+    for instance in ("i-1", "i-2"):
+        await create(client, cluster, instance, "REMEDIATION_MODE_REBOOT_VM")
+    await asyncio.sleep(1.0)
+    assert (await client.get(f"{base(cluster, 'i-1')}/r-i-1")).json()["state"] == "PENDING"
+    off.stop()
+
+    client = api(start_worker(**executor_env(cp, limit=1)))
+    for instance in ("i-1", "i-2"):
+        done = await wait_for(client, cluster, instance, f"r-{instance}", TERMINAL)
+        assert done["state"] == "SUCCEEDED"
+    assert [r["action"] for r in cp.performed()] == ["REBOOT_VM", "REBOOT_VM"]

@@ -324,3 +324,16 @@ def test_which_transitions_ask_for_or_give_back_a_slot(
 ) -> None:
     requests = slots.requests_for([_t(from_state, to_state)])
     assert [r.kind for r in requests] == ([] if expected is None else [expected])
+
+
+def test_admit_changes_nothing_but_grants_what_a_raised_limit_allows() -> None:
+    state, granted = feed([req(ENQ, r) for r in "abc"], limit=0)
+    assert granted == []
+    assert slots.waiting_with_room(state, 2)
+    assert not slots.waiting_with_room(state, 0)
+    decision = slots.handle(state, req(SlotRequestKind.ADMIT, "-", "-"), limit=2)
+    assert [g.remediation_id for g in decision.grants] == ["a", "b"]
+    assert not slots.waiting_with_room(decision.slots, 2)
+    again = slots.handle(decision.slots, req(SlotRequestKind.ADMIT, "-", "-"), limit=2)
+    assert again.grants == ()
+    assert again.slots == decision.slots

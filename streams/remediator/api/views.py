@@ -74,6 +74,7 @@ class Api:
         owned: Callable[[], list[int]],
         app_id: str,
         openapi: Callable[[], bytes],
+        executing: Callable[[], list[str]] = list,
     ) -> None:
         self.gateway = gateway
         self.tokens = dict(tokens)
@@ -82,6 +83,7 @@ class Api:
         self.owned = owned
         self.app_id = app_id
         self.openapi = openapi
+        self.executing = executing
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -168,6 +170,8 @@ class Api:
             "ready": self.ready(),
             # The inbox partitions (so the instances) this worker owns at the moment.
             "partitions": self.owned(),
+            # Remediations this worker is carrying out through the control plane now.
+            "executing": self.executing(),
         }
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 

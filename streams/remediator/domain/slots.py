@@ -7,7 +7,10 @@ instances' writers derive from their own transitions (:func:`requests_for`):
 
 - ``ENQUEUE`` when a remediation becomes PENDING (approved, or created manually);
 - ``RELEASE`` when a PENDING or RUNNING one ends (finished, cancelled, auto-resolved), or
-  when a grant arrives for one that is no longer PENDING.
+  when a grant arrives for one that is no longer PENDING;
+- ``ADMIT``, sent by a worker that takes a cluster's key over (at start, after a
+  rebalance) when remediations wait and slots look free: it only re-applies the limit,
+  which may have been raised since.
 
 :func:`handle` answers with the grants to send (first come, first served). A grant holds
 its slot until released, so a remediation granted but not yet RUNNING counts against the
@@ -62,6 +65,7 @@ class ClusterSlots(BaseModel):
 class SlotRequestKind(enum.StrEnum):
     ENQUEUE = "ENQUEUE"
     RELEASE = "RELEASE"
+    ADMIT = "ADMIT"  # change nothing, grant what the (possibly new) limit allows
 
 
 class SlotRequest(BaseModel):
@@ -85,7 +89,9 @@ def handle(slots: ClusterSlots | None, request: SlotRequest, limit: int) -> Slot
     if slots is None:
         slots = ClusterSlots(cluster_id=request.cluster_id)
     entry = SlotEntry(remediation_id=request.remediation_id, instance_id=request.instance_id)
-    if request.kind is SlotRequestKind.ENQUEUE:
+    if request.kind is SlotRequestKind.ADMIT:
+        pass
+    elif request.kind is SlotRequestKind.ENQUEUE:
         if not slots.knows(entry.remediation_id):
             slots = slots.model_copy(update={"queue": [*slots.queue, entry]})
     else:
@@ -141,6 +147,11 @@ def requests_for(transitions: Iterable[RemediationTransition]) -> list[SlotReque
                 )
             )
     return requests
+
+
+def waiting_with_room(slots: ClusterSlots, limit: int) -> bool:
+    """Remediations wait while the limit would grant some: an ``ADMIT`` is due."""
+    return bool(slots.queue) and len(slots.granted) < limit
 
 
 def give_back(cluster_id: str, instance_id: str, remediation_id: str, at: datetime) -> SlotRequest:

@@ -38,9 +38,11 @@ import faust
 from mode import Service
 
 from remediator import failpoints
+from remediator.domain import ids, slots
 from remediator.domain.correlate import InstanceState
 from remediator.domain.execution import ReportKind, StepReport, running_remediation
 from remediator.domain.models import Operation, Remediation, StepState, dump_json
+from remediator.domain.slots import ClusterSlots
 from remediator.pipeline.controlplane import (
     Backoff,
     ControlPlaneClient,
@@ -48,10 +50,12 @@ from remediator.pipeline.controlplane import (
     OperationState,
     OperationStatus,
 )
-from remediator.pipeline.messages import InboxMessage
+from remediator.pipeline.messages import InboxMessage, Route
 from remediator.pipeline.publish import publish
 
 log = logging.getLogger(__name__)
+
+CLUSTER_PREFIX = ids.cluster_key("").encode()
 
 #: How long to wait for a report to be recorded before sending it again.
 RESEND_AFTER = 30.0
@@ -68,6 +72,7 @@ class Executor(Service):
         poll: Backoff,
         step_timeout: timedelta,
         clock: Callable[[], datetime],
+        max_running_per_cluster: int,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -78,10 +83,12 @@ class Executor(Service):
         self._poll = poll
         self._step_timeout = step_timeout
         self._clock = clock
+        self._limit = max_running_per_cluster
         self._rng = random.Random()  # noqa: S311 - jitter, not a secret
         self._running_tasks: dict[str, asyncio.Task[None]] = {}
         self._changed: dict[bytes, asyncio.Event] = {}
         self._active = False
+        self._kicks: set[asyncio.Future[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -108,15 +115,38 @@ class Executor(Service):
             if task.done():
                 self._running_tasks.pop(task_id, None)
         found = 0
+        kicks: list[tuple[bytes, bytes]] = []
         for key, raw in list(self._table.items()):
-            if b"/" not in key or self._partition_of(key) not in owned:
-                continue  # not an instance, or a standby copy of another worker's
+            if self._partition_of(key) not in owned:
+                continue  # a standby copy of another worker's partition
+            if key.startswith(CLUSTER_PREFIX):
+                cluster = ClusterSlots.model_validate_json(raw)
+                if slots.waiting_with_room(cluster, self._limit):
+                    kicks.append((key, self._admit(cluster.cluster_id)))
+                continue
+            if b"/" not in key:
+                continue  # a claim
             remediation = running_remediation(InstanceState.model_validate_json(raw))
             if remediation is not None:
                 found += 1
                 self._spawn(key, remediation.id)
         if found:
             log.info("executor: resuming %d running remediation(s)", found)
+        if kicks:
+            log.info("executor: %d cluster(s) have queued remediations and free slots", len(kicks))
+            task = asyncio.ensure_future(publish(self._inbox, kicks))
+            self._kicks.add(task)
+            task.add_done_callback(self._kicks.discard)
+
+    def _admit(self, cluster_id: str) -> bytes:
+        request = slots.SlotRequest(
+            kind=slots.SlotRequestKind.ADMIT,
+            cluster_id=cluster_id,
+            instance_id="-",
+            remediation_id="-",
+            occurred_at=self._clock(),
+        )
+        return dump_json(InboxMessage(slot=request, route=Route.CLUSTER))
 
     def observe(self, key: bytes, state: InstanceState) -> None:
         """The instance agent wrote ``state``: wake waiters, start a task if it is RUNNING."""
