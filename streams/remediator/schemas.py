@@ -19,9 +19,11 @@ from .domain.models import (
     ActiveHealthCheckRun,
     DeadLetter,
     PassiveHealthCheckEvent,
+    PolicyEvent,
     Remediation,
     RemediationTransition,
 )
+from .domain.policy import Policy
 
 SCHEMA_VERSION = "v1"
 BASE_ID = f"https://schemas.remediator.dev/{SCHEMA_VERSION}"
@@ -33,7 +35,12 @@ MODELS: dict[str, tuple[type[BaseModel], str]] = {
     "remediation": (Remediation, "a Remediation record"),
     "remediation-transition": (RemediationTransition, "value on remediation-transitions"),
     "dead-letter": (DeadLetter, "value on remediator-dead-letter"),
+    "policy-event": (PolicyEvent, "value on remediator-policy-events"),
+    "policy": (Policy, "the policy file (TOML), REMEDIATOR_POLICY_FILE"),
 }
+
+#: What the service reads (validation schema); the rest is what it writes.
+INPUTS = frozenset({"active-health-check-run", "passive-health-check-event", "policy"})
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -41,7 +48,7 @@ DEFAULT_DIR = Path(__file__).resolve().parents[2] / "schemas"
 def render(name: str) -> str:
     model, description = MODELS[name]
     # Input models describe what is accepted, output models what is produced.
-    mode: Any = "validation" if name.endswith(("-run", "-event")) else "serialization"
+    mode: Any = "validation" if name in INPUTS else "serialization"
     schema: dict[str, Any] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"{BASE_ID}/{name}.json",

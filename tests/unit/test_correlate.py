@@ -186,7 +186,9 @@ def test_terminal_change_moves_remediation_to_closed_and_frees_the_instance() ->
     assert transition.to_state is RemediationState.CANCELLED
     assert state.open is None
     assert state.closed[0].id == transition.remediation_id
-    reopened = decide(state, run(), NOW)
+    after_cooldown = (NOW + timedelta(minutes=31)).isoformat()
+    assert decide(state, run(), NOW).outcome is Outcome.BLOCKED  # cooldown
+    reopened = decide(state, run(completed_at=after_cooldown), NOW + timedelta(minutes=31))
     assert reopened.outcome is Outcome.OPENED
     assert reopened.transitions[0].remediation_id != transition.remediation_id
 

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from remediator.domain.models import RemediationMode
-from remediator.domain.policy import ALERT_MODES, Action, classify
+from remediator.domain.policy import (
+    ALERT_MODES,
+    DEFAULT_POLICY,
+    Action,
+    PolicyError,
+    classify,
+    heavier,
+    load_policy,
+    next_mode,
+    parse_policy,
+)
 from tests.builders import event, run
 
 M = RemediationMode
@@ -29,7 +41,8 @@ def test_critical_alert_maps_to_its_mode(alert: str, mode: RemediationMode) -> N
 def test_xid_79_is_a_host_fault() -> None:
     verdict = classify(event(alert_name="DmesgXidError", annotations={"xid": "79"}))
     assert verdict.mode is M.HOST_AWARE
-    assert "xid=79" in verdict.rule
+    assert verdict.rule == "xid-79-gpu-fell-off-bus"
+    assert "xid=79" in verdict.reason
 
 
 def test_other_xid_reboots() -> None:
@@ -40,7 +53,7 @@ def test_other_xid_reboots() -> None:
 
 def test_unknown_critical_alert_falls_back_to_the_lightest_mode() -> None:
     verdict = classify(event(alert_name="SomethingNew"))
-    assert (verdict.action, verdict.mode, verdict.rule) == (Action.OPEN, M.REBOOT_VM, "passive:*")
+    assert (verdict.action, verdict.mode, verdict.rule) == (Action.OPEN, M.REBOOT_VM, "fallback")
 
 
 def test_failed_storage_test_reprovisions_and_gpu_test_migrates() -> None:
@@ -52,3 +65,105 @@ def test_eviction_is_never_chosen_automatically() -> None:
     assert M.EVICT_WITHOUT_REPLACEMENT not in set(ALERT_MODES.values())
     for name in [*ALERT_MODES, "Unknown"]:
         assert classify(event(alert_name=name)).mode is not M.EVICT_WITHOUT_REPLACEMENT
+
+
+# -- the policy file ----------------------------------------------------------------------
+
+
+def test_the_default_policy_file_is_designs_table() -> None:
+    default = load_policy(None)
+    assert default == DEFAULT_POLICY
+    assert (default.cooldown_minutes, default.auto_resolve_within_minutes) == (30, 5)
+    assert not default.shadow
+    assert classify(event(alert_name="KubeNodeDiskPressure")).action is Action.RECORD_ONLY
+    assert classify(event(alert_name="NpdXfsShutdown")).rule == "guest-faults"
+
+
+POLICY = """
+cooldown_minutes = 10
+fallback_mode = "VM_ONLY"
+
+[[rules]]
+name = "special-xid"
+alerts = ["DmesgXidError"]
+annotations = { xid = "48", gpu = "0" }
+mode = "REMEDIATION_MODE_HOST_AWARE"
+
+[[rules]]
+name = "xid"
+alerts = ["DmesgXidError"]
+mode = "REBOOT_VM"
+debounce_count = 3
+
+[[rules]]
+name = "quiet"
+tests = ["NCCL_SINGLE_NODE"]
+action = "record"
+
+[clusters.c1]
+auto_approve = ["xid"]
+"""
+
+
+def test_rules_match_in_order_with_annotation_refinements() -> None:
+    policy = parse_policy(POLICY)
+    special = classify(
+        event(alert_name="DmesgXidError", annotations={"xid": "48", "gpu": "0"}), policy
+    )
+    assert (special.rule, special.mode) == ("special-xid", M.HOST_AWARE)
+    partial = classify(event(alert_name="DmesgXidError", annotations={"xid": "48"}), policy)
+    assert (partial.rule, partial.mode) == ("xid", M.REBOOT_VM)
+    assert classify(run(test="NCCL_SINGLE_NODE"), policy).action is Action.RECORD_ONLY
+    fallback = classify(event(alert_name="Other"), policy)
+    assert (fallback.rule, fallback.mode) == ("fallback", M.VM_ONLY)
+    assert policy.rule("xid") is not None
+    assert policy.auto_approves("c1", "xid")
+    assert not policy.auto_approves("c1", "special-xid")
+    assert not policy.auto_approves("c2", "xid")
+
+
+def test_without_a_fallback_unknown_faults_are_only_recorded() -> None:
+    policy = parse_policy('fallback_mode = "REBOOT_VM"\n').model_copy(
+        update={"fallback_mode": None}
+    )
+    assert classify(event(alert_name="Other"), policy).action is Action.RECORD_ONLY
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("cooldown_minutes = ", "not valid TOML"),
+        ("cooldown_minutes = -1", "cooldown_minutes"),
+        ("surprise = 1", "surprise"),
+        ('[[rules]]\nname = "r"\nalerts = ["A"]', "give its mode"),
+        ('[[rules]]\nname = "r"\nmode = "REBOOT_VM"', "matches nothing"),
+        ('[[rules]]\nname = "r"\nalerts = ["A"]\nmode = "EVICT_WITHOUT_REPLACEMENT"', "never"),
+        ('[[rules]]\nname = "r"\nalerts = ["A"]\nmode = "REBOOT"', "rules.0.mode"),
+        ('fallback_mode = "EVICT_WITHOUT_REPLACEMENT"', "never automatic"),
+        (
+            '[[rules]]\nname = "r"\nalerts = ["A"]\nmode = "VM_ONLY"\n'
+            '[[rules]]\nname = "r"\nalerts = ["B"]\nmode = "VM_ONLY"',
+            "unique",
+        ),
+    ],
+)
+def test_a_bad_policy_is_one_line_naming_the_problem(text: str, message: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(text, "my-policy.toml")
+    line = str(caught.value)
+    assert "\n" not in line
+    assert line.startswith("my-policy.toml: ")
+    assert message in line
+
+
+def test_a_missing_policy_file_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="cannot read it"):
+        load_policy(tmp_path / "nope.toml")
+
+
+def test_the_ladder() -> None:
+    assert next_mode(M.REBOOT_VM) is M.VM_ONLY
+    assert next_mode(M.VM_ONLY) is M.HOST_AWARE
+    assert next_mode(M.HOST_AWARE) is M.HOST_AWARE
+    assert heavier(M.HOST_AWARE, M.REBOOT_VM)
+    assert not heavier(M.REBOOT_VM, M.REBOOT_VM)

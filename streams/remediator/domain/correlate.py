@@ -34,7 +34,10 @@ from .models import (
     AlertStatus,
     HealthSignal,
     Identifier,
+    PolicyEvent,
+    PolicyEventKind,
     Remediation,
+    RemediationMode,
     RemediationState,
     RemediationTransition,
     RemediationTrigger,
@@ -42,12 +45,15 @@ from .models import (
     SignalKind,
     SignalRef,
     Timestamp,
+    format_timestamp,
 )
-from .policy import Action, Verdict, classify
+from .policy import DEFAULT_POLICY, Action, Policy, Verdict, classify, heavier, next_mode
 from .replies import RememberedReply
 
 #: Who the pipeline's own changes are recorded as (``requested_by``, ``actor``).
 SYSTEM_PRINCIPAL = "system:remediator"
+#: ``reviewed_by`` of a remediation the policy approved (DESIGN.md).
+AUTO_APPROVED = "Auto-Approved"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +65,9 @@ class CorrelationConfig:
     max_signals_per_remediation: int = 100
     #: Closed remediations kept per instance, newest first.
     max_closed: int = 50
+    #: Recent policy decisions kept per instance, for ``explain``.
+    max_decisions: int = 50
+    policy: Policy = DEFAULT_POLICY
 
 
 DEFAULT_CONFIG = CorrelationConfig()
@@ -69,6 +78,29 @@ class OpenRemediation(BaseModel):
 
     remediation: Remediation
     sequence: int = Field(ge=1, description="Sequence of its last published transition.")
+
+
+class OptOut(BaseModel):
+    """An operator took the instance out of automated remediation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reason: str
+    by: str
+    at: Timestamp
+
+
+class DecisionRecord(BaseModel):
+    """Why one signal did what it did: the answer to ``explain``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    at: Timestamp = Field(description="The signal's event time.")
+    signal: SignalRef
+    outcome: str
+    rule: str | None = None
+    reason: str
+    remediation_id: str | None = None
 
 
 class InstanceState(BaseModel):
@@ -91,6 +123,19 @@ class InstanceState(BaseModel):
     replies: dict[str, RememberedReply] = Field(
         default_factory=dict, description="Replies of recent API commands, by command id."
     )
+    strikes: dict[str, list[Timestamp]] = Field(
+        default_factory=dict, description="Rule -> recent failing signal times (debounce)."
+    )
+    opt_out: OptOut | None = None
+    held_for_human_at: Timestamp | None = Field(
+        default=None, description="When a HELD_FOR_HUMAN event was last published."
+    )
+    shadowed: dict[str, Timestamp] = Field(
+        default_factory=dict, description="Rule -> last dry-run open (shadow mode)."
+    )
+    decisions: list[DecisionRecord] = Field(
+        default_factory=list, description="Recent policy decisions, newest first."
+    )
 
     @classmethod
     def empty(cls, cluster_id: str, instance_id: str) -> InstanceState:
@@ -103,6 +148,10 @@ class Outcome(enum.StrEnum):
     RECORDED = "RECORDED"  # remembered, no remediation involved
     OPENED = "OPENED"  # opened a new remediation
     ATTACHED = "ATTACHED"  # attached to the open remediation
+    RESOLVED = "RESOLVED"  # cleared the signal that opened a waiting remediation
+    DEBOUNCED = "DEBOUNCED"  # counted; the rule wants more before opening
+    BLOCKED = "BLOCKED"  # a safety rule kept it from opening (opt-out, cooldown, human)
+    SHADOWED = "SHADOWED"  # dry run: published what would have been opened
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +160,7 @@ class Decision:
     transitions: tuple[RemediationTransition, ...]
     outcome: Outcome
     verdict: Verdict | None = None
+    events: tuple[PolicyEvent, ...] = ()
 
 
 def signal_key(signal: HealthSignal) -> str:
@@ -168,8 +218,53 @@ def decide(
         return Decision(state, (), Outcome.STALE)
 
     state = _remember(state, key, at, config)
-    verdict = classify(signal)
+    policy = config.policy
+    verdict = classify(signal, policy)
+    decision = _decide(state, signal, key, at, verdict, now, config)
+    transition = decision.transitions[0] if decision.transitions else None
+    record = DecisionRecord(
+        at=at,
+        signal=signal_ref(signal),
+        outcome=decision.outcome.value,
+        rule=verdict.rule,
+        reason=decision.verdict.reason if decision.verdict is not None else verdict.reason,
+        remediation_id=transition.remediation_id if transition is not None else None,
+    )
+    decisions = [record, *decision.state.decisions][: max(config.max_decisions, 1)]
+    return Decision(
+        decision.state.model_copy(update={"decisions": decisions}),
+        decision.transitions,
+        decision.outcome,
+        decision.verdict or verdict,
+        decision.events,
+    )
+
+
+def _decide(
+    state: InstanceState,
+    signal: HealthSignal,
+    key: str,
+    at: datetime,
+    verdict: Verdict,
+    now: datetime,
+    config: CorrelationConfig,
+) -> Decision:
+    policy = config.policy
     current = state.open
+
+    if verdict.action is Action.HEALTHY:
+        if current is not None and _clears(current.remediation, signal, at, policy):
+            state, transition = record_change(
+                state,
+                current.remediation,
+                Event.AUTO_RESOLVE,
+                now=now,
+                actor=SYSTEM_PRINCIPAL,
+                reason=f"{verdict.reason}: the signal that opened it cleared",
+                max_closed=config.max_closed,
+            )
+            return Decision(state, (transition,), Outcome.RESOLVED, verdict)
+        return Decision(state, (), Outcome.RECORDED, verdict)
 
     if current is not None:
         if not is_failing(signal):
@@ -185,17 +280,85 @@ def decide(
             actor=SYSTEM_PRINCIPAL,
             reason=f"correlated {signal_ref(signal).kind.value} {key}: {verdict.reason}",
         )
-        return Decision(state, (transition,), Outcome.ATTACHED, verdict)
+        transitions = [transition]
+        upgraded = _upgrade(state, verdict, now)
+        if upgraded is not None:
+            state, upgrade = upgraded
+            transitions.append(upgrade)
+        return Decision(state, tuple(transitions), Outcome.ATTACHED, verdict)
 
     if verdict.action is not Action.OPEN or verdict.mode is None:
         return Decision(state, (), Outcome.RECORDED, verdict)
+
+    # A failing signal that a rule would open a remediation for: the safety rules decide.
+    if state.opt_out is not None:
+        opt = state.opt_out
+        return _held(state, verdict, f"instance opted out by {opt.by}: {opt.reason}")
+    last = state.closed[0] if state.closed else None
+    if last is not None and last.end_time is not None and at < last.end_time + policy.cooldown:
+        until = format_timestamp(last.end_time + policy.cooldown)
+        return _held(state, verdict, f"cooldown after {last.id} until {until}")
+
+    rule = policy.rule(verdict.rule)
+    if rule is not None and rule.debounce_count > 1:
+        horizon = at - rule.debounce_window
+        recent = [t for t in state.strikes.get(rule.name, []) if t >= horizon] + [at]
+        strikes = {**state.strikes, rule.name: recent}
+        state = state.model_copy(update={"strikes": strikes})
+        if len(recent) < rule.debounce_count:
+            reason = (
+                f"{verdict.reason}: {len(recent)} of {rule.debounce_count} failing signals "
+                f"within {rule.debounce_window_minutes:g} min [rule {rule.name}]"
+            )
+            return Decision(state, (), Outcome.DEBOUNCED, _with_reason(verdict, reason))
+
+    hold = policy.hold_for_human
+    window = timedelta(hours=hold.window_hours)
+    carried_out = [
+        c for c in state.closed if c.start_time is not None and c.start_time >= at - window
+    ]
+    if len(carried_out) >= hold.max_remediations:
+        reason = (
+            f"{len(carried_out)} remediations carried out within {hold.window_hours:g} h: "
+            "left to a human"
+        )
+        events: tuple[PolicyEvent, ...] = ()
+        if state.held_for_human_at is None or state.held_for_human_at < at - window:
+            events = (
+                _policy_event(
+                    state, PolicyEventKind.HELD_FOR_HUMAN, key, signal, verdict, reason, now
+                ),
+            )
+            state = state.model_copy(update={"held_for_human_at": at})
+        held = _held(state, verdict, reason)
+        return Decision(held.state, (), held.outcome, held.verdict, events)
+
+    mode = verdict.mode
+    escalated_from = _previous_attempt(state, verdict.rule, at, policy.escalation_window)
+    if escalated_from is not None and not heavier(mode, escalated_from.mode):
+        mode = next_mode(escalated_from.mode)
+        if mode is not verdict.mode:
+            verdict = _with_reason(
+                Verdict(verdict.action, verdict.rule, verdict.reason, mode),
+                f"{verdict.reason}; came back after {escalated_from.id} "
+                f"({_short(escalated_from.mode)}, {escalated_from.state.value}): escalated",
+            )
+
+    if policy.shadows(signal.cluster_id, verdict.rule):
+        seen_at = state.shadowed.get(verdict.rule)
+        reason = f"dry run: would open {_short(mode)}: {verdict.reason} [rule {verdict.rule}]"
+        if seen_at is not None and at < seen_at + policy.cooldown:
+            return Decision(state, (), Outcome.SHADOWED, _with_reason(verdict, reason))
+        state = state.model_copy(update={"shadowed": {**state.shadowed, verdict.rule: at}})
+        event = _policy_event(state, PolicyEventKind.SHADOW_OPEN, key, signal, verdict, reason, now)
+        return Decision(state, (), Outcome.SHADOWED, _with_reason(verdict, reason), (event,))
 
     remediation = Remediation(
         id=ids.automated_remediation_id(signal.cluster_id, signal.instance_id, key),
         cluster_id=signal.cluster_id,
         instance_id=signal.instance_id,
         instance_name=signal.instance_name,
-        mode=verdict.mode,
+        mode=mode,
         trigger=RemediationTrigger.AUTOMATED,
         state=RemediationState.PENDING_APPROVAL,
         reason=verdict.reason,
@@ -209,8 +372,13 @@ def decide(
         create_time=now,
         update_time=now,
         signals=[signal_ref(signal)],
+        rule=verdict.rule,
     )
-    state, transition = record_creation(
+    if verdict.rule in state.strikes:
+        state = state.model_copy(
+            update={"strikes": {k: v for k, v in state.strikes.items() if k != verdict.rule}}
+        )
+    state, created = record_creation(
         state,
         remediation,
         Event.CREATE_AUTOMATED,
@@ -218,7 +386,115 @@ def decide(
         actor=SYSTEM_PRINCIPAL,
         reason=f"{verdict.reason} [rule {verdict.rule}]",
     )
-    return Decision(state, (transition,), Outcome.OPENED, verdict)
+    transitions = [created]
+    if policy.auto_approves(signal.cluster_id, verdict.rule):
+        comment = f"policy: rule {verdict.rule} is auto-approved in cluster {signal.cluster_id}"
+        state, approved = record_change(
+            state,
+            remediation,
+            Event.APPROVE,
+            now=now,
+            actor=AUTO_APPROVED,
+            reason=comment,
+            changes={"reviewed_by": AUTO_APPROVED, "review_time": now, "review_comment": comment},
+        )
+        transitions.append(approved)
+    return Decision(state, tuple(transitions), Outcome.OPENED, verdict)
+
+
+def _with_reason(verdict: Verdict, reason: str) -> Verdict:
+    return Verdict(verdict.action, verdict.rule, reason, verdict.mode)
+
+
+def _short(mode: RemediationMode) -> str:
+    return mode.value.removeprefix("REMEDIATION_MODE_")
+
+
+def _held(state: InstanceState, verdict: Verdict, why: str) -> Decision:
+    reason = f"{verdict.reason}: not opened, {why} [rule {verdict.rule}]"
+    return Decision(state, (), Outcome.BLOCKED, _with_reason(verdict, reason))
+
+
+def _clears(remediation: Remediation, signal: HealthSignal, at: datetime, policy: Policy) -> bool:
+    """Whether a healthy ``signal`` clears the one that opened a waiting automated remediation."""
+    if remediation.trigger is not RemediationTrigger.AUTOMATED:
+        return False
+    if remediation.state not in (RemediationState.PENDING_APPROVAL, RemediationState.PENDING):
+        return False
+    if not remediation.signals:
+        return False
+    opener = remediation.signals[0]
+    if isinstance(signal, ActiveHealthCheckRun):
+        same = opener.kind is SignalKind.ACTIVE_RUN and opener.name == signal.test
+        healthy = signal.result is ActiveTestResult.PASSED
+    else:
+        same = opener.kind is SignalKind.PASSIVE_EVENT and opener.name == signal.alert_name
+        healthy = signal.status is AlertStatus.RESOLVED
+    within = policy.auto_resolve_within
+    return same and healthy and (within is None or at - opener.observed_at <= within)
+
+
+def _upgrade(
+    state: InstanceState, verdict: Verdict, now: datetime
+) -> tuple[InstanceState, RemediationTransition] | None:
+    """Raise the mode of a waiting automated remediation to a worse signal's mode."""
+    current = state.open
+    if current is None or verdict.action is not Action.OPEN or verdict.mode is None:
+        return None
+    remediation = current.remediation
+    if remediation.trigger is not RemediationTrigger.AUTOMATED:
+        return None
+    if remediation.state not in (RemediationState.PENDING_APPROVAL, RemediationState.PENDING):
+        return None
+    if not heavier(verdict.mode, remediation.mode):
+        return None
+    reason = (
+        f"upgraded {_short(remediation.mode)} -> {_short(verdict.mode)}: {verdict.reason} "
+        f"[rule {verdict.rule}]"
+    )
+    return record_change(
+        state,
+        remediation,
+        Event.UPGRADE_MODE,
+        now=now,
+        actor=SYSTEM_PRINCIPAL,
+        reason=reason,
+        changes={"mode": verdict.mode, "rule": verdict.rule},
+    )
+
+
+def _previous_attempt(
+    state: InstanceState, rule: str, at: datetime, window: timedelta
+) -> Remediation | None:
+    """The last remediation of the same problem carried out within ``window`` before ``at``."""
+    for closed in state.closed:
+        if closed.end_time is None or closed.end_time < at - window:
+            return None
+        if closed.rule == rule and closed.start_time is not None:
+            return closed
+    return None
+
+
+def _policy_event(
+    state: InstanceState,
+    kind: PolicyEventKind,
+    key: str,
+    signal: HealthSignal,
+    verdict: Verdict,
+    reason: str,
+    now: datetime,
+) -> PolicyEvent:
+    return PolicyEvent(
+        event_id=ids.policy_event_id(state.cluster_id, state.instance_id, kind.value, key),
+        kind=kind,
+        cluster_id=state.cluster_id,
+        instance_id=state.instance_id,
+        rule=verdict.rule,
+        mode=verdict.mode,
+        reason=reason,
+        occurred_at=now,
+        signal=signal_ref(signal),
+    )
 
 
 def record_creation(

@@ -40,3 +40,8 @@ def operation_id(remediation_id: str, step: int, action: str) -> str:
 def cluster_key(cluster_id: str) -> str:
     """The key of a cluster's execution slots (the per-cluster RUNNING limit)."""
     return f"cluster:{cluster_id}"
+
+
+def policy_event_id(cluster_id: str, instance_id: str, kind: str, signal_key: str) -> str:
+    """Id of the policy event of ``kind`` that the signal ``signal_key`` caused."""
+    return str(uuid.uuid5(NAMESPACE, f"policy/{kind}/{cluster_id}/{instance_id}/{signal_key}"))

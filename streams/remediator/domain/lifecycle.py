@@ -39,6 +39,7 @@ class Event(enum.StrEnum):
     ATTACH_SIGNAL = "ATTACH_SIGNAL"
     STEP_STARTED = "STEP_STARTED"
     STEP_DONE = "STEP_DONE"
+    UPGRADE_MODE = "UPGRADE_MODE"
 
 
 _OPEN_STATES = (S.PENDING_APPROVAL, S.PENDING, S.RUNNING)
@@ -59,6 +60,9 @@ TRANSITIONS: Mapping[tuple[RemediationState | None, Event], RemediationState] = 
     # Progress of the executor's steps: the record changes, the state does not.
     (S.RUNNING, Event.STEP_STARTED): S.RUNNING,
     (S.RUNNING, Event.STEP_DONE): S.RUNNING,
+    # A worse signal raises the mode of an automated remediation that has not started.
+    (S.PENDING_APPROVAL, Event.UPGRADE_MODE): S.PENDING_APPROVAL,
+    (S.PENDING, Event.UPGRADE_MODE): S.PENDING,
 }
 
 

@@ -226,6 +226,10 @@ class Remediation(_Record):
         default_factory=list,
         description="The control-plane steps, in order; planned when the remediation starts.",
     )
+    rule: str | None = Field(
+        default=None,
+        description="The policy rule that opened an automated remediation (its problem).",
+    )
 
 
 class RemediationTransition(_Record):
@@ -243,6 +247,26 @@ class RemediationTransition(_Record):
     # Addition: which lifecycle event made the change (e.g. "CREATE_AUTOMATED",
     # "ATTACH_SIGNAL"). A change with from_state == to_state updates an open record.
     event: str | None = None
+
+
+class PolicyEventKind(enum.StrEnum):
+    SHADOW_OPEN = "SHADOW_OPEN"  # dry run: this remediation would have been opened
+    HELD_FOR_HUMAN = "HELD_FOR_HUMAN"  # too many remediations of one instance: stopped
+
+
+class PolicyEvent(_Record):
+    """A decision of the safety policy that alerting may page on (an addition to the
+    contract), published on ``remediator-policy-events`` keyed like the transitions."""
+
+    event_id: str = Field(description="Stable on re-send: consumers drop repeats by it.")
+    kind: PolicyEventKind
+    cluster_id: Identifier
+    instance_id: Identifier | None = None
+    rule: str | None = None
+    mode: RemediationMode | None = None
+    reason: str
+    occurred_at: Timestamp
+    signal: SignalRef | None = None
 
 
 class DeadLetter(_Record):

@@ -1,20 +1,39 @@
-"""Which health signal calls for which remediation: the defaults from DESIGN.md.
+"""The remediation policy: which signal calls for which remediation, and the safety rules.
+
+One :class:`Policy` value holds all of it; it is read from a TOML file
+(``REMEDIATOR_POLICY_FILE``, see :func:`load_policy`), and the default shipped with the
+package (``default-policy.toml``) is DESIGN.md's table. Its JSON Schema is
+``schemas/policy.json``.
 
 :func:`classify` turns one signal into a :class:`Verdict`:
-- ``OPEN``: a failing signal that warrants a remediation of ``mode``;
-- ``RECORD_ONLY``: a failing or warning signal worth recording but not acting on;
-- ``HEALTHY``: a passing run, a resolved alert, or a skipped run.
 
-The rule that decided is named in ``Verdict.rule`` so that every remediation can say why
-it exists. EVICT_WITHOUT_REPLACEMENT is never chosen here. The configurable policy file
-(issue 5) replaces these tables; the shape of :class:`Verdict` stays.
+- ``OPEN``: a failing signal that a rule maps to a remediation ``mode``;
+- ``RECORD_ONLY``: a failing or warning signal worth recording but not acting on;
+- ``HEALTHY``: a passing run, a resolved alert, or a skipped run (it may auto-resolve).
+
+Rules are tried in file order and the first that matches wins (so put a refinement, such
+as xid 79 of ``DmesgXidError``, before the general rule). A failing signal no rule names
+gets ``fallback_mode`` (the lightest, REBOOT_VM, by default: a human approves it), or is
+recorded only if that is unset. The verdict names its rule, so that every remediation can
+say why it exists. EVICT_WITHOUT_REPLACEMENT is refused as a rule's mode: it is never
+chosen automatically.
+
+How the rest of the policy (debounce, cooldown, escalation, auto-resolve, auto-approval,
+shadow mode) is applied is in :mod:`correlate`; this module only describes it.
 """
 
 from __future__ import annotations
 
 import enum
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from .models import (
     ActiveHealthCheckRun,
@@ -27,6 +46,215 @@ from .models import (
 )
 
 M = RemediationMode
+
+#: The escalation ladder, lightest first (DESIGN.md).
+LADDER: tuple[RemediationMode, ...] = (M.REBOOT_VM, M.VM_ONLY, M.HOST_AWARE)
+
+
+def heavier(a: RemediationMode, b: RemediationMode) -> bool:
+    """Whether ``a`` is a heavier remediation than ``b`` on the ladder."""
+    return _rank(a) > _rank(b)
+
+
+def next_mode(mode: RemediationMode) -> RemediationMode:
+    """One step up the ladder (HOST_AWARE stays HOST_AWARE)."""
+    rank = _rank(mode)
+    return LADDER[min(rank + 1, len(LADDER) - 1)]
+
+
+def _rank(mode: RemediationMode) -> int:
+    return LADDER.index(mode) if mode in LADDER else len(LADDER)
+
+
+def _mode_name(value: Any) -> Any:
+    """Accept ``HOST_AWARE`` as well as ``REMEDIATION_MODE_HOST_AWARE``."""
+    if isinstance(value, str) and not value.startswith("REMEDIATION_MODE_"):
+        return f"REMEDIATION_MODE_{value}"
+    return value
+
+
+AutoMode = Annotated[RemediationMode, BeforeValidator(_mode_name)]
+RuleName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:*-]{1,100}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Rule(_Strict):
+    """Which failing signals this rule matches, and what it does about them."""
+
+    name: RuleName
+    alerts: list[str] = Field(
+        default_factory=list, description="Alert names matched when CRITICAL and FIRING."
+    )
+    tests: list[str] = Field(default_factory=list, description="Active tests matched when FAILED.")
+    annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Only alerts whose annotations have all of these values (e.g. xid = 79).",
+    )
+    action: Literal["open", "record"] = Field(
+        default="open", description="open a remediation, or only record the signal"
+    )
+    mode: AutoMode | None = Field(default=None, description="Required when action is open.")
+    debounce_count: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="Failing signals of this rule needed within debounce_window_minutes "
+        "before a remediation opens.",
+    )
+    debounce_window_minutes: float = Field(default=10.0, gt=0)
+    shadow: bool = Field(
+        default=False, description="Dry run: publish what would be done, open nothing."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Rule:
+        if not self.alerts and not self.tests:
+            raise ValueError(f"rule {self.name!r} matches nothing: give alerts or tests")
+        if self.action == "open":
+            if self.mode is None:
+                raise ValueError(f"rule {self.name!r} opens remediations: give its mode")
+            if self.mode is M.EVICT_WITHOUT_REPLACEMENT:
+                raise ValueError(
+                    f"rule {self.name!r}: EVICT_WITHOUT_REPLACEMENT is never chosen automatically"
+                )
+        return self
+
+    @property
+    def debounce_window(self) -> timedelta:
+        return timedelta(minutes=self.debounce_window_minutes)
+
+
+class HoldForHuman(_Strict):
+    max_remediations: int = Field(
+        default=3,
+        ge=1,
+        description="Remediations carried out on one instance within window_hours after "
+        "which no automated one opens: a human takes over.",
+    )
+    window_hours: float = Field(default=24.0, gt=0)
+
+
+class ClusterPolicy(_Strict):
+    auto_approve: list[RuleName] = Field(
+        default_factory=list,
+        description="Rules whose remediations in this cluster are approved at once "
+        '(reviewed_by "Auto-Approved"); "*" for all. Never EVICT_WITHOUT_REPLACEMENT.',
+    )
+    shadow: bool = Field(default=False, description="Dry run for this cluster.")
+
+
+class Policy(_Strict):
+    """The whole policy; see ``default-policy.toml`` for a commented example."""
+
+    shadow: bool = Field(
+        default=False,
+        description="Dry run for the whole service: publish what would be opened on the "
+        "policy-events topic, open nothing.",
+    )
+    cooldown_minutes: float = Field(
+        default=30.0,
+        ge=0,
+        description="After an instance's remediation ends, failing signals open nothing "
+        "new for this long (event time).",
+    )
+    auto_resolve_within_minutes: float | None = Field(
+        default=5.0,
+        gt=0,
+        description="An automated remediation still waiting (PENDING_APPROVAL or PENDING) "
+        "auto-resolves when the signal that opened it clears within this long; unset: "
+        "whenever it clears while waiting.",
+    )
+    escalation_window_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="The same problem returning within this long after a remediation ended "
+        "opens the next one a step heavier (REBOOT_VM -> VM_ONLY -> HOST_AWARE).",
+    )
+    fallback_mode: AutoMode | None = Field(
+        default=M.REBOOT_VM,
+        description="Mode for a failing signal no rule names; unset: record it only.",
+    )
+    hold_for_human: HoldForHuman = Field(default_factory=HoldForHuman)
+    rules: list[Rule] = Field(default_factory=list)
+    clusters: dict[str, ClusterPolicy] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> Policy:
+        names = [r.name for r in self.rules]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"rule names must be unique: {', '.join(duplicates)}")
+        if self.fallback_mode is M.EVICT_WITHOUT_REPLACEMENT:
+            raise ValueError("fallback_mode: EVICT_WITHOUT_REPLACEMENT is never automatic")
+        return self
+
+    @property
+    def cooldown(self) -> timedelta:
+        return timedelta(minutes=self.cooldown_minutes)
+
+    @property
+    def auto_resolve_within(self) -> timedelta | None:
+        minutes = self.auto_resolve_within_minutes
+        return None if minutes is None else timedelta(minutes=minutes)
+
+    @property
+    def escalation_window(self) -> timedelta:
+        return timedelta(hours=self.escalation_window_hours)
+
+    def rule(self, name: str) -> Rule | None:
+        return next((r for r in self.rules if r.name == name), None)
+
+    def auto_approves(self, cluster_id: str, rule: str) -> bool:
+        cluster = self.clusters.get(cluster_id)
+        return cluster is not None and ("*" in cluster.auto_approve or rule in cluster.auto_approve)
+
+    def shadows(self, cluster_id: str, rule: str) -> bool:
+        cluster = self.clusters.get(cluster_id)
+        found = self.rule(rule)
+        return (
+            self.shadow
+            or (cluster is not None and cluster.shadow)
+            or (found is not None and found.shadow)
+        )
+
+
+class PolicyError(Exception):
+    """The policy file cannot be used; the message is one line."""
+
+
+def parse_policy(text: str, source: str = "policy") -> Policy:
+    """Parse TOML text into a :class:`Policy`; raise :class:`PolicyError` (one line)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors()[:3]:
+            where = ".".join(str(p) for p in error["loc"]) or "(top)"
+            problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+        more = f" (and {exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
+        raise PolicyError(f"{source}: " + "; ".join(problems) + more) from None
+
+
+def default_policy_text() -> str:
+    return (resources.files("remediator") / "default-policy.toml").read_text(encoding="utf-8")
+
+
+def load_policy(path: Path | None) -> Policy:
+    """The policy in ``path``, or the default shipped with the package when None."""
+    if path is None:
+        return parse_policy(default_policy_text(), "default-policy.toml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read it ({exc.strerror})") from None
+    return parse_policy(text, str(path))
 
 
 class Action(enum.StrEnum):
@@ -43,93 +271,72 @@ class Verdict:
     mode: RemediationMode | None = None
 
 
-#: CRITICAL passive alerts and the mode they call for (DESIGN.md, policy defaults).
-ALERT_MODES: Mapping[str, RemediationMode | None] = {
-    # A fault of the host: migrate the VM to another host.
-    "DmesgGpuFallenOffBus": M.HOST_AWARE,
-    "GpuSmClockThermalThrottle": M.HOST_AWARE,
-    "GpuPcieReplayRateHigh": M.HOST_AWARE,
-    "IBRailsDownOrDegraded": M.HOST_AWARE,
-    "IBLinkFlapping": M.HOST_AWARE,
-    # A broken guest: a fresh VM on any host is the quick fix.
-    "NpdCperHardwareErrorFatal": M.VM_ONLY,
-    "NpdReadonlyFilesystem": M.VM_ONLY,
-    "NpdXfsShutdown": M.VM_ONLY,
-    # Usually cleared by a reboot.
-    "DmesgXidError": M.REBOOT_VM,
-    "GpuEccDoubleBitError": M.REBOOT_VM,
-    "GpuRowRemapFailure": M.REBOOT_VM,
-    "NpdKernelDeadlock": M.REBOOT_VM,
-    "NpdFrequentKubeletRestart": M.REBOOT_VM,
-    "NpdFrequentContainerdRestart": M.REBOOT_VM,
-    "NpdFrequentUnregisterNetDevice": M.REBOOT_VM,
-    "KubeNodeMemoryPressure": M.REBOOT_VM,
-    "KubeNodePIDPressure": M.REBOOT_VM,
-    # Recorded, never acted on.
-    "KubeNodeDiskPressure": None,
-    "SlurmNodeUnavailable": None,
-}
-
-#: XID codes that mean the GPU (so the host) is bad, whatever the alert's default.
-HOST_FAULT_XIDS: frozenset[str] = frozenset({"79"})
-
-#: Failed active tests and the mode they call for. GPU, NVLink and InfiniBand tests
-#: exercise the host's hardware; a storage test failure is usually the guest's.
-TEST_MODES: Mapping[str, RemediationMode] = {
-    "DCGM_DIAG": M.HOST_AWARE,
-    "GPU_BURN": M.HOST_AWARE,
-    "NCCL_SINGLE_NODE": M.HOST_AWARE,
-    "NVBANDWIDTH": M.HOST_AWARE,
-    "IB_WRITE_BW": M.HOST_AWARE,
-    "STORAGE_FIO": M.VM_ONLY,
-}
-
-#: The lightest action, for a failing signal no table names (a human approves it anyway).
-FALLBACK_MODE = M.REBOOT_VM
+#: The rule name given to failing signals that no rule names.
+FALLBACK_RULE = "fallback"
 
 
-def classify(signal: HealthSignal) -> Verdict:
-    """The policy's verdict on one signal. Pure: depends on the signal alone."""
+def classify(signal: HealthSignal, policy: Policy | None = None) -> Verdict:
+    """The policy's verdict on one signal. Pure: depends on the signal and policy alone."""
+    policy = policy or DEFAULT_POLICY
     if isinstance(signal, ActiveHealthCheckRun):
-        return _classify_run(signal)
-    return _classify_event(signal)
+        return _classify_run(signal, policy)
+    return _classify_event(signal, policy)
 
 
-def _classify_run(run: ActiveHealthCheckRun) -> Verdict:
+def _classify_run(run: ActiveHealthCheckRun, policy: Policy) -> Verdict:
     if run.result is ActiveTestResult.PASSED:
-        return Verdict(Action.HEALTHY, f"active:{run.test}", f"{run.test} passed")
+        return Verdict(Action.HEALTHY, f"test:{run.test}", f"{run.test} passed")
     if run.result is ActiveTestResult.SKIPPED:
-        return Verdict(Action.HEALTHY, f"active:{run.test}", f"{run.test} skipped")
-    mode = TEST_MODES.get(run.test)
-    rule = f"active:{run.test}" if mode is not None else "active:*"
-    mode = mode or FALLBACK_MODE
+        return Verdict(Action.HEALTHY, f"test:{run.test}", f"{run.test} skipped")
     detail = f": {run.message}" if run.message else ""
-    return Verdict(Action.OPEN, rule, f"active test {run.test} failed{detail}", mode)
+    what = f"active test {run.test} failed{detail}"
+    for rule in policy.rules:
+        if run.test in rule.tests:
+            return _verdict(rule, what)
+    return _fallback(policy, what)
 
 
-def _classify_event(event: PassiveHealthCheckEvent) -> Verdict:
+def _classify_event(event: PassiveHealthCheckEvent, policy: Policy) -> Verdict:
     name = event.alert_name
     if event.status is AlertStatus.RESOLVED:
-        return Verdict(Action.HEALTHY, f"passive:{name}", f"{name} resolved")
+        return Verdict(Action.HEALTHY, f"alert:{name}", f"{name} resolved")
     if event.severity is not Severity.CRITICAL:
         return Verdict(
             Action.RECORD_ONLY,
-            f"passive:severity:{event.severity.value}",
+            f"severity:{event.severity.value}",
             f"{name} firing at {event.severity.value}: recorded only",
         )
-    xid = (event.annotations or {}).get("xid")
-    if name == "DmesgXidError" and xid in HOST_FAULT_XIDS:
-        return Verdict(
-            Action.OPEN,
-            f"passive:{name}:xid={xid}",
-            f"{name} xid {xid} (GPU fell off the bus): host fault",
-            M.HOST_AWARE,
-        )
-    if name in ALERT_MODES:
-        mode = ALERT_MODES[name]
-        if mode is None:
-            return Verdict(Action.RECORD_ONLY, f"passive:{name}", f"{name} firing: recorded only")
-        return Verdict(Action.OPEN, f"passive:{name}", f"{name} firing (CRITICAL)", mode)
-    return Verdict(
-        Action.OPEN, "passive:*", f"{name} firing (CRITICAL), no specific rule", FALLBACK_MODE
-    )
+    annotations = event.annotations or {}
+    for rule in policy.rules:
+        if name in rule.alerts and all(
+            annotations.get(k) == v for k, v in rule.annotations.items()
+        ):
+            refinement = "".join(f" {k}={v}" for k, v in rule.annotations.items())
+            return _verdict(rule, f"{name}{refinement} firing (CRITICAL)")
+    return _fallback(policy, f"{name} firing (CRITICAL), no specific rule")
+
+
+def _verdict(rule: Rule, what: str) -> Verdict:
+    if rule.action == "record":
+        return Verdict(Action.RECORD_ONLY, rule.name, f"{what}: recorded only")
+    return Verdict(Action.OPEN, rule.name, what, rule.mode)
+
+
+def _fallback(policy: Policy, what: str) -> Verdict:
+    if policy.fallback_mode is None:
+        return Verdict(Action.RECORD_ONLY, FALLBACK_RULE, f"{what}: no rule, recorded only")
+    return Verdict(Action.OPEN, FALLBACK_RULE, what, policy.fallback_mode)
+
+
+DEFAULT_POLICY = parse_policy(default_policy_text(), "default-policy.toml")
+
+#: Kept for readers of the old tables: the default rules as alert/test -> mode maps.
+ALERT_MODES: Mapping[str, RemediationMode | None] = {
+    alert: rule.mode
+    for rule in reversed(DEFAULT_POLICY.rules)
+    if not rule.annotations
+    for alert in rule.alerts
+}
+TEST_MODES: Mapping[str, RemediationMode | None] = {
+    test: rule.mode for rule in reversed(DEFAULT_POLICY.rules) for test in rule.tests
+}
