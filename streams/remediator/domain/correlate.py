@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,6 +49,7 @@ from .models import (
 )
 from .policy import DEFAULT_POLICY, Action, Policy, Verdict, classify, heavier, next_mode
 from .replies import RememberedReply
+from .safety import AdmissionKind, AdmissionRequest, AdmissionVerdict
 
 #: Who the pipeline's own changes are recorded as (``requested_by``, ``actor``).
 SYSTEM_PRINCIPAL = "system:remediator"
@@ -68,6 +69,8 @@ class CorrelationConfig:
     #: Recent policy decisions kept per instance, for ``explain``.
     max_decisions: int = 50
     policy: Policy = DEFAULT_POLICY
+    #: Ask the cluster's safety owner before opening (the pipeline does); off, open at once.
+    cluster_admission: bool = False
 
 
 DEFAULT_CONFIG = CorrelationConfig()
@@ -103,6 +106,15 @@ class DecisionRecord(BaseModel):
     remediation_id: str | None = None
 
 
+class Proposal(BaseModel):
+    """An automated remediation waiting for the cluster's admission (not open yet)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    remediation: Remediation
+    at: Timestamp = Field(description="Event time of the signal that proposed it.")
+
+
 class InstanceState(BaseModel):
     """Everything the service keeps about one instance: one table value."""
 
@@ -136,6 +148,10 @@ class InstanceState(BaseModel):
     decisions: list[DecisionRecord] = Field(
         default_factory=list, description="Recent policy decisions, newest first."
     )
+    proposal: Proposal | None = None
+    registered: bool = Field(
+        default=False, description="Whether the cluster's safety owner knows the instance."
+    )
 
     @classmethod
     def empty(cls, cluster_id: str, instance_id: str) -> InstanceState:
@@ -147,6 +163,7 @@ class Outcome(enum.StrEnum):
     STALE = "STALE"  # older than the dedup horizon: ignored
     RECORDED = "RECORDED"  # remembered, no remediation involved
     OPENED = "OPENED"  # opened a new remediation
+    PROPOSED = "PROPOSED"  # would open; waiting for the cluster's admission
     ATTACHED = "ATTACHED"  # attached to the open remediation
     RESOLVED = "RESOLVED"  # cleared the signal that opened a waiting remediation
     DEBOUNCED = "DEBOUNCED"  # counted; the rule wants more before opening
@@ -161,6 +178,8 @@ class Decision:
     outcome: Outcome
     verdict: Verdict | None = None
     events: tuple[PolicyEvent, ...] = ()
+    #: Messages for the cluster's safety owner (see :mod:`safety`).
+    requests: tuple[AdmissionRequest, ...] = ()
 
 
 def signal_key(signal: HealthSignal) -> str:
@@ -220,6 +239,17 @@ def decide(
     state = _remember(state, key, at, config)
     policy = config.policy
     verdict = classify(signal, policy)
+    register: tuple[AdmissionRequest, ...] = ()
+    if config.cluster_admission and not state.registered:
+        state = state.model_copy(update={"registered": True})
+        register = (
+            AdmissionRequest(
+                kind=AdmissionKind.REGISTER,
+                cluster_id=signal.cluster_id,
+                instance_id=signal.instance_id,
+                at=at,
+            ),
+        )
     decision = _decide(state, signal, key, at, verdict, now, config)
     transition = decision.transitions[0] if decision.transitions else None
     record = DecisionRecord(
@@ -237,6 +267,7 @@ def decide(
         decision.outcome,
         decision.verdict or verdict,
         decision.events,
+        register + decision.requests,
     )
 
 
@@ -264,7 +295,31 @@ def _decide(
                 max_closed=config.max_closed,
             )
             return Decision(state, (transition,), Outcome.RESOLVED, verdict)
+        proposal = state.proposal
+        if current is None and proposal is not None:
+            waiting = proposal.remediation
+            if _clears(waiting, signal, at, policy):
+                state = state.model_copy(update={"proposal": None})
+                request = AdmissionRequest(
+                    kind=AdmissionKind.CLOSE,
+                    cluster_id=waiting.cluster_id,
+                    instance_id=waiting.instance_id,
+                    remediation_id=waiting.id,
+                    at=at,
+                )
+                return Decision(state, (), Outcome.RESOLVED, verdict, requests=(request,))
         return Decision(state, (), Outcome.RECORDED, verdict)
+
+    proposal = state.proposal
+    if current is None and proposal is not None and is_failing(signal):
+        # Waiting for the cluster's answer: the signal joins the proposed remediation.
+        pending = proposal.remediation
+        if len(pending.signals) < config.max_signals_per_remediation:
+            pending = _attach(pending, signal)
+            state = state.model_copy(
+                update={"proposal": proposal.model_copy(update={"remediation": pending})}
+            )
+        return Decision(state, (), Outcome.ATTACHED, verdict)
 
     if current is not None:
         if not is_failing(signal):
@@ -378,17 +433,40 @@ def _decide(
         state = state.model_copy(
             update={"strikes": {k: v for k, v in state.strikes.items() if k != verdict.rule}}
         )
+    if config.cluster_admission:
+        # The cluster's safety owner decides (blast radius, budget, pause): propose.
+        proposal = Proposal(remediation=remediation, at=at)
+        request = AdmissionRequest(
+            kind=AdmissionKind.PROPOSE,
+            cluster_id=signal.cluster_id,
+            instance_id=signal.instance_id,
+            remediation_id=remediation.id,
+            rule=verdict.rule,
+            mode=mode,
+            at=at,
+        )
+        state = state.model_copy(update={"proposal": proposal})
+        return Decision(state, (), Outcome.PROPOSED, verdict, requests=(request,))
+    state, opened = _open(state, remediation, policy, now)
+    return Decision(state, opened, Outcome.OPENED, verdict)
+
+
+def _open(
+    state: InstanceState, remediation: Remediation, policy: Policy, now: datetime
+) -> tuple[InstanceState, tuple[RemediationTransition, ...]]:
+    """Open an automated remediation, approved at once if its cluster says so."""
     state, created = record_creation(
         state,
         remediation,
         Event.CREATE_AUTOMATED,
         now=now,
         actor=SYSTEM_PRINCIPAL,
-        reason=f"{verdict.reason} [rule {verdict.rule}]",
+        reason=f"{remediation.reason} [rule {remediation.rule}]",
     )
     transitions = [created]
-    if policy.auto_approves(signal.cluster_id, verdict.rule):
-        comment = f"policy: rule {verdict.rule} is auto-approved in cluster {signal.cluster_id}"
+    rule = remediation.rule or ""
+    if policy.auto_approves(remediation.cluster_id, rule):
+        comment = f"policy: rule {rule} is auto-approved in cluster {remediation.cluster_id}"
         state, approved = record_change(
             state,
             remediation,
@@ -399,7 +477,66 @@ def _decide(
             changes={"reviewed_by": AUTO_APPROVED, "review_time": now, "review_comment": comment},
         )
         transitions.append(approved)
-    return Decision(state, tuple(transitions), Outcome.OPENED, verdict)
+    return state, tuple(transitions)
+
+
+def apply_verdict(
+    state: InstanceState | None,
+    verdict: AdmissionVerdict,
+    now: datetime,
+    config: CorrelationConfig = DEFAULT_CONFIG,
+) -> Decision:
+    """The cluster answered a proposal: open it, or record why not. Idempotent."""
+    if state is None:
+        state = InstanceState.empty(verdict.cluster_id, verdict.instance_id)
+    proposal = state.proposal
+    if proposal is None or proposal.remediation.id != verdict.remediation_id:
+        # Already applied, or the proposal was dropped (its signal cleared): nothing to do,
+        # but an admission nobody uses must not keep counting against the cluster.
+        unused = verdict.admitted and not _is_open(state, verdict.remediation_id)
+        return Decision(state, (), Outcome.DUPLICATE, requests=_close(verdict) if unused else ())
+    remediation = proposal.remediation
+    state = state.model_copy(update={"proposal": None})
+    opener = remediation.signals[0]
+    outcome: Outcome
+    if not verdict.admitted:
+        transitions: tuple[RemediationTransition, ...] = ()
+        outcome, reason = Outcome.BLOCKED, f"not opened, {verdict.reason}"
+        requests: tuple[AdmissionRequest, ...] = ()
+    elif state.open is not None:
+        transitions, outcome = (), Outcome.BLOCKED
+        reason = f"not opened: {state.open.remediation.id} was opened meanwhile"
+        requests = _close(verdict)
+    else:
+        state, transitions = _open(state, remediation, config.policy, now)
+        outcome, reason, requests = Outcome.OPENED, f"{remediation.reason} ({verdict.reason})", ()
+    record = DecisionRecord(
+        at=proposal.at,
+        signal=opener,
+        outcome=outcome.value,
+        rule=remediation.rule,
+        reason=reason,
+        remediation_id=remediation.id if transitions else None,
+    )
+    decisions = [record, *state.decisions][: max(config.max_decisions, 1)]
+    state = state.model_copy(update={"decisions": decisions})
+    return Decision(state, transitions, outcome, requests=requests)
+
+
+def _is_open(state: InstanceState, remediation_id: str) -> bool:
+    return state.open is not None and state.open.remediation.id == remediation_id
+
+
+def _close(verdict: AdmissionVerdict) -> tuple[AdmissionRequest, ...]:
+    return (
+        AdmissionRequest(
+            kind=AdmissionKind.CLOSE,
+            cluster_id=verdict.cluster_id,
+            instance_id=verdict.instance_id,
+            remediation_id=verdict.remediation_id,
+            at=datetime.min.replace(tzinfo=UTC),
+        ),
+    )
 
 
 def _with_reason(verdict: Verdict, reason: str) -> Verdict:

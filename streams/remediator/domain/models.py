@@ -252,6 +252,10 @@ class RemediationTransition(_Record):
 class PolicyEventKind(enum.StrEnum):
     SHADOW_OPEN = "SHADOW_OPEN"  # dry run: this remediation would have been opened
     HELD_FOR_HUMAN = "HELD_FOR_HUMAN"  # too many remediations of one instance: stopped
+    BLAST_RADIUS_TRIPPED = "BLAST_RADIUS_TRIPPED"  # a cluster stopped opening: too many
+    BLAST_RADIUS_RESUMED = "BLAST_RADIUS_RESUMED"  # ... and resumed, below the lower mark
+    CLUSTER_PAUSED = "CLUSTER_PAUSED"  # an operator paused automated remediation
+    CLUSTER_RESUMED = "CLUSTER_RESUMED"
 
 
 class PolicyEvent(_Record):

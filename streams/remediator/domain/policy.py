@@ -137,6 +137,40 @@ class HoldForHuman(_Strict):
     window_hours: float = Field(default=24.0, gt=0)
 
 
+class BlastRadius(_Strict):
+    """Per cluster: how many automated remediations may be open at once (storm limit)."""
+
+    max_open: int = Field(
+        default=10, ge=1, description="At most this many open automated remediations."
+    )
+    max_percent: float = Field(
+        default=30.0,
+        gt=0,
+        le=100,
+        description="... and at most this % of the cluster's known instances (those in "
+        "progress count as unhealthy), whichever is smaller.",
+    )
+    min_allowed: int = Field(
+        default=1,
+        ge=0,
+        description="Always allow this many, whatever the percentage (small clusters).",
+    )
+    resume_fraction: float = Field(
+        default=0.5,
+        ge=0,
+        lt=1,
+        description="Once tripped, new automated remediations resume only when the open "
+        "ones fall to this fraction of the limit (hysteresis).",
+    )
+
+    def limit(self, known_instances: int) -> int:
+        by_percent = int(known_instances * self.max_percent / 100)
+        return max(self.min_allowed, min(self.max_open, by_percent))
+
+    def resume_at(self, known_instances: int) -> int:
+        return int(self.limit(known_instances) * self.resume_fraction)
+
+
 class ClusterPolicy(_Strict):
     auto_approve: list[RuleName] = Field(
         default_factory=list,
@@ -178,6 +212,13 @@ class Policy(_Strict):
         description="Mode for a failing signal no rule names; unset: record it only.",
     )
     hold_for_human: HoldForHuman = Field(default_factory=HoldForHuman)
+    blast_radius: BlastRadius = Field(default_factory=BlastRadius)
+    rate_budget_per_hour: int | None = Field(
+        default=20,
+        ge=1,
+        description="Per cluster, at most this many automated remediations opened per "
+        "hour (event time); unset: no budget.",
+    )
     rules: list[Rule] = Field(default_factory=list)
     clusters: dict[str, ClusterPolicy] = Field(default_factory=dict)
 
