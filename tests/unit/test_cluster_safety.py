@@ -179,7 +179,8 @@ def test_an_instance_registers_once_and_proposes_instead_of_opening() -> None:
     assert admitted.state.proposal is None
     # The verdict again (redelivery): nothing more.
     again = correlate.apply_verdict(admitted.state, verdict(proposed.state, True), NOW, ADMISSION)
-    assert again.transitions == () and again.requests == ()
+    assert again.transitions == ()
+    assert again.requests == ()
 
 
 def test_signals_while_waiting_join_the_proposal_and_a_refusal_is_explained() -> None:
