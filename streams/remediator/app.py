@@ -61,6 +61,7 @@ class Topics:
     transitions: faust.TopicT
     dead_letters: faust.TopicT
     replies: faust.TopicT
+    policy_events: faust.TopicT
 
 
 def external_topic_names(settings: Settings) -> list[str]:
@@ -70,6 +71,7 @@ def external_topic_names(settings: Settings) -> list[str]:
         settings.topic_passive_events,
         settings.topic_transitions,
         settings.topic_dead_letter,
+        settings.topic_policy_events,
     ]
 
 
@@ -212,10 +214,15 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         replies=topics.replies,
         table=table,
         partitions=settings.partitions,
-        config=CorrelationConfig(dedup_ttl=timedelta(seconds=settings.dedup_ttl_seconds)),
+        config=CorrelationConfig(
+            dedup_ttl=timedelta(seconds=settings.dedup_ttl_seconds),
+            policy=settings.policy,
+            cluster_admission=True,
+        ),
         clock=clock,
         executor=executor,
         max_running_per_cluster=settings.max_running_per_cluster,
+        policy_events=topics.policy_events,
     )
     gateway = Gateway(
         app=app,
@@ -235,6 +242,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         app_id=settings.app_id,
         openapi=openapi.document_bytes,
         executing=lambda: executor.running,
+        policy=settings.policy,
     )
     app.web.web_app.add_routes(api.routes())  # type: ignore[attr-defined]  # aiohttp driver
     return app
@@ -258,6 +266,7 @@ def _topics(app: faust.App, settings: Settings) -> Topics:
         inbox=raw(settings.inbox_topic, internal=True),
         transitions=raw(settings.topic_transitions),
         dead_letters=raw(settings.topic_dead_letter),
+        policy_events=raw(settings.topic_policy_events),
         # Replies to API commands: low volume, read whole by every worker.
         replies=app.topic(
             settings.replies_topic,

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from remediator.domain.policy import Policy, PolicyError, load_policy
+
 ENV_PREFIX = "REMEDIATOR_"
 
 _TOPIC_NAME = r"^[A-Za-z0-9._-]{1,249}$"
@@ -81,6 +83,12 @@ class Settings(BaseSettings):
     topic_passive_events: str = Field(default="passive-health-check-events", pattern=_TOPIC_NAME)
     topic_transitions: str = Field(default="remediation-transitions", pattern=_TOPIC_NAME)
     topic_dead_letter: str = Field(default="remediator-dead-letter", pattern=_TOPIC_NAME)
+    topic_policy_events: str = Field(default="remediator-policy-events", pattern=_TOPIC_NAME)
+    policy_file: Path | None = Field(
+        default=None,
+        description="The remediation policy (TOML). Unset: the default shipped with the "
+        "package (DESIGN.md's table and safety defaults).",
+    )
     dedup_ttl_seconds: float = Field(
         default=7 * 24 * 3600.0,
         gt=0,
@@ -167,6 +175,22 @@ class Settings(BaseSettings):
         description="Port of the built-in simulated control plane (loopback) when "
         "REMEDIATOR_CONTROL_PLANE_URL is unset; 0 picks a free port.",
     )
+
+    @field_validator("policy_file")
+    @classmethod
+    def _check_policy_file(cls, value: Path | None) -> Path | None:
+        if value is None or not str(value).strip():
+            return None
+        try:
+            load_policy(value)
+        except PolicyError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def policy(self) -> Policy:
+        """The policy in force (checked when the settings were loaded)."""
+        return load_policy(self.policy_file)
 
     @field_validator("broker")
     @classmethod

@@ -36,6 +36,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from remediator.embedded import EmbeddedBroker, free_port
 from tests.builders import run_payload
+from tests.integration.conftest import permissive_policy_text
 
 PARTITIONS = 4
 
@@ -130,6 +131,9 @@ async def measure_worker(
     tag = uuid.uuid4().hex[:8]
     active, transitions = f"active-{tag}", f"transitions-{tag}"
     web_port = free_port()
+    # Thousands of failing instances in one cluster: a storm the default policy would stop.
+    policy = work / "permissive-policy.toml"
+    policy.write_text(permissive_policy_text())
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")},
         "REMEDIATOR_BROKER": broker.url,
@@ -143,6 +147,7 @@ async def measure_worker(
         "REMEDIATOR_DATA_DIR": str(work / "data"),
         "REMEDIATOR_BROKER_SESSION_TIMEOUT": "3",
         "REMEDIATOR_LOG_LEVEL": "warning",
+        "REMEDIATOR_POLICY_FILE": str(policy),
     }
     with (work / "worker.log").open("wb") as log:
         worker = subprocess.Popen(

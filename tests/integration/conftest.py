@@ -31,11 +31,30 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from remediator.domain.policy import default_policy_text
 from remediator.embedded import EmbeddedBroker, free_port
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
+
+
+def permissive_policy_text() -> str:
+    """The default policy without the cluster-wide limits (blast radius, hourly budget).
+
+    Most integration tests are about delivery (crashes, rebalances, the API) and feed many
+    failing instances of one cluster at once, which the default policy rightly treats as a
+    storm. They run with this policy; the policy's own tests set theirs explicitly.
+    """
+    text = default_policy_text()
+    for old, new in [
+        ("max_open = 10\n", "max_open = 100000\n"),
+        ("max_percent = 30\n", "max_percent = 100\n"),
+        ("rate_budget_per_hour = 20\n", "rate_budget_per_hour = 0\n"),
+    ]:
+        assert old in text, f"default-policy.toml changed: update permissive_policy_text ({old!r})"
+        text = text.replace(old, new)
+    return text
 
 
 @pytest.fixture(scope="session")
@@ -150,6 +169,13 @@ class WorkerProcess:
             self._log_file = None
 
 
+def _permissive_policy_file(directory: Path) -> Path:
+    path = directory / "permissive-policy.toml"
+    if not path.exists():
+        path.write_text(permissive_policy_text())
+    return path
+
+
 def launch_worker(
     broker: EmbeddedBroker, names: Names, directory: Path, wait: bool = True, **extra_env: str
 ) -> WorkerProcess:
@@ -167,6 +193,7 @@ def launch_worker(
         # Execution off unless a test turns it on: tests of signals and of the API want
         # PENDING remediations to stay PENDING (the executor's tests set their own limit).
         "REMEDIATOR_MAX_RUNNING_PER_CLUSTER": "0",
+        "REMEDIATOR_POLICY_FILE": str(_permissive_policy_file(directory)),
         **extra_env,
     }
     log_path = directory / f"worker-{uuid.uuid4().hex[:6]}.log"

@@ -29,7 +29,7 @@ def at(minutes: float) -> datetime:
 
 
 def policy(**blast: float) -> Policy:
-    return Policy(blast_radius=BlastRadius(**blast), rate_budget_per_hour=None)  # type: ignore[arg-type]
+    return Policy(blast_radius=BlastRadius(**blast), rate_budget_per_hour=0)  # type: ignore[arg-type]
 
 
 def request(kind: AdmissionKind, instance: str, minute: float = 0) -> AdmissionRequest:

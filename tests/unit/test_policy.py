@@ -123,9 +123,7 @@ def test_rules_match_in_order_with_annotation_refinements() -> None:
 
 
 def test_without_a_fallback_unknown_faults_are_only_recorded() -> None:
-    policy = parse_policy('fallback_mode = "REBOOT_VM"\n').model_copy(
-        update={"fallback_mode": None}
-    )
+    policy = parse_policy('fallback = "record"\n')
     assert classify(event(alert_name="Other"), policy).action is Action.RECORD_ONLY
 
 
@@ -140,6 +138,7 @@ def test_without_a_fallback_unknown_faults_are_only_recorded() -> None:
         ('[[rules]]\nname = "r"\nalerts = ["A"]\nmode = "EVICT_WITHOUT_REPLACEMENT"', "never"),
         ('[[rules]]\nname = "r"\nalerts = ["A"]\nmode = "REBOOT"', "rules.0.mode"),
         ('fallback_mode = "EVICT_WITHOUT_REPLACEMENT"', "never automatic"),
+        ('fallback = "maybe"', "fallback"),
         (
             '[[rules]]\nname = "r"\nalerts = ["A"]\nmode = "VM_ONLY"\n'
             '[[rules]]\nname = "r"\nalerts = ["B"]\nmode = "VM_ONLY"',

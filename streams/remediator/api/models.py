@@ -6,7 +6,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from remediator.domain.models import Remediation, RemediationMode
+from remediator.domain.models import Remediation, RemediationMode, Timestamp
+from remediator.domain.safety import Pause
 
 #: Client-specified remediation ids: short, URL-safe, no slash.
 RemediationId = Annotated[
@@ -57,3 +58,27 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class ReasonBody(_Body):
+    """Pausing a cluster or opting an instance out needs a reason, for the next operator."""
+
+    reason: str = Field(min_length=1, max_length=MAX_TEXT)
+
+
+class ClusterSafetyResponse(BaseModel):
+    """A cluster's safety state (an addition to the contract)."""
+
+    cluster_id: str
+    paused: Pause | None = Field(description="Set while automated remediation is paused.")
+    tripped_at: Timestamp | None = Field(
+        description="Set while the blast-radius limit holds new automated remediations back."
+    )
+    known_instances: int
+    unhealthy_instances: list[str] = Field(
+        description="Instances with an open automated remediation (in progress counts)."
+    )
+    limit: int = Field(description="Open automated remediations allowed at once.")
+    resume_at: int = Field(description="Once tripped, new ones resume at this many or fewer.")
+    opened_last_hour: int
+    rate_budget_per_hour: int | None

@@ -16,14 +16,18 @@ from pydantic.json_schema import models_json_schema
 from remediator import __version__
 from remediator.api.models import (
     ApproveBody,
+    ClusterSafetyResponse,
     CreateRemediationBody,
     ErrorBody,
     ListRemediationsResponse,
+    ReasonBody,
     RejectBody,
 )
 from remediator.api.views import (
+    CLUSTER,
     COLLECTION,
     DEFAULT_PAGE_SIZE,
+    INSTANCE,
     MAX_PAGE_SIZE,
     RESOURCE,
 )
@@ -33,6 +37,7 @@ from remediator.domain.models import (
     RemediationState,
     RemediationTrigger,
 )
+from remediator.domain.replies import Explanation
 
 _REF = "#/components/schemas/{model}"
 
@@ -106,6 +111,8 @@ def _operation(
     body: type[BaseModel] | None,
     errors: tuple[int, ...],
     params: list[dict[str, Any]],
+    *,
+    body_required: bool = False,
 ) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": summary,
@@ -114,7 +121,7 @@ def _operation(
         "responses": {"200": {"description": "OK", **_json(ok)}, **_errors(*errors)},
     }
     if body is not None:
-        operation["requestBody"] = {"required": False, **_json(body)}
+        operation["requestBody"] = {"required": body_required, **_json(body)}
     return operation
 
 
@@ -126,13 +133,23 @@ def build() -> dict[str, Any]:
         ApproveBody,
         RejectBody,
         ErrorBody,
+        Explanation,
+        ClusterSafetyResponse,
+        ReasonBody,
     ]
     _, schemas = models_json_schema(
         [
             (
                 m,
                 "serialization"
-                if m in (Remediation, ListRemediationsResponse, ErrorBody)
+                if m
+                in (
+                    Remediation,
+                    ListRemediationsResponse,
+                    ErrorBody,
+                    Explanation,
+                    ClusterSafetyResponse,
+                )
                 else "validation",
             )
             for m in models
@@ -140,6 +157,7 @@ def build() -> dict[str, Any]:
         ref_template=_REF,
     )
     instance = _path_params("cluster_id", "instance_id")
+    cluster = _path_params("cluster_id")
     resource = _path_params("cluster_id", "instance_id", "remediation_id")
     common = (400, 401, 503)
     id_query = [
@@ -241,6 +259,60 @@ def build() -> dict[str, Any]:
                 None,
                 (*common, 404, 409),
                 resource,
+            ),
+        },
+        INSTANCE + "/explain": {
+            "get": _operation(
+                "Explain: the instance's signals, the rule that decided (or blocked) each "
+                "remediation and why, opt-out, cooldown, debounce",
+                "explainInstance",
+                Explanation,
+                None,
+                common,
+                instance,
+            ),
+        },
+        INSTANCE + "/opt-out": {
+            "put": _operation(
+                "Opt the instance out of automated remediation (manual ones stay possible)",
+                "optOutInstance",
+                Explanation,
+                ReasonBody,
+                common,
+                instance,
+                body_required=True,
+            ),
+            "delete": _operation(
+                "Opt the instance back in", "optInInstance", Explanation, None, common, instance
+            ),
+        },
+        CLUSTER + "/safety": {
+            "get": _operation(
+                "The cluster's safety state: pause, blast-radius count and limit, budget",
+                "getClusterSafety",
+                ClusterSafetyResponse,
+                None,
+                common,
+                cluster,
+            ),
+        },
+        CLUSTER + "/pause": {
+            "put": _operation(
+                "Pause automated remediation in the cluster (manual ones stay possible)",
+                "pauseCluster",
+                ClusterSafetyResponse,
+                ReasonBody,
+                common,
+                cluster,
+                body_required=True,
+            ),
+            "delete": _operation(
+                "Resume automated remediation in the cluster",
+                "resumeCluster",
+                ClusterSafetyResponse,
+                None,
+                common,
+                cluster,
             ),
         },
         "/healthz": {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from http import HTTPStatus
 from typing import Any, TypeVar
 
@@ -23,8 +23,10 @@ from remediator.api.errors import ApiError
 from remediator.api.models import (
     ApproveBody,
     CancelBody,
+    ClusterSafetyResponse,
     CreateRemediationBody,
     ListRemediationsResponse,
+    ReasonBody,
     RejectBody,
     RemediationId,
 )
@@ -36,6 +38,7 @@ from remediator.domain.models import (
     RemediationState,
     RemediationTrigger,
 )
+from remediator.domain.policy import DEFAULT_POLICY, Policy
 from remediator.domain.replies import Reply
 from remediator.pipeline.gateway import Gateway, GatewayTimeout, new_command_id
 from remediator.pipeline.messages import Route
@@ -44,6 +47,7 @@ BASE = "/v1/compute"
 INSTANCE = BASE + "/clusters/{cluster_id}/instances/{instance_id}"
 COLLECTION = INSTANCE + "/remediations"
 RESOURCE = COLLECTION + "/{remediation_id}"
+CLUSTER = BASE + "/clusters/{cluster_id}"
 ALL_INSTANCES = "-"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -75,6 +79,7 @@ class Api:
         app_id: str,
         openapi: Callable[[], bytes],
         executing: Callable[[], list[str]] = list,
+        policy: Policy = DEFAULT_POLICY,
     ) -> None:
         self.gateway = gateway
         self.tokens = dict(tokens)
@@ -84,6 +89,7 @@ class Api:
         self.app_id = app_id
         self.openapi = openapi
         self.executing = executing
+        self.policy = policy
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -263,6 +269,81 @@ class Api:
             )
         )
 
+    # --- policy: explain, opt-out, cluster safety and pause (additions) ----------------
+
+    async def explain(self, request: web.Request) -> web.Response:
+        principal = self.principal(request)
+        reply = await self._ask(self.command(request, CommandKind.EXPLAIN, principal))
+        return self._explanation(reply)
+
+    async def opt_out(self, request: web.Request) -> web.Response:
+        principal = self.principal(request)
+        body = await self.body(request, ReasonBody)
+        command = self.command(request, CommandKind.OPT_OUT, principal, reason=body.reason)
+        return self._explanation(await self._ask(command))
+
+    async def opt_in(self, request: web.Request) -> web.Response:
+        principal = self.principal(request)
+        return self._explanation(
+            await self._ask(self.command(request, CommandKind.OPT_IN, principal))
+        )
+
+    def _explanation(self, reply: Reply) -> web.Response:
+        if reply.explanation is None:  # pragma: no cover - every ok answer carries one
+            raise ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, "INTERNAL", "empty answer")
+        return self.ok(reply.explanation)
+
+    def cluster_command(
+        self, request: web.Request, kind: CommandKind, principal: str, **fields: Any
+    ) -> Command:
+        cluster_id = _check(_identifier, "cluster_id", request.match_info["cluster_id"])
+        return Command(
+            command_id=new_command_id(),
+            kind=kind,
+            cluster_id=cluster_id,
+            instance_id=ALL_INSTANCES,
+            principal=principal,
+            issued_at=self.clock(),
+            **fields,
+        )
+
+    async def safety(self, request: web.Request) -> web.Response:
+        principal = self.principal(request)
+        command = self.cluster_command(request, CommandKind.SAFETY, principal)
+        return self._safety(await self._ask(command, Route.SAFETY))
+
+    async def pause(self, request: web.Request) -> web.Response:
+        principal = self.principal(request)
+        body = await self.body(request, ReasonBody)
+        command = self.cluster_command(request, CommandKind.PAUSE, principal, reason=body.reason)
+        return self._safety(await self._ask(command, Route.SAFETY))
+
+    async def unpause(self, request: web.Request) -> web.Response:
+        principal = self.principal(request)
+        command = self.cluster_command(request, CommandKind.RESUME, principal)
+        return self._safety(await self._ask(command, Route.SAFETY))
+
+    def _safety(self, reply: Reply) -> web.Response:
+        state = reply.safety
+        if state is None:  # pragma: no cover - every ok answer carries one
+            raise ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, "INTERNAL", "empty answer")
+        known = len(state.instances)
+        radius = self.policy.blast_radius
+        hour_ago = self.clock() - timedelta(hours=1)
+        return self.ok(
+            ClusterSafetyResponse(
+                cluster_id=state.cluster_id,
+                paused=state.paused,
+                tripped_at=state.tripped_at,
+                known_instances=known,
+                unhealthy_instances=list(state.unhealthy),
+                limit=radius.limit(known),
+                resume_at=radius.resume_at(known),
+                opened_last_hour=sum(1 for t in state.opened if t > hour_ago),
+                rate_budget_per_hour=self.policy.rate_budget_per_hour,
+            )
+        )
+
     def routes(self) -> list[web.RouteDef]:
         return [
             web.get("/healthz", self.healthz),
@@ -273,6 +354,12 @@ class Api:
             web.post(RESOURCE + "/approve", self.approve),
             web.post(RESOURCE + "/reject", self.reject),
             web.post(RESOURCE + "/cancel", self.cancel),
+            web.get(INSTANCE + "/explain", self.explain),
+            web.put(INSTANCE + "/opt-out", self.opt_out),
+            web.delete(INSTANCE + "/opt-out", self.opt_in),
+            web.get(CLUSTER + "/safety", self.safety),
+            web.put(CLUSTER + "/pause", self.pause),
+            web.delete(CLUSTER + "/pause", self.unpause),
         ]
 
 

@@ -30,6 +30,7 @@ from remediator.domain.correlate import InstanceState, record_change, record_cre
 from remediator.domain.lifecycle import Event, IllegalTransition
 from remediator.domain.models import (
     Identifier,
+    OptOut,
     Remediation,
     RemediationMode,
     RemediationState,
@@ -37,7 +38,8 @@ from remediator.domain.models import (
     RemediationTrigger,
     Timestamp,
 )
-from remediator.domain.replies import ErrorCode, RememberedReply, Reply
+from remediator.domain.policy import DEFAULT_POLICY, Policy
+from remediator.domain.replies import ErrorCode, Explanation, RememberedReply, Reply
 
 #: Replies remembered per instance for replayed commands.
 MAX_REMEMBERED_REPLIES = 32
@@ -50,6 +52,14 @@ class CommandKind(enum.StrEnum):
     CANCEL = "CANCEL"
     GET = "GET"
     LIST = "LIST"
+    # On the instance (policy): take it out of / back into automated remediation, explain.
+    OPT_OUT = "OPT_OUT"
+    OPT_IN = "OPT_IN"
+    EXPLAIN = "EXPLAIN"
+    # On the cluster's safety owner: pause / resume automated remediation, read its state.
+    PAUSE = "PAUSE"
+    RESUME = "RESUME"
+    SAFETY = "SAFETY"
 
 
 class Cursor(BaseModel):
@@ -129,10 +139,24 @@ def find(state: InstanceState, remediation_id: str) -> Remediation | None:
     return None
 
 
-def handle(state: InstanceState | None, command: Command, now: datetime) -> Handled:
+def handle(
+    state: InstanceState | None,
+    command: Command,
+    now: datetime,
+    policy: Policy = DEFAULT_POLICY,
+) -> Handled:
     """Apply one API command to one instance. Pure; see the module docstring."""
     if state is None:
         state = InstanceState.empty(command.cluster_id, command.instance_id)
+    if command.kind in (CommandKind.OPT_OUT, CommandKind.OPT_IN, CommandKind.EXPLAIN):
+        # Idempotent by nature (a replay sets the same thing): nothing to remember.
+        if command.kind is CommandKind.OPT_OUT:
+            opt_out = OptOut(reason=command.reason or "", by=command.principal, at=now)
+            state = state.model_copy(update={"opt_out": opt_out})
+        elif command.kind is CommandKind.OPT_IN:
+            state = state.model_copy(update={"opt_out": None})
+        reply = Reply(command_id=command.command_id, explanation=explain(state, policy))
+        return Handled(state, (), reply)
     remembered = state.replies.get(command.command_id)
     if remembered is not None:
         return Handled(state, (), _recall(state, command, remembered))
@@ -147,6 +171,25 @@ def handle(state: InstanceState | None, command: Command, now: datetime) -> Hand
     else:
         new_state, transitions, reply = _move(state, command, now)
     return Handled(_remember(new_state, reply), transitions, reply)
+
+
+def explain(state: InstanceState, policy: Policy = DEFAULT_POLICY) -> Explanation:
+    """What ``GET …/instances/{id}/explain`` answers (see :class:`Explanation`)."""
+    last = state.closed[0] if state.closed else None
+    cooldown_until = None
+    if last is not None and last.end_time is not None and policy.cooldown:
+        cooldown_until = last.end_time + policy.cooldown
+    return Explanation(
+        cluster_id=state.cluster_id,
+        instance_id=state.instance_id,
+        opt_out=state.opt_out,
+        open_remediation=state.open.remediation if state.open is not None else None,
+        proposed=state.proposal.remediation if state.proposal is not None else None,
+        cooldown_until=cooldown_until,
+        debounce={rule: len(times) for rule, times in state.strikes.items()},
+        decisions=list(state.decisions),
+        recent=list(state.closed[:10]),
+    )
 
 
 def _error(command: Command, code: ErrorCode, message: str) -> Reply:

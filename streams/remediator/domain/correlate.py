@@ -32,8 +32,10 @@ from .models import (
     ActiveHealthCheckRun,
     ActiveTestResult,
     AlertStatus,
+    DecisionRecord,
     HealthSignal,
     Identifier,
+    OptOut,
     PolicyEvent,
     PolicyEventKind,
     Remediation,
@@ -81,29 +83,6 @@ class OpenRemediation(BaseModel):
 
     remediation: Remediation
     sequence: int = Field(ge=1, description="Sequence of its last published transition.")
-
-
-class OptOut(BaseModel):
-    """An operator took the instance out of automated remediation."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    reason: str
-    by: str
-    at: Timestamp
-
-
-class DecisionRecord(BaseModel):
-    """Why one signal did what it did: the answer to ``explain``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    at: Timestamp = Field(description="The signal's event time.")
-    signal: SignalRef
-    outcome: str
-    rule: str | None = None
-    reason: str
-    remediation_id: str | None = None
 
 
 class Proposal(BaseModel):

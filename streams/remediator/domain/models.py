@@ -249,6 +249,25 @@ class RemediationTransition(_Record):
     event: str | None = None
 
 
+class OptOut(_Record):
+    """An operator took the instance out of automated remediation."""
+
+    reason: str
+    by: str
+    at: Timestamp
+
+
+class DecisionRecord(_Record):
+    """Why one signal did what it did: the answer to ``explain``."""
+
+    at: Timestamp = Field(description="The signal's event time.")
+    signal: SignalRef
+    outcome: str
+    rule: str | None = None
+    reason: str
+    remediation_id: str | None = None
+
+
 class PolicyEventKind(enum.StrEnum):
     SHADOW_OPEN = "SHADOW_OPEN"  # dry run: this remediation would have been opened
     HELD_FOR_HUMAN = "HELD_FOR_HUMAN"  # too many remediations of one instance: stopped

@@ -14,7 +14,7 @@ package (``default-policy.toml``) is DESIGN.md's table. Its JSON Schema is
 Rules are tried in file order and the first that matches wins (so put a refinement, such
 as xid 79 of ``DmesgXidError``, before the general rule). A failing signal no rule names
 gets ``fallback_mode`` (the lightest, REBOOT_VM, by default: a human approves it), or is
-recorded only if that is unset. The verdict names its rule, so that every remediation can
+recorded only with ``fallback = "record"``. The verdict names its rule, so that every remediation can
 say why it exists. EVICT_WITHOUT_REPLACEMENT is refused as a rule's mode: it is never
 chosen automatically.
 
@@ -194,11 +194,11 @@ class Policy(_Strict):
         description="After an instance's remediation ends, failing signals open nothing "
         "new for this long (event time).",
     )
-    auto_resolve_within_minutes: float | None = Field(
+    auto_resolve_within_minutes: float = Field(
         default=5.0,
-        gt=0,
+        ge=0,
         description="An automated remediation still waiting (PENDING_APPROVAL or PENDING) "
-        "auto-resolves when the signal that opened it clears within this long; unset: "
+        "auto-resolves when the signal that opened it clears within this long; 0: "
         "whenever it clears while waiting.",
     )
     escalation_window_hours: float = Field(
@@ -207,17 +207,21 @@ class Policy(_Strict):
         description="The same problem returning within this long after a remediation ended "
         "opens the next one a step heavier (REBOOT_VM -> VM_ONLY -> HOST_AWARE).",
     )
-    fallback_mode: AutoMode | None = Field(
-        default=M.REBOOT_VM,
-        description="Mode for a failing signal no rule names; unset: record it only.",
+    fallback: Literal["open", "record"] = Field(
+        default="open",
+        description="A failing signal no rule names: open a fallback_mode remediation, or "
+        "only record it.",
+    )
+    fallback_mode: AutoMode = Field(
+        default=M.REBOOT_VM, description="Mode for a failing signal no rule names."
     )
     hold_for_human: HoldForHuman = Field(default_factory=HoldForHuman)
     blast_radius: BlastRadius = Field(default_factory=BlastRadius)
-    rate_budget_per_hour: int | None = Field(
+    rate_budget_per_hour: int = Field(
         default=20,
-        ge=1,
+        ge=0,
         description="Per cluster, at most this many automated remediations opened per "
-        "hour (event time); unset: no budget.",
+        "hour (event time); 0: no budget.",
     )
     rules: list[Rule] = Field(default_factory=list)
     clusters: dict[str, ClusterPolicy] = Field(default_factory=dict)
@@ -239,7 +243,7 @@ class Policy(_Strict):
     @property
     def auto_resolve_within(self) -> timedelta | None:
         minutes = self.auto_resolve_within_minutes
-        return None if minutes is None else timedelta(minutes=minutes)
+        return timedelta(minutes=minutes) if minutes else None
 
     @property
     def escalation_window(self) -> timedelta:
@@ -364,7 +368,7 @@ def _verdict(rule: Rule, what: str) -> Verdict:
 
 
 def _fallback(policy: Policy, what: str) -> Verdict:
-    if policy.fallback_mode is None:
+    if policy.fallback == "record":
         return Verdict(Action.RECORD_ONLY, FALLBACK_RULE, f"{what}: no rule, recorded only")
     return Verdict(Action.OPEN, FALLBACK_RULE, what, policy.fallback_mode)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import enum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from remediator.domain.models import Remediation
+from remediator.domain.models import DecisionRecord, Identifier, OptOut, Remediation, Timestamp
+from remediator.domain.safety import ClusterSafety
 
 
 class ErrorCode(enum.StrEnum):
@@ -18,12 +19,40 @@ class ErrorCode(enum.StrEnum):
     ALREADY_EXISTS = "ALREADY_EXISTS"
 
 
+class Explanation(BaseModel):
+    """Everything the service knows about why an instance's remediations are what they are."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    cluster_id: Identifier
+    instance_id: Identifier
+    opt_out: OptOut | None = None
+    open_remediation: Remediation | None = None
+    proposed: Remediation | None = Field(
+        default=None, description="Would open; waiting for the cluster's admission."
+    )
+    cooldown_until: Timestamp | None = Field(
+        default=None, description="No automated remediation opens before this (event time)."
+    )
+    debounce: dict[str, int] = Field(
+        default_factory=dict, description="Rule -> failing signals counted so far."
+    )
+    decisions: list[DecisionRecord] = Field(
+        default_factory=list, description="Recent decisions on signals, newest first."
+    )
+    recent: list[Remediation] = Field(
+        default_factory=list, description="Recent closed remediations, newest first."
+    )
+
+
 class Reply(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     command_id: str
     remediation: Remediation | None = None
     remediations: list[Remediation] | None = None
+    explanation: Explanation | None = None
+    safety: ClusterSafety | None = None
     created: bool = False
     error_code: ErrorCode | None = None
     error_message: str | None = None

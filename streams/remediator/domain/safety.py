@@ -200,7 +200,7 @@ def _decide(
         return _no(reason), safety, [event]
     budget = policy.rate_budget_per_hour
     recent = [t for t in safety.opened if t > request.at - timedelta(hours=1)]
-    if budget is not None and len(recent) >= budget:
+    if budget and len(recent) >= budget:
         return (
             _no(f"rate budget: {len(recent)} opened in the last hour, budget {budget}"),
             safety,

@@ -26,12 +26,24 @@ from faust.types import StreamT
 from pydantic import ValidationError
 
 from remediator import failpoints
-from remediator.domain import commands, execution, ids, slots
-from remediator.domain.commands import Claim, Command
+from remediator.domain import commands, correlate, execution, ids, safety, slots
+from remediator.domain.commands import Claim, Command, CommandKind
 from remediator.domain.correlate import CorrelationConfig, InstanceState, Outcome, decide
 from remediator.domain.execution import Grant, StepReport
-from remediator.domain.models import HealthSignal, Remediation, RemediationTransition, dump_json
+from remediator.domain.models import (
+    HealthSignal,
+    PolicyEvent,
+    Remediation,
+    RemediationTransition,
+    dump_json,
+)
 from remediator.domain.replies import Reply
+from remediator.domain.safety import (
+    AdmissionRequest,
+    AdmissionVerdict,
+    ClusterSafety,
+    ControlKind,
+)
 from remediator.domain.slots import ClusterSlots, SlotRequest
 from remediator.pipeline.executor import Executor
 from remediator.pipeline.messages import InboxMessage, Route
@@ -57,13 +69,35 @@ def register_instances(
     clock: Callable[[], datetime],
     executor: Executor,
     max_running_per_cluster: int,
+    policy_events: faust.TopicT,
 ) -> faust.types.AgentT[bytes]:
-    async def emit(key: bytes, produced: tuple[RemediationTransition, ...]) -> None:
-        """Publish transitions, then the slot requests they call for; await every ack."""
+    async def emit(
+        key: bytes,
+        produced: tuple[RemediationTransition, ...],
+        events: tuple[PolicyEvent, ...] = (),
+        requests: tuple[AdmissionRequest, ...] = (),
+    ) -> None:
+        """Publish transitions, policy events, then the slot and admission requests they
+        call for; await every ack (all before the caller writes its state)."""
         if produced:
             await publish(transitions, [(key, dump_json(t)) for t in produced])
             await failpoints.hit("instances.after_publish")
+        if events:
+            await publish(policy_events, [(key, dump_json(e)) for e in events])
+        if produced:
             await request_slots(slots.requests_for(produced))
+        admissions = [*requests, *safety.requests_for(list(produced))]
+        if admissions:
+            await publish(
+                inbox,
+                [
+                    (
+                        ids.safety_key(r.cluster_id).encode(),
+                        dump_json(InboxMessage(admission=r, route=Route.SAFETY)),
+                    )
+                    for r in admissions
+                ],
+            )
 
     async def request_slots(requests: list[SlotRequest]) -> None:
         if requests:
@@ -92,12 +126,12 @@ def register_instances(
     async def on_signal(key: bytes, signal: HealthSignal) -> None:
         state = load(key)
         decision = decide(state, signal, clock(), config)
-        await emit(key, decision.transitions)
+        await emit(key, decision.transitions, decision.events, decision.requests)
         if decision.state is not state:
             store(key, decision.state)
             if decision.transitions:
                 await failpoints.hit("instances.after_state_write", app.producer.flush)
-        if decision.outcome in (Outcome.OPENED, Outcome.ATTACHED):
+        if decision.transitions:
             transition = decision.transitions[-1]
             log.info(
                 "%s remediation %s on %s (%s)",
@@ -106,10 +140,75 @@ def register_instances(
                 key.decode(),
                 transition.reason,
             )
+        elif decision.outcome in (Outcome.BLOCKED, Outcome.SHADOWED) and decision.verdict:
+            log.info("%s: %s", key.decode(), decision.verdict.reason)
+
+    async def on_verdict(key: bytes, verdict: AdmissionVerdict) -> None:
+        state = load(key)
+        decision = correlate.apply_verdict(state, verdict, clock(), config)
+        await emit(key, decision.transitions, decision.events, decision.requests)
+        if decision.state is not state:
+            store(key, decision.state)
+            if decision.transitions:
+                await failpoints.hit("instances.after_state_write", app.producer.flush)
+        if decision.outcome is Outcome.BLOCKED:
+            log.info("%s: not opened: %s", key.decode(), verdict.reason)
+        for transition in decision.transitions:
+            log.info("opened remediation %s on %s", transition.remediation_id, key.decode())
+
+    async def on_admission(key: bytes, request: AdmissionRequest) -> None:
+        current = load_safety(key)
+        admission = safety.handle(current, request, config.policy, clock())
+        await answer_admission(key, current, admission)
+
+    async def answer_admission(
+        key: bytes, current: ClusterSafety | None, admission: safety.Admission
+    ) -> None:
+        # Events and verdicts first, then the state: a crash in between replays the
+        # request, which is answered the same way (remembered) or recomputed identically.
+        if admission.events:
+            await publish(policy_events, [(key, dump_json(e)) for e in admission.events])
+            for event in admission.events:
+                log.warning("%s: %s", event.kind.value, event.reason)
+        if admission.verdicts:
+            await publish(
+                inbox,
+                [
+                    (
+                        ids.instance_key(v.cluster_id, v.instance_id).encode(),
+                        dump_json(InboxMessage(verdict=v)),
+                    )
+                    for v in admission.verdicts
+                ],
+            )
+        if admission.safety != current:
+            table[key] = dump_json(admission.safety)
+
+    def load_safety(key: bytes) -> ClusterSafety | None:
+        raw = table.get(key)
+        return None if raw is None else ClusterSafety.model_validate_json(raw)
+
+    async def on_safety_command(key: bytes, command: Command) -> None:
+        current = load_safety(key)
+        if command.kind in (CommandKind.PAUSE, CommandKind.RESUME):
+            kind = ControlKind.PAUSE if command.kind is CommandKind.PAUSE else ControlKind.RESUME
+            admission = safety.control(
+                current,
+                command.cluster_id,
+                kind,
+                reason=command.reason or "",
+                principal=command.principal,
+                now=clock(),
+                cause=command.command_id,
+            )
+            await answer_admission(key, current, admission)
+            current = admission.safety
+        view = current or ClusterSafety(cluster_id=command.cluster_id)
+        await reply(Reply(command_id=command.command_id, safety=view))
 
     async def on_command(key: bytes, command: Command) -> None:
         state = load(key)
-        handled = commands.handle(state, command, clock())
+        handled = commands.handle(state, command, clock(), config.policy)
         await emit(key, handled.transitions)
         if handled.state is not state:
             store(key, handled.state)
@@ -241,12 +340,18 @@ def register_instances(
                 await on_grant(key, message.grant)
             elif message.slot is not None:
                 await on_slot(key, message.slot)
+            elif message.admission is not None:
+                await on_admission(key, message.admission)
+            elif message.verdict is not None:
+                await on_verdict(key, message.verdict)
             elif command is None:  # pragma: no cover - ruled out by InboxMessage
                 continue
             elif message.route is Route.CLAIM:
                 await on_claim(key, command)
             elif message.route is Route.SCAN:
                 await on_scan(event.message.partition, command)
+            elif message.route is Route.SAFETY:
+                await on_safety_command(key, command)
             else:
                 await on_command(key, command)
 

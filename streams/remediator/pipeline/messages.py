@@ -15,7 +15,9 @@ More routes use the same topic and agent, with other keys:
 - ``scan``: a cluster-wide LIST is sent to every partition explicitly; each owner answers
   from the instances it holds in that partition;
 - ``cluster``: slot requests for a cluster go to the key ``cluster:{cluster_id}``, whose
-  owner keeps the cluster's RUNNING limit and queue.
+  owner keeps the cluster's RUNNING limit and queue;
+- ``safety``: admission requests and the pause commands of a cluster go to the key
+  ``safety:{cluster_id}``, whose owner keeps its blast-radius count, budget and pause.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from remediator.domain import ids
 from remediator.domain.commands import Command
 from remediator.domain.execution import Grant, StepReport
 from remediator.domain.models import ActiveHealthCheckRun, HealthSignal, PassiveHealthCheckEvent
+from remediator.domain.safety import AdmissionRequest, AdmissionVerdict
 from remediator.domain.slots import SlotRequest
 
 
@@ -36,6 +39,7 @@ class Route(enum.StrEnum):
     CLAIM = "claim"
     SCAN = "scan"
     CLUSTER = "cluster"
+    SAFETY = "safety"
 
 
 class InboxMessage(BaseModel):
@@ -47,6 +51,8 @@ class InboxMessage(BaseModel):
     grant: Grant | None = None
     report: StepReport | None = None
     slot: SlotRequest | None = None
+    admission: AdmissionRequest | None = None
+    verdict: AdmissionVerdict | None = None
     route: Route = Route.INSTANCE
 
     @model_validator(mode="after")
@@ -58,6 +64,8 @@ class InboxMessage(BaseModel):
             self.grant,
             self.report,
             self.slot,
+            self.admission,
+            self.verdict,
         )
         present = [x for x in items if x is not None]
         if len(present) != 1:
@@ -88,4 +96,6 @@ def command_key(command: Command, route: Route) -> str:
         return claim_key(command.remediation_id or command.command_id)
     if route is Route.SCAN:
         return scan_key(command.cluster_id)
+    if route is Route.SAFETY:
+        return ids.safety_key(command.cluster_id)
     return ids.instance_key(command.cluster_id, command.instance_id)
