@@ -60,15 +60,18 @@ async def test_failed_run_and_critical_event_make_one_remediation_with_both_ids(
     await kafka.produce(names.active, run)  # no key: the worker re-keys by instance
     await kafka.produce(names.passive, alert, key=b"inst-3")
 
-    transitions = await kafka.read(names.transitions, at_least=2)
+    transitions = await kafka.read(names.transitions, at_least=1, settle=3.0)
 
-    assert len(transitions) == 2
+    # The alert either joins the remediation while it waits for the cluster's admission
+    # (one creation carrying both ids) or is attached to it once open (a second change).
     assert len({t["remediation_id"] for t in transitions}) == 1
-    assert [t["sequence"] for t in transitions] == [1, 2]
+    assert [t["sequence"] for t in transitions] == list(range(1, len(transitions) + 1))
+    assert len(transitions) <= 2
     latest = transitions[-1]["remediation"]
     assert latest["active_health_check_run_id"] == run["run_id"]
     assert latest["passive_health_check_event_id"] == alert["event_id"]
-    assert transitions[-1]["from_state"] == transitions[-1]["to_state"] == "PENDING_APPROVAL"
+    assert {s["id"] for s in latest["signals"]} == {run["run_id"], alert["event_id"]}
+    assert transitions[-1]["to_state"] == "PENDING_APPROVAL"
 
 
 async def test_malformed_message_goes_to_dead_letter_and_good_ones_still_flow(

@@ -295,6 +295,10 @@ def _decide(
         pending = proposal.remediation
         if len(pending.signals) < config.max_signals_per_remediation:
             pending = _attach(pending, signal)
+            if verdict.mode is not None and heavier(verdict.mode, pending.mode):
+                pending = pending.model_copy(
+                    update={"mode": verdict.mode, "rule": verdict.rule, "reason": verdict.reason}
+                )
             state = state.model_copy(
                 update={"proposal": proposal.model_copy(update={"remediation": pending})}
             )

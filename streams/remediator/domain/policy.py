@@ -14,9 +14,9 @@ package (``default-policy.toml``) is DESIGN.md's table. Its JSON Schema is
 Rules are tried in file order and the first that matches wins (so put a refinement, such
 as xid 79 of ``DmesgXidError``, before the general rule). A failing signal no rule names
 gets ``fallback_mode`` (the lightest, REBOOT_VM, by default: a human approves it), or is
-recorded only with ``fallback = "record"``. The verdict names its rule, so that every remediation can
-say why it exists. EVICT_WITHOUT_REPLACEMENT is refused as a rule's mode: it is never
-chosen automatically.
+recorded only with ``fallback = "record"``. The verdict names its rule, so that every
+remediation can say why it exists. EVICT_WITHOUT_REPLACEMENT is refused as a rule's mode:
+it is never chosen automatically.
 
 How the rest of the policy (debounce, cooldown, escalation, auto-resolve, auto-approval,
 shadow mode) is applied is in :mod:`correlate`; this module only describes it.
