@@ -49,7 +49,7 @@ def permissive_policy_text() -> str:
     text = default_policy_text()
     for old, new in [
         ("max_open = 10\n", "max_open = 100000\n"),
-        ("max_percent = 30\n", "max_percent = 100\n"),
+        ("max_percent = 20\n", "max_percent = 100\n"),
         ("rate_budget_per_hour = 20\n", "rate_budget_per_hour = 0\n"),
     ]:
         assert old in text, f"default-policy.toml changed: update permissive_policy_text ({old!r})"
@@ -74,6 +74,7 @@ class Names:
     passive: str
     transitions: str
     dead_letter: str
+    policy_events: str
 
     def env(self) -> dict[str, str]:
         return {
@@ -82,6 +83,7 @@ class Names:
             "REMEDIATOR_TOPIC_PASSIVE_EVENTS": self.passive,
             "REMEDIATOR_TOPIC_TRANSITIONS": self.transitions,
             "REMEDIATOR_TOPIC_DEAD_LETTER": self.dead_letter,
+            "REMEDIATOR_TOPIC_POLICY_EVENTS": self.policy_events,
         }
 
 
@@ -93,6 +95,7 @@ def unique_names() -> Names:
         passive=f"passive-{tag}",
         transitions=f"transitions-{tag}",
         dead_letter=f"dead-letter-{tag}",
+        policy_events=f"policy-events-{tag}",
     )
 
 

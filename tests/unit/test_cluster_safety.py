@@ -28,8 +28,9 @@ def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-def policy(**blast: float) -> Policy:
-    return Policy(blast_radius=BlastRadius(**blast), rate_budget_per_hour=0)  # type: ignore[arg-type]
+def policy() -> Policy:
+    radius = BlastRadius(max_open=10, max_percent=30, min_allowed=1, resume_fraction=0.5)
+    return Policy(blast_radius=radius, rate_budget_per_hour=0)
 
 
 def request(kind: AdmissionKind, instance: str, minute: float = 0) -> AdmissionRequest:
@@ -113,7 +114,7 @@ def test_a_repeated_proposal_gets_the_same_answer_and_counts_once() -> None:
 
 
 def test_the_hourly_budget_refuses_beyond_it_and_refills_on_event_time() -> None:
-    p = Policy(rate_budget_per_hour=2)
+    p = policy().model_copy(update={"rate_budget_per_hour": 2})
     state = registered(100)
     results = []
     for minute, instance in [(0, "i1"), (10, "i2"), (20, "i3"), (61, "i4")]:
@@ -197,16 +198,19 @@ def test_signals_while_waiting_join_the_proposal_and_a_refusal_is_explained() ->
     assert "blast radius: full" in refused.state.decisions[0].reason
 
 
-def test_a_proposal_whose_signal_clears_is_dropped_and_its_count_given_back() -> None:
+def test_a_proposal_whose_signal_clears_opens_and_auto_resolves_when_admitted() -> None:
     state = decide(None, event(alert_name="NpdKernelDeadlock"), NOW, ADMISSION).state
     cleared = decide(
         state, event(alert_name="NpdKernelDeadlock", status="RESOLVED"), NOW, ADMISSION
     )
     assert cleared.outcome is Outcome.RESOLVED
-    assert [r.kind for r in cleared.requests] == [K.CLOSE]
-    late = correlate.apply_verdict(cleared.state, verdict(state, True), NOW, ADMISSION)
-    assert late.transitions == ()
-    assert [r.kind for r in late.requests] == [K.CLOSE]
+    assert cleared.requests == ()
+    admitted = correlate.apply_verdict(cleared.state, verdict(state, True), NOW, ADMISSION)
+    assert [t.event for t in admitted.transitions] == ["CREATE_AUTOMATED", "AUTO_RESOLVE"]
+    assert admitted.state.open is None
+    assert admitted.state.closed[0].state is RemediationState.AUTO_RESOLVED
+    # Its end starts the cooldown, and gives its count back to the cluster.
+    assert [r.kind for r in safety.requests_for(list(admitted.transitions))] == [K.CLOSE]
 
 
 def test_an_automated_remediation_ending_closes_its_count() -> None:

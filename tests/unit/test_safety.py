@@ -368,3 +368,16 @@ def test_every_decision_is_remembered_with_its_rule_and_reason() -> None:
     assert state.decisions[-1].remediation_id is not None
     bounded = feed([firing(m, alert="KubeNodeDiskPressure") for m in range(80)], config())[0]
     assert len(bounded.decisions) == 50
+
+
+def test_the_cooldown_runs_on_event_time_when_signals_run_ahead_of_the_clock() -> None:
+    """A backlog replayed fast: the service's clock stays at T0 while events span hours."""
+    cfg = config()
+    state = None
+    created = 0
+    for minute in range(0, 120, 2):
+        for signal in (firing(minute), resolved(minute + 1)):
+            decision = decide(state, signal, T0, cfg)  # now: always T0
+            state = decision.state
+            created += sum(t.event == "CREATE_AUTOMATED" for t in decision.transitions)
+    assert created == 4  # at 0, 32, 64, 96: one per 30 minutes of event time

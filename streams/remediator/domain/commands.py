@@ -176,9 +176,8 @@ def handle(
 def explain(state: InstanceState, policy: Policy = DEFAULT_POLICY) -> Explanation:
     """What ``GET …/instances/{id}/explain`` answers (see :class:`Explanation`)."""
     last = state.closed[0] if state.closed else None
-    cooldown_until = None
-    if last is not None and last.end_time is not None and policy.cooldown:
-        cooldown_until = last.end_time + policy.cooldown
+    ended = state.cooldown_from or (last.end_time if last is not None else None)
+    cooldown_until = ended + policy.cooldown if ended is not None and policy.cooldown else None
     return Explanation(
         cluster_id=state.cluster_id,
         instance_id=state.instance_id,

@@ -92,6 +92,9 @@ class Proposal(BaseModel):
 
     remediation: Remediation
     at: Timestamp = Field(description="Event time of the signal that proposed it.")
+    cleared: SignalRef | None = Field(
+        default=None, description="The signal that cleared it while waiting: auto-resolves."
+    )
 
 
 class InstanceState(BaseModel):
@@ -128,6 +131,9 @@ class InstanceState(BaseModel):
         default_factory=list, description="Recent policy decisions, newest first."
     )
     proposal: Proposal | None = None
+    cooldown_from: Timestamp | None = Field(
+        default=None, description="When the last remediation ended, for the cooldown."
+    )
     registered: bool = Field(
         default=False, description="Whether the cluster's safety owner knows the instance."
     )
@@ -275,18 +281,13 @@ def _decide(
             )
             return Decision(state, (transition,), Outcome.RESOLVED, verdict)
         proposal = state.proposal
-        if current is None and proposal is not None:
-            waiting = proposal.remediation
-            if _clears(waiting, signal, at, policy):
-                state = state.model_copy(update={"proposal": None})
-                request = AdmissionRequest(
-                    kind=AdmissionKind.CLOSE,
-                    cluster_id=waiting.cluster_id,
-                    instance_id=waiting.instance_id,
-                    remediation_id=waiting.id,
-                    at=at,
-                )
-                return Decision(state, (), Outcome.RESOLVED, verdict, requests=(request,))
+        if current is None and proposal is not None and proposal.cleared is None:
+            if _clears(proposal.remediation, signal, at, policy):
+                # It still opens if admitted (and auto-resolves at once), so that a flap
+                # shows and starts the cooldown whatever the admission's timing.
+                cleared = proposal.model_copy(update={"cleared": signal_ref(signal)})
+                state = state.model_copy(update={"proposal": cleared})
+                return Decision(state, (), Outcome.RESOLVED, verdict)
         return Decision(state, (), Outcome.RECORDED, verdict)
 
     proposal = state.proposal
@@ -333,8 +334,9 @@ def _decide(
         opt = state.opt_out
         return _held(state, verdict, f"instance opted out by {opt.by}: {opt.reason}")
     last = state.closed[0] if state.closed else None
-    if last is not None and last.end_time is not None and at < last.end_time + policy.cooldown:
-        until = format_timestamp(last.end_time + policy.cooldown)
+    ended = state.cooldown_from or (last.end_time if last is not None else None)
+    if last is not None and ended is not None and at < ended + policy.cooldown:
+        until = format_timestamp(ended + policy.cooldown)
         return _held(state, verdict, f"cooldown after {last.id} until {until}")
 
     rule = policy.rule(verdict.rule)
@@ -493,6 +495,19 @@ def apply_verdict(
     else:
         state, transitions = _open(state, remediation, config.policy, now)
         outcome, reason, requests = Outcome.OPENED, f"{remediation.reason} ({verdict.reason})", ()
+        if proposal.cleared is not None and state.open is not None:
+            cleared = proposal.cleared
+            state, resolved = record_change(
+                state,
+                state.open.remediation,
+                Event.AUTO_RESOLVE,
+                now=now,
+                actor=SYSTEM_PRINCIPAL,
+                reason=f"{cleared.name} {cleared.status} while it waited for admission: "
+                "the signal that opened it cleared",
+                max_closed=config.max_closed,
+            )
+            transitions = (*transitions, resolved)
     record = DecisionRecord(
         at=proposal.at,
         signal=opener,
@@ -672,7 +687,12 @@ def record_change(
     transition = _transition(from_state, updated, sequence, event, now, actor, reason)
     if updated.state.is_terminal:
         closed = [updated, *state.closed][: max(max_closed, 1)]
-        new_state = state.model_copy(update={"open": None, "closed": closed})
+        # The cooldown runs from the later of the service's clock and the newest event
+        # time seen: on event time when signals run ahead (a replay, a backlog).
+        ended = now if state.watermark is None else max(now, state.watermark)
+        new_state = state.model_copy(
+            update={"open": None, "closed": closed, "cooldown_from": ended}
+        )
     else:
         new_state = state.model_copy(
             update={"open": OpenRemediation(remediation=updated, sequence=sequence)}

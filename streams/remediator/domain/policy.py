@@ -144,7 +144,7 @@ class BlastRadius(_Strict):
         default=10, ge=1, description="At most this many open automated remediations."
     )
     max_percent: float = Field(
-        default=30.0,
+        default=20.0,
         gt=0,
         le=100,
         description="... and at most this % of the cluster's known instances (those in "

@@ -167,7 +167,11 @@ def register_instances(
         # Events and verdicts first, then the state: a crash in between replays the
         # request, which is answered the same way (remembered) or recomputed identically.
         if admission.events:
-            await publish(policy_events, [(key, dump_json(e)) for e in admission.events])
+            # Keyed by the cluster, as alerting sees it (not by the internal safety key).
+            await publish(
+                policy_events,
+                [(e.cluster_id.encode(), dump_json(e)) for e in admission.events],
+            )
             for event in admission.events:
                 log.warning("%s: %s", event.kind.value, event.reason)
         if admission.verdicts:

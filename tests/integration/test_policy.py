@@ -1,0 +1,276 @@
+"""The safety policy end to end: real worker, real broker, the REST API and the topics.
+
+Event times are real (now, plus offsets) so that the cooldown, which starts when a
+remediation ends on the service's clock, lines up with the signals' own times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from remediator.domain.policy import default_policy_text
+from tests.builders import event_payload, run_payload
+from tests.integration.conftest import Kafka, Names, WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+TOKEN = {"Authorization": "Bearer op-token"}
+V1 = "/v1/compute/clusters"
+
+
+def policy_env(tmp_path: Path, extra: str = "") -> dict[str, str]:
+    """The default policy (so its real cluster limits), with ``extra`` appended."""
+    path = tmp_path / f"policy-{uuid.uuid4().hex[:6]}.toml"
+    path.write_text(default_policy_text() + "\n" + extra)
+    return {"REMEDIATOR_POLICY_FILE": str(path), "REMEDIATOR_API_TOKENS": "operator=op-token"}
+
+
+@pytest.fixture
+def cluster() -> str:
+    return f"cl-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[Callable[[WorkerProcess], httpx.AsyncClient]]:
+    clients: list[httpx.AsyncClient] = []
+
+    def connect(worker: WorkerProcess) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(base_url=worker.base_url, headers=TOKEN, timeout=30)
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        await client.aclose()
+
+
+def iso(base: datetime, minutes: float) -> str:
+    return (base + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+
+def alert(
+    cluster: str, instance: str, at: str, status: str = "FIRING", **extra: Any
+) -> dict[str, Any]:
+    return event_payload(
+        cluster_id=cluster,
+        instance_id=instance,
+        alert_name="NpdKernelDeadlock",
+        status=status,
+        observed_at=at,
+        **extra,
+    )
+
+
+async def mine(kafka: Kafka, topic: str, cluster: str, at_least: int) -> list[dict[str, Any]]:
+    """Records of one cluster on ``topic``, once at least ``at_least`` and quiet."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 40
+    while True:
+        records = await kafka.read(topic, at_least=0, settle=1.0)
+        found = [r for r in records if str(r["_key"]).split("/")[0] == cluster]
+        if len(found) >= at_least:
+            return found
+        assert loop.time() < deadline, f"{len(found)} of {at_least} on {topic}: {found}"
+        await asyncio.sleep(0.3)
+
+
+async def until(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+async def test_a_flapping_alert_opens_at_most_one_remediation_per_cooldown(
+    start_worker: Any, api: Any, kafka: Kafka, names: Names, cluster: str, tmp_path: Path
+) -> None:
+    client = api(start_worker(**policy_env(tmp_path)))
+    base = datetime.now(UTC)
+    # FIRING / RESOLVED every minute for 40 minutes of event time, in order. Each flap is
+    # let through the pipeline (admission included) before the next, as minutes would.
+    explain = f"{V1}/{cluster}/instances/i-1/explain"
+    for minute in range(0, 40, 2):
+        await kafka.produce(names.passive, alert(cluster, "i-1", iso(base, minute)), key=b"i-1")
+        await kafka.produce(
+            names.passive, alert(cluster, "i-1", iso(base, minute + 1), "RESOLVED"), key=b"i-1"
+        )
+
+        async def settled(seen: int = minute + 2) -> bool:
+            body = (await client.get(explain)).json()
+            return body["proposed"] is None and len(body["decisions"]) >= seen
+
+        await until(settled, f"the flap at minute {minute} to settle")
+    transitions = await mine(kafka, names.transitions, cluster, at_least=4)
+    creations = [t for t in transitions if t["event"] == "CREATE_AUTOMATED"]
+    resolutions = [t for t in transitions if t["event"] == "AUTO_RESOLVE"]
+    # Opened at 0, auto-resolved at 1, cooldown of 30 minutes, opened again at 32.
+    assert len(creations) == 2, [t["reason"] for t in transitions]
+    assert len(resolutions) == 2
+    opened_at = [
+        datetime.fromisoformat(t["remediation"]["signals"][0]["observed_at"]) for t in creations
+    ]
+    assert opened_at[1] - opened_at[0] >= timedelta(minutes=30)
+    assert all(t["to_state"] == "AUTO_RESOLVED" for t in resolutions)
+
+
+async def test_auto_resolve_end_to_end(
+    start_worker: Any, api: Any, kafka: Kafka, names: Names, cluster: str, tmp_path: Path
+) -> None:
+    client = api(start_worker(**policy_env(tmp_path)))
+    base = datetime.now(UTC)
+    await kafka.produce(names.passive, alert(cluster, "i-1", iso(base, 0)), key=b"i-1")
+    listing = await until(lambda: _list(client, cluster, "i-1"), "the remediation to open")
+    rid = listing[0]["id"]
+    await kafka.produce(names.passive, alert(cluster, "i-1", iso(base, 2), "RESOLVED"), key=b"i-1")
+
+    async def resolved() -> dict[str, Any] | None:
+        record = (await client.get(f"{V1}/{cluster}/instances/i-1/remediations/{rid}")).json()
+        return record if record["state"] == "AUTO_RESOLVED" else None
+
+    record = await until(resolved, "AUTO_RESOLVED")
+    assert record["end_time"]
+    explanation = (await client.get(f"{V1}/{cluster}/instances/i-1/explain")).json()
+    assert [d["outcome"] for d in explanation["decisions"]][:2] == ["RESOLVED", "OPENED"]
+    assert explanation["cooldown_until"]
+
+
+async def test_a_storm_trips_the_blast_radius_with_an_event_and_resumes_after_recovery(
+    start_worker: Any, api: Any, kafka: Kafka, names: Names, cluster: str, tmp_path: Path
+) -> None:
+    client = api(start_worker(**policy_env(tmp_path)))
+    instances = [f"i-{n:02d}" for n in range(20)]
+    base = datetime.now(UTC)
+    # The cluster's 20 instances are known (healthy runs) before the storm.
+    for instance in instances:
+        await kafka.produce(
+            names.active,
+            run_payload(
+                cluster_id=cluster, instance_id=instance, result="PASSED", completed_at=iso(base, 0)
+            ),
+            key=instance.encode(),
+        )
+
+    async def safety() -> dict[str, Any]:
+        return dict((await client.get(f"{V1}/{cluster}/safety")).json())
+
+    await until(lambda: _known(client, cluster, 20), "20 known instances")
+    # 30 % of the cluster fails within a minute. The limit is 20 % of 20 = 4.
+    storm = instances[:6]
+    for n, instance in enumerate(storm):
+        await kafka.produce(
+            names.passive, alert(cluster, instance, iso(base, 1 + n / 10)), key=instance.encode()
+        )
+    events = await mine(kafka, _policy_topic(names), cluster, at_least=1)
+    assert [e["kind"] for e in events] == ["BLAST_RADIUS_TRIPPED"]
+    state = await safety()
+    assert state["tripped_at"] is not None
+    assert state["limit"] == 4
+    assert len(state["unhealthy_instances"]) == 4
+    opened = await until(lambda: _list(client, cluster, "-", 4), "4 remediations")
+    assert len(opened) == 4
+    refused = [i for i in storm if i not in {r["instance_id"] for r in opened}]
+    explained = (await client.get(f"{V1}/{cluster}/instances/{refused[0]}/explain")).json()
+    assert "blast radius" in explained["decisions"][0]["reason"]
+
+    # Recovery: operators reject two (down to 2 = half the limit), and it resumes.
+    for record in opened[:2]:
+        path = f"{V1}/{cluster}/instances/{record['instance_id']}/remediations/{record['id']}"
+        answer = await client.post(f"{path}/reject", json={"comment": "false alarm"})
+        assert answer.status_code == 200, answer.text
+    events = await mine(kafka, _policy_topic(names), cluster, at_least=2)
+    assert [e["kind"] for e in events] == ["BLAST_RADIUS_TRIPPED", "BLAST_RADIUS_RESUMED"]
+    assert (await safety())["tripped_at"] is None
+    # A refused instance failing again is now admitted.
+    await kafka.produce(
+        names.passive, alert(cluster, refused[0], iso(base, 3)), key=refused[0].encode()
+    )
+    reopened = await until(lambda: _list(client, cluster, refused[0]), "the refused one to open")
+    assert reopened[0]["state"] == "PENDING_APPROVAL"
+
+
+async def test_pause_opt_out_and_auto_approval_through_the_api(
+    start_worker: Any, api: Any, kafka: Kafka, names: Names, cluster: str, tmp_path: Path
+) -> None:
+    extra = f'[clusters.{cluster}]\nauto_approve = ["reboot-faults"]\n'
+    client = api(start_worker(**policy_env(tmp_path, extra)))
+    base = datetime.now(UTC)
+
+    paused = await client.put(f"{V1}/{cluster}/pause", json={"reason": "rack maintenance"})
+    assert paused.status_code == 200, paused.text
+    assert paused.json()["paused"]["by"] == "operator"
+    await kafka.produce(names.passive, alert(cluster, "i-1", iso(base, 0)), key=b"i-1")
+
+    async def decided(instance: str) -> list[dict[str, Any]]:
+        return list(
+            (await client.get(f"{V1}/{cluster}/instances/{instance}/explain")).json()["decisions"]
+        )
+
+    decisions = await until(lambda: decided("i-1"), "a decision on i-1")
+    assert decisions[0]["outcome"] == "BLOCKED"
+    assert "cluster paused by operator: rack maintenance" in decisions[0]["reason"]
+    # Manual remediations stay possible while paused.
+    manual = await client.post(
+        f"{V1}/{cluster}/instances/i-9/remediations", params={"remediation_id": f"m-{cluster}"}
+    )
+    assert manual.status_code == 200, manual.text
+    assert (await client.delete(f"{V1}/{cluster}/pause")).json()["paused"] is None
+
+    # An opted-out instance opens nothing; the others open, approved at once by policy.
+    opted = await client.put(f"{V1}/{cluster}/instances/i-2/opt-out", json={"reason": "benchmark"})
+    assert opted.status_code == 200, opted.text
+    assert opted.json()["opt_out"]["reason"] == "benchmark"
+    await kafka.produce(names.passive, alert(cluster, "i-2", iso(base, 1)), key=b"i-2")
+    await kafka.produce(names.passive, alert(cluster, "i-3", iso(base, 1)), key=b"i-3")
+    (approved,) = await until(lambda: _list(client, cluster, "i-3"), "i-3 to open")
+    assert approved["state"] == "PENDING"
+    assert approved["reviewed_by"] == "Auto-Approved"
+    decisions = await until(lambda: decided("i-2"), "a decision on i-2")
+    assert "opted out by operator: benchmark" in decisions[0]["reason"]
+    assert await _list(client, cluster, "i-2") == []
+
+    bad = await client.put(f"{V1}/{cluster}/pause", json={})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["status"] == "INVALID_ARGUMENT"
+    events = await mine(kafka, _policy_topic(names), cluster, at_least=2)
+    assert [e["kind"] for e in events] == ["CLUSTER_PAUSED", "CLUSTER_RESUMED"]
+
+
+async def test_shadow_mode_publishes_what_it_would_do(
+    start_worker: Any, api: Any, kafka: Kafka, names: Names, cluster: str, tmp_path: Path
+) -> None:
+    client = api(start_worker(**policy_env(tmp_path, f"[clusters.{cluster}]\nshadow = true\n")))
+    base = datetime.now(UTC)
+    await kafka.produce(names.passive, alert(cluster, "i-1", iso(base, 0)), key=b"i-1")
+    (event,) = await mine(kafka, _policy_topic(names), cluster, at_least=1)
+    assert event["kind"] == "SHADOW_OPEN"
+    assert "would open REBOOT_VM" in event["reason"]
+    assert await _list(client, cluster, "i-1") == []
+
+
+def _policy_topic(names: Names) -> str:
+    return names.policy_events
+
+
+async def _list(
+    client: httpx.AsyncClient, cluster: str, instance: str, at_least: int = 1
+) -> list[dict[str, Any]]:
+    body = (await client.get(f"{V1}/{cluster}/instances/{instance}/remediations")).json()
+    records = list(body["remediations"])
+    return records if len(records) >= at_least else []
+
+
+async def _known(client: httpx.AsyncClient, cluster: str, count: int) -> bool:
+    body = (await client.get(f"{V1}/{cluster}/safety")).json()
+    return bool(body["known_instances"] >= count)
