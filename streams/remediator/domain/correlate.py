@@ -281,13 +281,17 @@ def _decide(
             )
             return Decision(state, (transition,), Outcome.RESOLVED, verdict)
         proposal = state.proposal
-        if current is None and proposal is not None and proposal.cleared is None:
-            if _clears(proposal.remediation, signal, at, policy):
-                # It still opens if admitted (and auto-resolves at once), so that a flap
-                # shows and starts the cooldown whatever the admission's timing.
-                cleared = proposal.model_copy(update={"cleared": signal_ref(signal)})
-                state = state.model_copy(update={"proposal": cleared})
-                return Decision(state, (), Outcome.RESOLVED, verdict)
+        if (
+            current is None
+            and proposal is not None
+            and proposal.cleared is None
+            and _clears(proposal.remediation, signal, at, policy)
+        ):
+            # It still opens if admitted (and auto-resolves at once), so that a flap
+            # shows and starts the cooldown whatever the admission's timing.
+            cleared = proposal.model_copy(update={"cleared": signal_ref(signal)})
+            state = state.model_copy(update={"proposal": cleared})
+            return Decision(state, (), Outcome.RESOLVED, verdict)
         return Decision(state, (), Outcome.RECORDED, verdict)
 
     proposal = state.proposal
