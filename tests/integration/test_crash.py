@@ -11,6 +11,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+import httpx
+
 from tests.builders import event_payload, run_payload
 from tests.integration.conftest import Kafka, Names, WorkerProcess
 
@@ -79,16 +81,30 @@ async def test_kill_9_in_the_middle_of_a_stream_loses_no_signal_and_doubles_no_r
 ) -> None:
     instances = [f"inst-{n:02d}" for n in range(40)]
     runs = [run_payload(cluster_id="cl-y", instance_id=i) for i in instances]
-    worker = start_worker()
+    worker = start_worker(REMEDIATOR_API_TOKENS="ops=t")
     for run in runs:
         await kafka.produce(names.active, run, key=run["instance_id"].encode())
     await kafka.read(names.transitions, at_least=5, settle=0.0)
     worker.kill()
 
-    start_worker()
+    survivor = start_worker(REMEDIATOR_API_TOKENS="ops=t")
     for run in runs[:10]:  # monitoring re-sends some of them, too
         await kafka.produce(names.active, run, key=run["instance_id"].encode())
-    transitions = await kafka.read(names.transitions, at_least=len(runs), settle=3.0)
+    try:
+        transitions = await kafka.read(names.transitions, at_least=len(runs), settle=3.0)
+    except AssertionError:
+        # Say where each missing one is stuck: never seen, proposed, or refused (and why).
+        records = await kafka.read(names.transitions, at_least=0, settle=0.5)
+        opened = {r["_key"] for r in records}
+        missing = [i for i in instances if f"cl-y/{i}" not in opened]
+        async with httpx.AsyncClient(
+            base_url=survivor.base_url, headers={"Authorization": "Bearer t"}, timeout=10
+        ) as client:
+            explained = {
+                i: (await client.get(f"/v1/compute/clusters/cl-y/instances/{i}/explain")).text
+                for i in missing
+            }
+        raise AssertionError(f"no remediation for {missing}: {explained}") from None
 
     assert_consistent(transitions)
     per_instance = Counter(t["_key"] for t in {t["transition_id"]: t for t in transitions}.values())
