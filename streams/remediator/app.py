@@ -29,7 +29,7 @@ from typing import Any
 
 import faust
 
-from remediator import codec
+from remediator import codec, failpoints
 from remediator.api import openapi
 from remediator.api.errors import contract_errors
 from remediator.api.views import Api
@@ -76,16 +76,19 @@ def external_topic_names(settings: Settings) -> list[str]:
 
 
 class RemediatorApp(faust.App):
-    """faust.App with one fix to its rebalance recovery.
+    """faust.App with fixes to its rebalance recovery, and a stall check.
 
     After a rebalance Faust seeks the stream partitions to their committed offsets and
     then resumes flow, which clears the streams' queues. A record fetched and queued in
-    between is dropped with the queue but stays counted as read, so it is neither
+    between is dropped with the queue; if its partition has no committed offset yet (or
+    0), aiokafka's ``seek_to_committed`` does not move it, so the record is neither
     processed nor fetched again until the next rebalance or restart: a health signal
-    silently delayed indefinitely (seen as a lost signal in the rebalance test, about one
-    run in fifteen). Seeking once more when the rebalance has ended re-fetches everything
-    not yet committed; the repeats it may cause are harmless (a signal counts once, and
-    Faust ignores a second ack of an offset).
+    silently delayed indefinitely (the takeover delay once seen in the rebalance test).
+    :meth:`reseek`, run when a rebalance has ended, seeks such partitions to their
+    earliest offset and the others to their committed one; the repeats it may cause are
+    harmless (a signal counts once, and Faust ignores a second ack of an offset).
+    :meth:`check_stalls`, every few seconds, re-seeks the same way when a partition has
+    lag but its committed offset has not moved for ``REMEDIATOR_STALL_SECONDS``.
 
     It also tells the executor when a rebalance starts (stop carrying out remediations:
     the instances may move) and ends (resume those of the partitions now owned, from the
@@ -97,6 +100,12 @@ class RemediatorApp(faust.App):
         self._reseeks: set[asyncio.Future[None]] = set()
         self.executor: Executor | None = None
         self.inbox_topic_name = ""
+        #: The agents' source topics (set by create_app): what re-seeks and stall checks
+        #: look at (table changelogs are read by Faust's recovery, never committed).
+        self.watched_topics: frozenset[str] = frozenset()
+        self._progress: dict[Any, tuple[int | None, float]] = {}
+        #: How many times the stall check re-seeked (for /healthz and tests).
+        self.stall_reseeks = 0
 
     def on_rebalance_start(self) -> None:
         super().on_rebalance_start()
@@ -106,6 +115,8 @@ class RemediatorApp(faust.App):
 
     def on_rebalance_end(self) -> None:
         super().on_rebalance_end()
+        if failpoints.armed("consumer.skip_ahead"):
+            self.loop.call_later(0.5, self._skip_ahead)  # after the re-seek below
         if self.executor is not None:
             owned = _owned_partitions(self, self.inbox_topic_name)
             self.executor.resume(owned)
@@ -113,12 +124,94 @@ class RemediatorApp(faust.App):
         self._reseeks.add(task)  # keep a reference until done
         task.add_done_callback(self._reseeks.discard)
 
+    def _skip_ahead(self) -> None:
+        consumer: Any = self.consumer
+        for tp in consumer.assignment():
+            if tp.topic == self.inbox_topic_name:
+                consumer._read_offset[tp] = (consumer._read_offset.get(tp) or 0) + 1_000_000
+        log.critical("failpoint consumer.skip_ahead: inbox read offsets moved ahead")
+
+    async def check_stalls(self, stall_after: float, topics: frozenset[str]) -> None:
+        """Re-seek when an assigned partition has lag but made no progress for a while.
+
+        The safety net for the takeover delay described in the README: a record that
+        Faust counts as read but never processed leaves its partition with lag and a
+        committed offset that no longer moves, until the next rebalance. Seeking to the
+        committed offsets re-delivers what was not processed (repeats are harmless).
+        """
+        if self.rebalancing or not self.consumer.assignment():
+            return
+        consumer: Any = self.consumer
+        # The agents' source topics only: table changelogs are read, never committed.
+        tps = sorted(tp for tp in consumer.assignment() if tp.topic in topics)
+        if not tps:
+            return
+        try:
+            highwaters = await consumer.highwaters(*tps)
+        except Exception:  # the broker may be away; the next check tries again
+            log.debug("stall check: highwaters unavailable", exc_info=True)
+            return
+        now = asyncio.get_running_loop().time()
+        stalled = []
+        for tp in tps:
+            committed = consumer._committed_offset.get(tp)  # Faust: last processed offset
+            highwater = highwaters.get(tp)
+            lagging = highwater is not None and highwater > (
+                committed + 1 if committed is not None else 0
+            )
+            seen = self._progress.get(tp)
+            if not lagging or seen is None or seen[0] != committed:
+                self._progress[tp] = (committed, now)
+                continue
+            if now - seen[1] >= stall_after:
+                stalled.append((tp, committed, highwater))
+        if stalled:
+            for tp, committed, highwater in stalled:
+                log.warning(
+                    "partition %s/%d has not moved for %.0fs (committed %s, end %s): "
+                    "re-seeking to the committed offsets",
+                    tp.topic,
+                    tp.partition,
+                    stall_after,
+                    committed,
+                    highwater,
+                )
+                self._progress.pop(tp, None)
+            self.stall_reseeks += 1
+            try:
+                await self.reseek(topics)
+            except Exception:  # never crash the worker; the next check tries again
+                log.warning("re-seek of stalled partitions failed", exc_info=True)
+
+    async def reseek(self, topics: frozenset[str]) -> None:
+        """Seek the agents' partitions back to their committed offsets, really.
+
+        Faust's ``perform_seek`` relies on aiokafka's ``seek_to_committed``, which leaves a
+        partition whose committed offset is missing or 0 where it is (it only seeks when
+        the offset is > 0). Records fetched and then dropped from Faust's stream buffers
+        at a rebalance are then never fetched again until the next rebalance: the
+        takeover delay. Those partitions are sought to their earliest offset here, as
+        ``auto_offset_reset = earliest`` means; the repeats this causes are harmless.
+        """
+        consumer: Any = self.consumer
+        await consumer.perform_seek()
+        uncommitted = [
+            tp
+            for tp in consumer.assignment()
+            if tp.topic in topics and not consumer._committed_offset.get(tp)
+        ]
+        if not uncommitted:
+            return
+        earliest = await consumer.earliest_offsets(*uncommitted)
+        for tp in uncommitted:
+            await consumer.seek(tp, earliest.get(tp) or 0)
+
     async def _seek_again(self, generation: int) -> None:
         await asyncio.sleep(0.05)  # let the recovery that called us finish resuming
         if self.rebalancing or self.consumer_generation_id != generation:
             return  # another rebalance is under way and will seek itself
         try:
-            await self.consumer.perform_seek()
+            await self.reseek(self.watched_topics)
         except Exception:  # the next rebalance seeks anyway; never crash the worker
             log.warning("re-seek after rebalance failed", exc_info=True)
 
@@ -244,6 +337,15 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         executing=lambda: executor.running,
         policy=settings.policy,
     )
+    app.watched_topics = frozenset(
+        {settings.topic_active_runs, settings.topic_passive_events, settings.inbox_topic}
+    )
+    if settings.stall_seconds > 0:
+
+        @app.timer(interval=max(settings.stall_seconds / 3, 1.0))  # type: ignore[untyped-decorator]
+        async def stall_check() -> None:
+            await app.check_stalls(settings.stall_seconds, app.watched_topics)
+
     app.web.web_app.add_routes(api.routes())  # type: ignore[attr-defined]  # aiohttp driver
     return app
 

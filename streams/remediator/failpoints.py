@@ -16,6 +16,11 @@ Points:
   committed.
 - ``slots.after_grants``: a cluster's grants published, its slots not yet written.
 - ``executor.after_post``: the control plane accepted a step; nothing reported yet.
+
+Not a crash, ``consumer.skip_ahead`` reproduces the stall the stall check exists for: after
+each rebalance the consumer's read offsets of the inbox jump ahead, so the next records
+are fetched and dropped as already read (Faust's behaviour for such records), with lag
+left behind and nothing committed.
 """
 
 from __future__ import annotations
@@ -42,3 +47,8 @@ async def hit(name: str, before: Callable[[], Awaitable[None]] | None = None) ->
         await before()
     log.critical("failpoint %s: killing the worker with SIGKILL", name)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def armed(name: str) -> bool:
+    """Whether the failpoint ``name`` is armed (for failpoints that do not kill)."""
+    return name in _armed

@@ -168,6 +168,14 @@ class Settings(BaseSettings):
         "started fails the remediation. Time the control plane is unreachable is not "
         "held against it: the verdict needs an answer.",
     )
+    stall_seconds: float = Field(
+        default=15.0,
+        ge=0,
+        le=3600,
+        description="An assigned partition with lag whose committed offset has not moved "
+        "for this long is re-seeked to its committed offset (a safety net against a record "
+        "stuck after a rebalance; repeats are harmless). 0 switches the check off.",
+    )
     simulator_port: int = Field(
         default=0,
         ge=0,

@@ -7,11 +7,13 @@ opened a second remediation, and any transition published twice kept its
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from tests.builders import event_payload, run_payload
 from tests.integration.conftest import Kafka, Names, WorkerProcess
@@ -112,3 +114,26 @@ async def test_kill_9_in_the_middle_of_a_stream_loses_no_signal_and_doubles_no_r
     assert {t["remediation"]["active_health_check_run_id"] for t in transitions} == {
         r["run_id"] for r in runs
     }
+
+
+@pytest.mark.parametrize("stall_check", [True, False])
+async def test_a_stalled_partition_is_re_seeked_and_its_records_processed(
+    stall_check: bool, start_worker: Callable[..., WorkerProcess], kafka: Kafka, names: Names
+) -> None:
+    """The consumer drops records it wrongly counts as read (a failpoint reproduces the
+    Faust/rebalance stall); the stall check notices the lag without progress and re-seeks.
+    Without the check the remediation never comes, which shows the failpoint bites."""
+    worker = start_worker(
+        REMEDIATOR_TEST_FAILPOINTS="consumer.skip_ahead",
+        REMEDIATOR_STALL_SECONDS="3" if stall_check else "0",
+    )
+    await asyncio.sleep(1.0)  # the skip happens just after the first rebalance
+    run = run_payload(cluster_id="cl-s", instance_id="inst-1")
+    await kafka.produce(names.active, run, key=b"inst-1")
+    if stall_check:
+        (transition,) = await kafka.read(names.transitions, at_least=1, timeout=30)
+        assert transition["remediation"]["active_health_check_run_id"] == run["run_id"]
+        assert "re-seeking to the committed offsets" in worker.log()
+    else:
+        with pytest.raises(AssertionError, match="only 0 of 1"):
+            await kafka.read(names.transitions, at_least=1, timeout=12)
