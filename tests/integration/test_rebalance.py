@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Callable
 
 import httpx
-import pytest
 
 from tests.builders import run_payload
 from tests.integration.conftest import PARTITIONS, Kafka, Names, WorkerProcess
