@@ -45,7 +45,7 @@ from .models import (
 from .policy import Policy
 
 #: Answers remembered per cluster, to answer a repeated PROPOSE the same way.
-MAX_REMEMBERED = 1000
+MAX_REMEMBERED = 256
 
 
 class Pause(BaseModel):

@@ -47,7 +47,7 @@ from remediator.domain.safety import (
 from remediator.domain.slots import ClusterSlots, SlotRequest
 from remediator.pipeline.executor import Executor
 from remediator.pipeline.messages import InboxMessage, Route
-from remediator.pipeline.publish import publish
+from remediator.pipeline.publish import publish, publish_all
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,26 @@ log = logging.getLogger(__name__)
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner puts ``key`` in (murmur2, as Java's)."""
     return int((murmur2(key) & 0x7FFFFFFF) % partitions)
+
+
+def _slot_messages(requests: list[SlotRequest]) -> list[tuple[bytes, bytes]]:
+    return [
+        (
+            ids.cluster_key(r.cluster_id).encode(),
+            dump_json(InboxMessage(slot=r, route=Route.CLUSTER)),
+        )
+        for r in requests
+    ]
+
+
+def _admissions(requests: list[AdmissionRequest]) -> list[tuple[bytes, bytes]]:
+    return [
+        (
+            ids.safety_key(r.cluster_id).encode(),
+            dump_json(InboxMessage(admission=r, route=Route.SAFETY)),
+        )
+        for r in requests
+    ]
 
 
 def register_instances(
@@ -77,40 +97,21 @@ def register_instances(
         events: tuple[PolicyEvent, ...] = (),
         requests: tuple[AdmissionRequest, ...] = (),
     ) -> None:
-        """Publish transitions, policy events, then the slot and admission requests they
+        """Publish transitions, policy events, and the slot and admission requests they
         call for; await every ack (all before the caller writes its state)."""
-        if produced:
-            await publish(transitions, [(key, dump_json(t)) for t in produced])
-            await failpoints.hit("instances.after_publish")
-        if events:
-            await publish(policy_events, [(key, dump_json(e)) for e in events])
-        if produced:
-            await request_slots(slots.requests_for(produced))
         admissions = [*requests, *safety.requests_for(list(produced))]
-        if admissions:
-            await publish(
-                inbox,
-                [
-                    (
-                        ids.safety_key(r.cluster_id).encode(),
-                        dump_json(InboxMessage(admission=r, route=Route.SAFETY)),
-                    )
-                    for r in admissions
-                ],
-            )
+        await publish_all(
+            [
+                (transitions, [(key, dump_json(t)) for t in produced]),
+                (policy_events, [(key, dump_json(e)) for e in events]),
+                (inbox, [*_slot_messages(slots.requests_for(produced)), *_admissions(admissions)]),
+            ]
+        )
+        if produced:
+            await failpoints.hit("instances.after_publish")
 
     async def request_slots(requests: list[SlotRequest]) -> None:
-        if requests:
-            await publish(
-                inbox,
-                [
-                    (
-                        ids.cluster_key(r.cluster_id).encode(),
-                        dump_json(InboxMessage(slot=r, route=Route.CLUSTER)),
-                    )
-                    for r in requests
-                ],
-            )
+        await publish(inbox, _slot_messages(requests))
 
     def store(key: bytes, state: InstanceState) -> None:
         table[key] = dump_json(state)
@@ -166,25 +167,24 @@ def register_instances(
     ) -> None:
         # Events and verdicts first, then the state: a crash in between replays the
         # request, which is answered the same way (remembered) or recomputed identically.
-        if admission.events:
-            # Keyed by the cluster, as alerting sees it (not by the internal safety key).
-            await publish(
-                policy_events,
-                [(e.cluster_id.encode(), dump_json(e)) for e in admission.events],
-            )
-            for event in admission.events:
-                log.warning("%s: %s", event.kind.value, event.reason)
-        if admission.verdicts:
-            await publish(
-                inbox,
-                [
-                    (
-                        ids.instance_key(v.cluster_id, v.instance_id).encode(),
-                        dump_json(InboxMessage(verdict=v)),
-                    )
-                    for v in admission.verdicts
-                ],
-            )
+        # Keyed by the cluster, as alerting sees it (not by the internal safety key).
+        await publish_all(
+            [
+                (policy_events, [(e.cluster_id.encode(), dump_json(e)) for e in admission.events]),
+                (
+                    inbox,
+                    [
+                        (
+                            ids.instance_key(v.cluster_id, v.instance_id).encode(),
+                            dump_json(InboxMessage(verdict=v)),
+                        )
+                        for v in admission.verdicts
+                    ],
+                ),
+            ]
+        )
+        for event in admission.events:
+            log.warning("%s: %s", event.kind.value, event.reason)
         if admission.safety != current:
             table[key] = dump_json(admission.safety)
 
