@@ -320,3 +320,28 @@ async def kafka(broker: EmbeddedBroker) -> AsyncIterator[Kafka]:
         yield client
     finally:
         await client.close()
+
+
+#: The credential the executor's and the policy's tests give their workers.
+OPERATOR_TOKEN = "op-token"
+OPERATOR_TOKENS = f"operator={OPERATOR_TOKEN}"
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[Callable[[WorkerProcess], httpx.AsyncClient]]:
+    """``api(worker)``: an httpx client on the worker's REST API as ``operator``; closed
+    at the end of the test."""
+    clients: list[httpx.AsyncClient] = []
+
+    def connect(worker: WorkerProcess) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(
+            base_url=worker.base_url,
+            headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"},
+            timeout=30,
+        )
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        await client.aclose()

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,10 @@ import pytest
 
 from remediator.embedded import free_port
 from tests.builders import run_payload
-from tests.integration.conftest import Kafka, Names, WorkerProcess
+from tests.integration.conftest import OPERATOR_TOKENS, Kafka, Names
 
 pytestmark = pytest.mark.integration
 
-TOKEN = {"Authorization": "Bearer op-token"}
 STEPS = {
     "REMEDIATION_MODE_REBOOT_VM": ["REBOOT_VM"],
     "REMEDIATION_MODE_VM_ONLY": ["DELETE_VM", "PROVISION_VM"],
@@ -107,7 +106,7 @@ def control_plane(tmp_path: Path) -> Iterator[Callable[..., ControlPlane]]:
 
 def executor_env(cp: ControlPlane, limit: int = 2, **extra: str) -> dict[str, str]:
     return {
-        "REMEDIATOR_API_TOKENS": "operator=op-token",
+        "REMEDIATOR_API_TOKENS": OPERATOR_TOKENS,
         "REMEDIATOR_CONTROL_PLANE_URL": cp.url,
         "REMEDIATOR_MAX_RUNNING_PER_CLUSTER": str(limit),
         "REMEDIATOR_POLL_INTERVAL_SECONDS": "0.1",
@@ -125,20 +124,6 @@ def base(cluster: str, instance: str) -> str:
 @pytest.fixture
 def cluster() -> str:
     return f"cl-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-async def api(start_worker: Any) -> AsyncIterator[Callable[[WorkerProcess], httpx.AsyncClient]]:
-    clients: list[httpx.AsyncClient] = []
-
-    def connect(worker: WorkerProcess) -> httpx.AsyncClient:
-        client = httpx.AsyncClient(base_url=worker.base_url, headers=TOKEN, timeout=30)
-        clients.append(client)
-        return client
-
-    yield connect
-    for client in clients:
-        await client.aclose()
 
 
 async def create(

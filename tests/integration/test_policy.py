@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,10 @@ import pytest
 
 from remediator.domain.policy import default_policy_text
 from tests.builders import event_payload, run_payload
-from tests.integration.conftest import Kafka, Names, WorkerProcess
+from tests.integration.conftest import OPERATOR_TOKENS, Kafka, Names
 
 pytestmark = pytest.mark.integration
 
-TOKEN = {"Authorization": "Bearer op-token"}
 V1 = "/v1/compute/clusters"
 
 
@@ -30,26 +29,12 @@ def policy_env(tmp_path: Path, extra: str = "") -> dict[str, str]:
     """The default policy (so its real cluster limits), with ``extra`` appended."""
     path = tmp_path / f"policy-{uuid.uuid4().hex[:6]}.toml"
     path.write_text(default_policy_text() + "\n" + extra)
-    return {"REMEDIATOR_POLICY_FILE": str(path), "REMEDIATOR_API_TOKENS": "operator=op-token"}
+    return {"REMEDIATOR_POLICY_FILE": str(path), "REMEDIATOR_API_TOKENS": OPERATOR_TOKENS}
 
 
 @pytest.fixture
 def cluster() -> str:
     return f"cl-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[Callable[[WorkerProcess], httpx.AsyncClient]]:
-    clients: list[httpx.AsyncClient] = []
-
-    def connect(worker: WorkerProcess) -> httpx.AsyncClient:
-        client = httpx.AsyncClient(base_url=worker.base_url, headers=TOKEN, timeout=30)
-        clients.append(client)
-        return client
-
-    yield connect
-    for client in clients:
-        await client.aclose()
 
 
 def iso(base: datetime, minutes: float) -> str:
