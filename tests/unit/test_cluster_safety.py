@@ -220,3 +220,28 @@ def test_an_automated_remediation_ending_closes_its_count() -> None:
         state, state.open.remediation, correlate.Event.REJECT, now=NOW, actor="a", reason="no"
     )
     assert [r.kind for r in safety.requests_for([t])] == [K.CLOSE]
+
+
+def test_a_manual_remediation_opened_while_a_proposal_waits_keeps_one_open() -> None:
+    """Invariant 1 across the admission round trip: the operator's remediation wins, the
+    late admission opens nothing and gives its count back."""
+    from remediator.domain.commands import Command, CommandKind, handle
+
+    proposed = decide(None, run(), NOW, ADMISSION).state
+    create = Command(
+        command_id="c1",
+        kind=CommandKind.CREATE,
+        cluster_id="c1",
+        instance_id="i1",
+        principal="alice",
+        issued_at=NOW,
+        remediation_id="manual-1",
+    )
+    manual = handle(proposed, create, NOW).state
+    assert manual.open is not None
+    admitted = correlate.apply_verdict(manual, verdict(proposed, True), NOW, ADMISSION)
+    assert admitted.transitions == ()
+    assert admitted.outcome is Outcome.BLOCKED
+    assert [r.kind for r in admitted.requests] == [K.CLOSE]
+    assert admitted.state.open is not None
+    assert admitted.state.open.remediation.id == "manual-1"
