@@ -245,3 +245,30 @@ def test_a_manual_remediation_opened_while_a_proposal_waits_keeps_one_open() -> 
     assert [r.kind for r in admitted.requests] == [K.CLOSE]
     assert admitted.state.open is not None
     assert admitted.state.open.remediation.id == "manual-1"
+
+
+def test_a_proposal_still_unanswered_a_minute_later_is_asked_again_once() -> None:
+    state = decide(None, event(alert_name="NpdKernelDeadlock"), NOW, ADMISSION).state
+    assert state.proposal is not None
+    rid = state.proposal.remediation.id
+    soon = decide(
+        state,
+        event(alert_name="NpdKernelDeadlock", observed_at="2026-11-24T12:00:30Z"),
+        NOW,
+        ADMISSION,
+    )
+    assert soon.requests == ()
+    later = decide(
+        soon.state,
+        event(alert_name="NpdKernelDeadlock", observed_at="2026-11-24T12:01:30Z"),
+        NOW,
+        ADMISSION,
+    )
+    assert [(r.kind, r.remediation_id) for r in later.requests] == [(K.PROPOSE, rid)]
+    again = decide(
+        later.state,
+        event(alert_name="NpdKernelDeadlock", observed_at="2026-11-24T12:01:40Z"),
+        NOW,
+        ADMISSION,
+    )
+    assert again.requests == ()

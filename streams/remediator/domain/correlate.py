@@ -57,6 +57,8 @@ from .safety import AdmissionKind, AdmissionRequest, AdmissionVerdict
 SYSTEM_PRINCIPAL = "system:remediator"
 #: ``reviewed_by`` of a remediation the policy approved (DESIGN.md).
 AUTO_APPROVED = "Auto-Approved"
+#: A proposal still unanswered this long (event time) is asked again on the next signal.
+PROPOSAL_RESEND = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,9 @@ class Proposal(BaseModel):
     at: Timestamp = Field(description="Event time of the signal that proposed it.")
     cleared: SignalRef | None = Field(
         default=None, description="The signal that cleared it while waiting: auto-resolves."
+    )
+    asked_at: Timestamp | None = Field(
+        default=None, description="Event time it was last asked again (see PROPOSAL_RESEND)."
     )
 
 
@@ -304,9 +309,16 @@ def _decide(
                 pending = pending.model_copy(
                     update={"mode": verdict.mode, "rule": verdict.rule, "reason": verdict.reason}
                 )
+            proposal = proposal.model_copy(update={"remediation": pending})
+            state = state.model_copy(update={"proposal": proposal})
+        # Still no answer a while later (it should never be lost, but a stuck proposal
+        # would silence the instance): ask again. The owner answers a repeat the same way.
+        asked = proposal.asked_at or proposal.at
+        if at - asked >= PROPOSAL_RESEND:
             state = state.model_copy(
-                update={"proposal": proposal.model_copy(update={"remediation": pending})}
+                update={"proposal": proposal.model_copy(update={"asked_at": at})}
             )
+            return Decision(state, (), Outcome.ATTACHED, verdict, requests=(propose(proposal),))
         return Decision(state, (), Outcome.ATTACHED, verdict)
 
     if current is not None:
@@ -425,19 +437,24 @@ def _decide(
     if config.cluster_admission:
         # The cluster's safety owner decides (blast radius, budget, pause): propose.
         proposal = Proposal(remediation=remediation, at=at)
-        request = AdmissionRequest(
-            kind=AdmissionKind.PROPOSE,
-            cluster_id=signal.cluster_id,
-            instance_id=signal.instance_id,
-            remediation_id=remediation.id,
-            rule=verdict.rule,
-            mode=mode,
-            at=at,
-        )
         state = state.model_copy(update={"proposal": proposal})
-        return Decision(state, (), Outcome.PROPOSED, verdict, requests=(request,))
+        return Decision(state, (), Outcome.PROPOSED, verdict, requests=(propose(proposal),))
     state, opened = _open(state, remediation, policy, now)
     return Decision(state, opened, Outcome.OPENED, verdict)
+
+
+def propose(proposal: Proposal) -> AdmissionRequest:
+    """The PROPOSE request of ``proposal`` (the same every time it is asked)."""
+    remediation = proposal.remediation
+    return AdmissionRequest(
+        kind=AdmissionKind.PROPOSE,
+        cluster_id=remediation.cluster_id,
+        instance_id=remediation.instance_id,
+        remediation_id=remediation.id,
+        rule=remediation.rule,
+        mode=remediation.mode,
+        at=proposal.at,
+    )
 
 
 def _open(

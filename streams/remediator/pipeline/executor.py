@@ -38,7 +38,7 @@ import faust
 from mode import Service
 
 from remediator import failpoints
-from remediator.domain import ids, slots
+from remediator.domain import correlate, ids, slots
 from remediator.domain.correlate import InstanceState
 from remediator.domain.execution import ReportKind, StepReport, running_remediation
 from remediator.domain.models import Operation, Remediation, StepState, dump_json
@@ -126,14 +126,20 @@ class Executor(Service):
                 continue
             if b"/" not in key:
                 continue  # a claim
-            remediation = running_remediation(InstanceState.model_validate_json(raw))
+            state = InstanceState.model_validate_json(raw)
+            if state.proposal is not None:
+                # Its answer may have been lost with the previous owner: ask again.
+                request = correlate.propose(state.proposal)
+                message = InboxMessage(admission=request, route=Route.SAFETY)
+                kicks.append((ids.safety_key(request.cluster_id).encode(), dump_json(message)))
+            remediation = running_remediation(state)
             if remediation is not None:
                 found += 1
                 self._spawn(key, remediation.id)
         if found:
             log.info("executor: resuming %d running remediation(s)", found)
         if kicks:
-            log.info("executor: %d cluster(s) have queued remediations and free slots", len(kicks))
+            log.info("executor: %d queue(s) and proposal(s) to revisit", len(kicks))
             task = asyncio.ensure_future(publish(self._inbox, kicks))
             self._kicks.add(task)
             task.add_done_callback(self._kicks.discard)
