@@ -272,3 +272,20 @@ def test_a_proposal_still_unanswered_a_minute_later_is_asked_again_once() -> Non
         ADMISSION,
     )
     assert again.requests == ()
+
+
+def test_a_late_close_of_an_earlier_remediation_does_not_uncount_a_newer_one() -> None:
+    state = registered(20)
+    first = safety.handle(state, request(K.PROPOSE, "i1"), policy(), NOW).safety
+    closed = safety.handle(first, request(K.CLOSE, "i1"), policy(), NOW).safety
+    newer = AdmissionRequest(
+        kind=K.PROPOSE, cluster_id="c1", instance_id="i1", remediation_id="r-i1-b", at=at(40)
+    )
+    counted = safety.handle(closed, newer, policy(), NOW).safety
+    assert counted.unhealthy == ["i1"]
+    late = safety.handle(counted, request(K.CLOSE, "i1"), policy(), NOW).safety  # r-i1 again
+    assert late.unhealthy == ["i1"]
+    own = AdmissionRequest(
+        kind=K.CLOSE, cluster_id="c1", instance_id="i1", remediation_id="r-i1-b", at=at(41)
+    )
+    assert safety.handle(late, own, policy(), NOW).safety.unhealthy == []

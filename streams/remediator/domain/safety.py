@@ -73,6 +73,11 @@ class ClusterSafety(BaseModel):
     unhealthy: list[str] = Field(
         default_factory=list, description="Instances with an open automated remediation."
     )
+    counted: dict[str, str] = Field(
+        default_factory=dict,
+        description="Unhealthy instance -> the remediation it is counted for (a CLOSE of "
+        "another one, late, does not uncount it).",
+    )
     tripped_at: Timestamp | None = Field(
         default=None, description="When the blast-radius limit tripped; None: not tripped."
     )
@@ -137,8 +142,14 @@ def handle(
     if request.kind is AdmissionKind.CLOSE:
         if instance not in safety.unhealthy:
             return Admission(safety)
+        counted_for = safety.counted.get(instance)
+        if counted_for is not None and counted_for != request.remediation_id:
+            return Admission(safety)  # a late CLOSE of an earlier one: the count is newer
         safety = safety.model_copy(
-            update={"unhealthy": [i for i in safety.unhealthy if i != instance]}
+            update={
+                "unhealthy": [i for i in safety.unhealthy if i != instance],
+                "counted": {i: r for i, r in safety.counted.items() if i != instance},
+            }
         )
         return _maybe_resume(safety, policy, now, f"close/{request.remediation_id}")
 
@@ -166,8 +177,14 @@ def _decide(
         pause = safety.paused
         return _no(f"cluster paused by {pause.by}: {pause.reason}"), safety, []
     if instance in safety.unhealthy:
-        # Already counted (a proposal after a dropped one, say): no change in the count.
-        return Answer(admitted=True, reason="already counted"), safety, []
+        # Already counted (a proposal after a dropped one, say): no change in the count,
+        # which now stands for this remediation.
+        counted = {**safety.counted, instance: request.remediation_id or ""}
+        return (
+            Answer(admitted=True, reason="already counted"),
+            safety.model_copy(update={"counted": counted}),
+            [],
+        )
     known = len(safety.instances)
     limit = policy.blast_radius.limit(known)
     if safety.tripped_at is not None:
@@ -209,6 +226,7 @@ def _decide(
     safety = safety.model_copy(
         update={
             "unhealthy": sorted({*safety.unhealthy, instance}),
+            "counted": {**safety.counted, instance: request.remediation_id or ""},
             "opened": [*recent, request.at][-(budget or 1000) :],
         }
     )
