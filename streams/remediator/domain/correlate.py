@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -500,7 +500,9 @@ def apply_verdict(
         # Already applied, or the proposal was dropped (its signal cleared): nothing to do,
         # but an admission nobody uses must not keep counting against the cluster.
         unused = verdict.admitted and not _is_open(state, verdict.remediation_id)
-        return Decision(state, (), Outcome.DUPLICATE, requests=_close(verdict) if unused else ())
+        return Decision(
+            state, (), Outcome.DUPLICATE, requests=_close(verdict, now) if unused else ()
+        )
     remediation = proposal.remediation
     state = state.model_copy(update={"proposal": None})
     opener = remediation.signals[0]
@@ -512,7 +514,7 @@ def apply_verdict(
     elif state.open is not None:
         transitions, outcome = (), Outcome.BLOCKED
         reason = f"not opened: {state.open.remediation.id} was opened meanwhile"
-        requests = _close(verdict)
+        requests = _close(verdict, now)
     else:
         state, transitions = _open(state, remediation, config.policy, now)
         outcome, reason, requests = Outcome.OPENED, f"{remediation.reason} ({verdict.reason})", ()
@@ -546,14 +548,16 @@ def _is_open(state: InstanceState, remediation_id: str) -> bool:
     return state.open is not None and state.open.remediation.id == remediation_id
 
 
-def _close(verdict: AdmissionVerdict) -> tuple[AdmissionRequest, ...]:
+def _close(verdict: AdmissionVerdict, now: datetime) -> tuple[AdmissionRequest, ...]:
+    """Give back an admission nobody will use. ``at`` is only informative for a CLOSE:
+    no signal is behind it, so it carries the service's clock."""
     return (
         AdmissionRequest(
             kind=AdmissionKind.CLOSE,
             cluster_id=verdict.cluster_id,
             instance_id=verdict.instance_id,
             remediation_id=verdict.remediation_id,
-            at=datetime.min.replace(tzinfo=UTC),
+            at=now,
         ),
     )
 
