@@ -3,26 +3,27 @@
 Topology (DESIGN.md)::
 
     active-health-check-runs ───┐          ┌─► remediator-dead-letter
-                                ├─ ingest ─┤
-    passive-health-check-events ┘          └─► {app_id}-instance-inbox (key cluster/instance)
-                                                  │
-                                               instances ─► remediation-transitions
-                                                  │  ▲
-                            table "instances" ◄───┤  │ grants, step reports, slot requests
-                 ({app_id}-instances-changelog)   │  │ (back onto the inbox)
-                                                  ▼  │
-                                               executor ─► compute control plane (httpx)
+                                ├─ ingest ─┼─► (cluster owned here) ──────────┐
+    passive-health-check-events ┘          └─► {app_id}-cluster-inbox ─ inbox ┤
+                          API commands, step reports ──┘  ▲                   ▼
+                                                          │             state owner
+                                      executor ───────────┘  (reports)  │   │   │
+                                         │  ▲  (RUNNING ones)  ◄────────┘   │   └─► tables
+                                         ▼  │                               ▼  (changelogs)
+                                compute control plane      remediation-transitions,
+                                                           remediator-policy-events
 
-The inbox topic and the ``instances`` table have the same partition count, so the agent
-that consumes an instance's partition is the only writer of that instance's state. The
-executor never writes state: it reports on the inbox like everyone else.
+Everything about a cluster lives in one partition (the inbox and every table are
+partitioned by ``cluster_id``), so the agent that owns a partition is the only writer of
+its clusters' state and decides their cluster-wide limits locally. The executor never
+writes state: it reports on the inbox like everyone else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,12 +35,18 @@ from remediator.api import openapi
 from remediator.api.errors import contract_errors
 from remediator.api.views import Api
 from remediator.domain.correlate import CorrelationConfig
+from remediator.pipeline.context import Tables
+from remediator.pipeline.context import Topics as ProcessorTopics
 from remediator.pipeline.controlplane import Backoff, ControlPlaneClient
 from remediator.pipeline.executor import Executor
 from remediator.pipeline.gateway import Gateway
 from remediator.pipeline.ingest import register_ingest
-from remediator.pipeline.instances import partition_of, register_instances
+from remediator.pipeline.instances import register_instances
+from remediator.pipeline.messages import cluster_partition
+from remediator.pipeline.outbox import Record, key_partition
+from remediator.pipeline.processor import Processor
 from remediator.pipeline.simulated import SimulatedControlPlane
+from remediator.pipeline.store import TableStore
 from remediator.settings import Settings
 from remediator.transport import transport_class
 
@@ -91,14 +98,17 @@ class RemediatorApp(faust.App):
     lag but its committed offset has not moved for ``REMEDIATOR_STALL_SECONDS``.
 
     It also tells the executor when a rebalance starts (stop carrying out remediations:
-    the instances may move) and ends (resume those of the partitions now owned, from the
-    recovered table).
+    the instances may move) and the state owner when it starts (apply nothing more here)
+    and ends (rebuild the image of the partitions now owned from the recovered tables,
+    then resume the executor's work there).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._reseeks: set[asyncio.Future[None]] = set()
         self.executor: Executor | None = None
+        self.processor: Processor | None = None
+        self._assigned_before: set[Any] = set()
         self.inbox_topic_name = ""
         #: The agents' source topics (set by create_app): what re-seeks and stall checks
         #: look at (table changelogs are read by Faust's recovery, never committed).
@@ -108,7 +118,10 @@ class RemediatorApp(faust.App):
         self.stall_reseeks = 0
 
     def on_rebalance_start(self) -> None:
+        self._assigned_before = set(self.consumer.assignment())
         super().on_rebalance_start()
+        if self.processor is not None:
+            self.processor.on_rebalance_start()
         if self.executor is not None:
             # May be called from the consumer's thread: hop to the app's loop.
             self.loop.call_soon_threadsafe(self.executor.suspend)
@@ -117,19 +130,19 @@ class RemediatorApp(faust.App):
         super().on_rebalance_end()
         if failpoints.armed("consumer.skip_ahead"):
             self.loop.call_later(0.5, self._skip_ahead)  # after the re-seek below
-        if self.executor is not None:
-            owned = _owned_partitions(self, self.inbox_topic_name)
-            self.executor.resume(owned)
-        task = asyncio.ensure_future(self._seek_again(self.consumer_generation_id))
+        if self.processor is not None:
+            self.processor.on_rebalance_end()
+        retained, self._assigned_before = self._assigned_before, set()
+        task = asyncio.ensure_future(self._seek_again(self.consumer_generation_id, retained))
         self._reseeks.add(task)  # keep a reference until done
         task.add_done_callback(self._reseeks.discard)
 
     def _skip_ahead(self) -> None:
         consumer: Any = self.consumer
         for tp in consumer.assignment():
-            if tp.topic == self.inbox_topic_name:
+            if tp.topic in self.watched_topics:
                 consumer._read_offset[tp] = (consumer._read_offset.get(tp) or 0) + 1_000_000
-        log.critical("failpoint consumer.skip_ahead: inbox read offsets moved ahead")
+        log.critical("failpoint consumer.skip_ahead: source read offsets moved ahead")
 
     async def check_stalls(self, stall_after: float, topics: frozenset[str]) -> None:
         """Re-seek when an assigned partition has lag but made no progress for a while.
@@ -179,39 +192,44 @@ class RemediatorApp(faust.App):
                 self._progress.pop(tp, None)
             self.stall_reseeks += 1
             try:
-                await self.reseek(topics)
+                await self.reseek(tp for tp, _, _ in stalled)
             except Exception:  # never crash the worker; the next check tries again
                 log.warning("re-seek of stalled partitions failed", exc_info=True)
 
-    async def reseek(self, topics: frozenset[str]) -> None:
-        """Seek the agents' partitions back to their committed offsets, really.
+    async def reseek(self, tps: Iterable[Any]) -> None:
+        """Seek ``tps`` back to their committed offsets, really.
 
         Faust's ``perform_seek`` relies on aiokafka's ``seek_to_committed``, which leaves a
         partition whose committed offset is missing or 0 where it is (it only seeks when
         the offset is > 0). Records fetched and then dropped from Faust's stream buffers
         at a rebalance are then never fetched again until the next rebalance: the
-        takeover delay. Those partitions are sought to their earliest offset here, as
+        takeover delay. Such partitions are sought to their earliest offset here, as
         ``auto_offset_reset = earliest`` means; the repeats this causes are harmless.
         """
         consumer: Any = self.consumer
-        await consumer.perform_seek()
-        uncommitted = [
-            tp
-            for tp in consumer.assignment()
-            if tp.topic in topics and not consumer._committed_offset.get(tp)
-        ]
-        if not uncommitted:
+        chosen = list(tps)
+        if not chosen:
             return
-        earliest = await consumer.earliest_offsets(*uncommitted)
-        for tp in uncommitted:
-            await consumer.seek(tp, earliest.get(tp) or 0)
+        committed = {tp: consumer._committed_offset.get(tp) for tp in chosen}
+        missing = [tp for tp, offset in committed.items() if not offset]
+        earliest = await consumer.earliest_offsets(*missing) if missing else {}
+        for tp in chosen:
+            await consumer.seek(tp, committed[tp] or earliest.get(tp) or 0)
 
-    async def _seek_again(self, generation: int) -> None:
+    async def _seek_again(self, generation: int, retained: set[Any]) -> None:
         await asyncio.sleep(0.05)  # let the recovery that called us finish resuming
         if self.rebalancing or self.consumer_generation_id != generation:
             return  # another rebalance is under way and will seek itself
+        # Only partitions kept across the rebalance can have had records fetched and
+        # dropped; a partition new to this worker starts from its committed offset
+        # already, and seeking it again would only process its first records twice.
+        tps = [
+            tp
+            for tp in self.consumer.assignment()
+            if tp in retained and tp.topic in self.watched_topics
+        ]
         try:
-            await self.reseek(self.watched_topics)
+            await self.reseek(tps)
         except Exception:  # the next rebalance seeks anyway; never crash the worker
             log.warning("re-seek after rebalance failed", exc_info=True)
 
@@ -225,7 +243,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
     app = RemediatorApp(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
-        store="memory://",
+        store=settings.store_url,
         autodiscover=False,
         key_serializer="raw",
         value_serializer=codec.NAME,
@@ -237,6 +255,11 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         broker_heartbeat_interval=max(session_timeout / 3, 0.5),
         broker_rebalance_timeout=session_timeout,
         broker_request_timeout=max(session_timeout + 5, 40.0),
+        broker_commit_interval=settings.commit_interval_seconds,
+        # Batches of a few hundred records per partition and request (transitions carry
+        # the whole record): fewer, larger produce requests.
+        producer_max_batch_size=256 * 1024,
+        producer_linger=0.005,
         datadir=str(settings.data_dir / settings.app_id),
         web_bind=settings.web_host,
         web_host=settings.web_host,
@@ -255,22 +278,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
     # Before anything touches app.transport (declaring a topic does).
     app.transport = transport_class(settings.fetch_max_wait_ms)(app.conf.broker_consumer, app)
     topics = _topics(app, settings)
-    table = app.Table(
-        "instances",
-        default=None,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.partitions,
-        help="Per-instance state: seen signals, open and recent remediations.",
-    )
-    register_ingest(
-        app,
-        active_runs=topics.active_runs,
-        passive_events=topics.passive_events,
-        inbox=topics.inbox,
-        dead_letters=topics.dead_letters,
-        clock=clock,
-    )
+    tables = _tables(app, settings)
     app.inbox_topic_name = settings.inbox_topic
     control_plane_url: Callable[[], str]
     if settings.control_plane_url is None:
@@ -280,15 +288,21 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
     else:
         fixed = settings.control_plane_url
         control_plane_url = lambda: fixed  # noqa: E731
+    processor: Processor | None = None
+
+    def deliver() -> Callable[[Sequence[Record]], Awaitable[object]]:
+        assert processor is not None  # noqa: S101 - set below, before anything runs
+        return processor.sender.deliver
+
     executor = Executor(
-        table=table,
-        inbox=topics.inbox,
+        inbox=settings.inbox_topic,
+        partitions=settings.partitions,
+        deliver=deliver,
         client=ControlPlaneClient(
             control_plane_url,
             timeout=settings.control_plane_timeout_seconds,
             backoff=Backoff(base=0.5, cap=settings.control_plane_retry_max_seconds),
         ),
-        partition_of=lambda key: partition_of(key, settings.partitions),
         poll=Backoff(
             base=settings.poll_interval_seconds,
             cap=max(settings.poll_interval_max_seconds, settings.poll_interval_seconds),
@@ -296,26 +310,49 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         ),
         step_timeout=timedelta(seconds=settings.step_timeout_seconds),
         clock=clock,
-        max_running_per_cluster=settings.max_running_per_cluster,
     )
     app.executor = executor
     app.add_dependency(executor)
+    processor = Processor(
+        app=app,
+        tables=tables,
+        topics=ProcessorTopics(
+            transitions=settings.topic_transitions,
+            policy_events=settings.topic_policy_events,
+            replies=settings.replies_topic,
+            inbox=settings.inbox_topic,
+            dead_letters=settings.topic_dead_letter,
+        ),
+        config=CorrelationConfig(
+            dedup_ttl=timedelta(seconds=settings.dedup_ttl_seconds),
+            dedup_max_ids=settings.dedup_max_ids,
+            policy=settings.policy,
+        ),
+        max_running_per_cluster=settings.max_running_per_cluster,
+        partitions=settings.partitions,
+        executor=executor,
+        clock=clock,
+    )
+    app.processor = processor
+    register_ingest(
+        app,
+        active_runs=topics.active_runs,
+        passive_events=topics.passive_events,
+        inbox=settings.inbox_topic,
+        dead_letters=settings.topic_dead_letter,
+        processor=processor,
+        partitions=settings.partitions,
+        clock=clock,
+        batch_max=settings.batch_max,
+        batch_wait=settings.batch_wait_ms / 1000,
+    )
     register_instances(
         app,
         inbox=topics.inbox,
-        transitions=topics.transitions,
-        replies=topics.replies,
-        table=table,
-        partitions=settings.partitions,
-        config=CorrelationConfig(
-            dedup_ttl=timedelta(seconds=settings.dedup_ttl_seconds),
-            policy=settings.policy,
-            cluster_admission=True,
-        ),
+        processor=processor,
         clock=clock,
-        executor=executor,
-        max_running_per_cluster=settings.max_running_per_cluster,
-        policy_events=topics.policy_events,
+        batch_max=settings.batch_max,
+        batch_wait=settings.batch_wait_ms / 1000,
     )
     gateway = Gateway(
         app=app,
@@ -348,6 +385,38 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
 
     app.web.web_app.add_routes(api.routes())  # type: ignore[attr-defined]  # aiohttp driver
     return app
+
+
+def _tables(app: faust.App, settings: Settings) -> Tables:
+    """One table per kind of value, all partitioned like the inbox (by cluster)."""
+
+    def table(name: str, help_text: str, partition_of: Callable[[bytes], int]) -> TableStore:
+        created = app.Table(
+            name,
+            default=None,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+            help=help_text,
+        )
+        return TableStore(created, partition_of)
+
+    def by_cluster(key: bytes) -> int:
+        # Keys are "cluster" or "cluster/instance": everything about a cluster together.
+        return cluster_partition(key.split(b"/", 1)[0].decode(), settings.partitions)
+
+    def by_key(key: bytes) -> int:
+        return key_partition(key, settings.partitions)
+
+    return Tables(
+        instances=table("instances", "Per instance: the hot record decisions need.", by_cluster),
+        clusters=table("clusters", "Per cluster: pause, blast radius tripped.", by_cluster),
+        archive=table("archive", "Per instance: its closed remediations (JSON Lines).", by_cluster),
+        decisions=table(
+            "decisions", "Per instance: recent policy decisions (JSON Lines).", by_cluster
+        ),
+        claims=table("claims", "Client-specified remediation ids: who uses each.", by_key),
+    )
 
 
 def _topics(app: faust.App, settings: Settings) -> Topics:

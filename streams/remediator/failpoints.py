@@ -5,22 +5,23 @@ exact points of its write path, which a kill from outside can only hit by luck. 
 with ``REMEDIATOR_TEST_FAILPOINTS=name[,name...]``; unset (always, in production) each
 check is one set lookup.
 
-Points:
-- ``instances.after_publish``: transitions acknowledged, new state not yet written.
-- ``instances.after_state_write``: new state written and flushed to the changelog, input
-  offset not yet committed.
-- ``instances.after_start``: a grant applied (RUNNING, steps planned) and flushed; the
-  executor may not have started.
+Points (a batch is the inputs the state owner applies together):
+- ``instances.after_publish``: a batch's transitions acknowledged, its state not written.
+- ``batch.partial_write``: the first half of a batch's state writes acknowledged, the rest
+  not sent.
+- ``instances.after_state_write``: a batch's state written and flushed to the changelogs,
+  its input offsets not yet committed.
+- ``instances.after_start``: a batch that started a remediation (RUNNING, steps planned)
+  is durable; the executor may not have begun.
 - ``instances.after_step_started`` / ``instances.after_step_done`` /
-  ``instances.after_step_failed``: a step report applied and flushed; the grant input not
-  committed.
-- ``slots.after_grants``: a cluster's grants published, its slots not yet written.
+  ``instances.after_step_failed``: a batch with a step report applied is durable; the
+  report's input offset not committed.
 - ``executor.after_post``: the control plane accepted a step; nothing reported yet.
 
-Not a crash, ``consumer.skip_ahead`` reproduces the stall the stall check exists for: after
-each rebalance the consumer's read offsets of the inbox jump ahead, so the next records
-are fetched and dropped as already read (Faust's behaviour for such records), with lag
-left behind and nothing committed.
+Not a crash, ``consumer.skip_ahead`` reproduces the stall the stall check exists for:
+after each rebalance the consumer's read offsets of the agents' source topics jump ahead,
+so the next records are fetched and dropped as already read (Faust's behaviour for such
+records), with lag left behind and nothing committed.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ a stack trace.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
@@ -92,7 +93,41 @@ class Settings(BaseSettings):
     dedup_ttl_seconds: float = Field(
         default=7 * 24 * 3600.0,
         gt=0,
-        description="How long a run_id/event_id is remembered, in event time.",
+        description="How long a run_id/event_id is remembered at most, in event time behind "
+        "the instance's newest signal; an older signal is stale and ignored.",
+    )
+    dedup_max_ids: int = Field(
+        default=32,
+        ge=1,
+        le=100_000,
+        description="Signal ids remembered per instance (its most recent, by event time). A "
+        "signal older than all of them is stale and ignored: it may repeat one forgotten, and "
+        "it is older than that many newer signals of the instance.",
+    )
+    table_store: Literal["memory", "rocksdict"] = Field(
+        default="memory",
+        description="Where tables live: memory (rebuilt from their changelogs at start) or "
+        "rocksdict (RocksDB files under REMEDIATOR_DATA_DIR; a restart reads only the "
+        "changelogs' tail). rocksdict needs the package of that name.",
+    )
+    batch_max: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Most input records applied in one batch (one ack wait, one write pass).",
+    )
+    batch_wait_ms: float = Field(
+        default=10.0,
+        gt=0,
+        le=10_000,
+        description="Longest wait for a batch to fill before it is applied (latency at low load).",
+    )
+    commit_interval_seconds: float = Field(
+        default=2.8,
+        gt=0,
+        le=3600,
+        description="How often processed input offsets are committed (a crash replays at most "
+        "about this much input; repeats are harmless).",
     )
     embedded_broker_port: int = Field(
         default=9092,
@@ -195,6 +230,18 @@ class Settings(BaseSettings):
             raise ValueError(str(exc)) from None
         return value
 
+    @field_validator("table_store")
+    @classmethod
+    def _check_table_store(cls, value: str) -> str:
+        if value == "rocksdict" and importlib.util.find_spec("rocksdict") is None:
+            raise ValueError("rocksdict is not installed (pip install 'remediator[rocksdict]')")
+        return value
+
+    @property
+    def store_url(self) -> str:
+        """Faust's store URL (its rocksdb store uses the rocksdict driver when installed)."""
+        return "rocksdb://" if self.table_store == "rocksdict" else "memory://"
+
     @property
     def policy(self) -> Policy:
         """The policy in force (checked when the settings were loaded)."""
@@ -253,8 +300,8 @@ class Settings(BaseSettings):
 
     @property
     def inbox_topic(self) -> str:
-        """The internal topic of everything about an instance, keyed by instance."""
-        return f"{self.app_id}-instance-inbox"
+        """The internal topic of everything about a cluster, partitioned by cluster."""
+        return f"{self.app_id}-cluster-inbox"
 
 
 def parse_server(entry: str) -> str:

@@ -1,5 +1,6 @@
 """Two workers in one group: a request that reaches the worker which does not own the
-instance is answered correctly (routed through the owner, not refused)."""
+instance's cluster is answered correctly (routed through the owner, not refused), and a
+signal read by the worker that does not own its cluster is forwarded to the owner."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable
 
 import httpx
 
-from remediator.pipeline.instances import partition_of
+from remediator.pipeline.messages import cluster_partition
 from tests.builders import run_payload
 from tests.integration.conftest import PARTITIONS, Kafka, Names, WorkerProcess
 
@@ -20,15 +21,13 @@ def owned(worker: WorkerProcess) -> set[int]:
     return set(httpx.get(f"{worker.base_url}/healthz").json()["partitions"])
 
 
-def instances_owned_by(partitions: set[int], cluster: str, count: int) -> list[str]:
-    """``count`` instance ids whose keys hash into ``partitions``."""
-    found = [
-        f"inst-{n}"
+def cluster_owned_by(partitions: set[int]) -> str:
+    """A cluster id whose partition is one of ``partitions``."""
+    return next(
+        f"cl-2w-{n}"
         for n in range(1000)
-        if partition_of(f"{cluster}/inst-{n}".encode(), PARTITIONS) in partitions
-    ]
-    assert len(found) >= count, f"not enough instances hash to {partitions}"
-    return found[:count]
+        if cluster_partition(f"cl-2w-{n}", PARTITIONS) in partitions
+    )
 
 
 async def wait_split(a: WorkerProcess, b: WorkerProcess) -> tuple[set[int], set[int]]:
@@ -49,8 +48,9 @@ async def test_create_approve_and_list_through_the_worker_that_does_not_own_the_
     parts_first, parts_second = await wait_split(first, second)
     assert not parts_first & parts_second
 
-    manual_instance, automated_instance = instances_owned_by(parts_second, "cl-2w", 2)
-    base = "/v1/compute/clusters/cl-2w/instances"
+    cluster = cluster_owned_by(parts_second)
+    manual_instance, automated_instance = "inst-1", "inst-2"
+    base = f"/v1/compute/clusters/{cluster}/instances"
     async with httpx.AsyncClient(base_url=first.base_url, headers=ALICE, timeout=30) as via_first:
         created = await via_first.post(
             f"{base}/{manual_instance}/remediations", params={"remediation_id": "m-1"}
@@ -59,7 +59,7 @@ async def test_create_approve_and_list_through_the_worker_that_does_not_own_the_
         assert created.json()["state"] == "PENDING"
 
         await kafka.produce(
-            names.active, run_payload(cluster_id="cl-2w", instance_id=automated_instance)
+            names.active, run_payload(cluster_id=cluster, instance_id=automated_instance)
         )
         for _ in range(100):
             listed = (await via_first.get(f"{base}/{automated_instance}/remediations")).json()

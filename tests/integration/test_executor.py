@@ -461,7 +461,7 @@ async def test_a_hanging_control_plane_does_not_block_the_stream(
 @pytest.mark.parametrize(
     "failpoint",
     [
-        "slots.after_grants",
+        "batch.partial_write",
         "instances.after_start",
         "instances.after_step_started",
         "executor.after_post",

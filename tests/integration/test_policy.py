@@ -92,9 +92,9 @@ async def test_a_flapping_alert_opens_at_most_one_remediation_per_cooldown(
             names.passive, alert(cluster, "i-1", iso(base, minute + 1), "RESOLVED"), key=b"i-1"
         )
 
-        async def settled(seen: int = minute + 2) -> bool:
-            body = (await client.get(explain)).json()
-            return body["proposed"] is None and len(body["decisions"]) >= seen
+        async def settled(last: str = iso(base, minute + 1)) -> bool:
+            seen = (await client.get(explain)).json()["last_signal_at"]
+            return seen is not None and datetime.fromisoformat(seen) >= datetime.fromisoformat(last)
 
         await until(settled, f"the flap at minute {minute} to settle")
     transitions = await mine(kafka, names.transitions, cluster, at_least=4)

@@ -17,7 +17,7 @@ def test_defaults_follow_the_contract() -> None:
     assert settings.topic_passive_events == "passive-health-check-events"
     assert settings.topic_transitions == "remediation-transitions"
     assert settings.topic_dead_letter == "remediator-dead-letter"
-    assert settings.inbox_topic == "remediator-instance-inbox"
+    assert settings.inbox_topic == "remediator-cluster-inbox"
 
 
 def test_broker_list_accepts_kafka_urls_and_bare_host_ports() -> None:

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from remediator.domain.models import Remediation, RemediationMode, Timestamp
-from remediator.domain.safety import Pause
+from remediator.domain.models import Remediation, RemediationMode
+from remediator.domain.replies import SafetyView
 
 #: Client-specified remediation ids: short, URL-safe, no slash.
 RemediationId = Annotated[
@@ -66,19 +66,6 @@ class ReasonBody(_Body):
     reason: str = Field(min_length=1, max_length=MAX_TEXT)
 
 
-class ClusterSafetyResponse(BaseModel):
-    """A cluster's safety state (an addition to the contract)."""
-
-    cluster_id: str
-    paused: Pause | None = Field(description="Set while automated remediation is paused.")
-    tripped_at: Timestamp | None = Field(
-        description="Set while the blast-radius limit holds new automated remediations back."
-    )
-    known_instances: int
-    unhealthy_instances: list[str] = Field(
-        description="Instances with an open automated remediation (in progress counts)."
-    )
-    limit: int = Field(description="Open automated remediations allowed at once.")
-    resume_at: int = Field(description="Once tripped, new ones resume at this many or fewer.")
-    opened_last_hour: int
-    rate_budget_per_hour: int | None
+class ClusterSafetyResponse(SafetyView):
+    """A cluster's safety state (an addition to the contract), counted on the cluster's
+    own event-time clock (``as_of``), like the decisions it explains."""

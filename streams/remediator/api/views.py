@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from http import HTTPStatus
 from typing import Any, TypeVar
 
@@ -310,39 +310,23 @@ class Api:
     async def safety(self, request: web.Request) -> web.Response:
         principal = self.principal(request)
         command = self.cluster_command(request, CommandKind.SAFETY, principal)
-        return self._safety(await self._ask(command, Route.SAFETY))
+        return self._safety(await self._ask(command, Route.CLUSTER))
 
     async def pause(self, request: web.Request) -> web.Response:
         principal = self.principal(request)
         body = await self.body(request, ReasonBody)
         command = self.cluster_command(request, CommandKind.PAUSE, principal, reason=body.reason)
-        return self._safety(await self._ask(command, Route.SAFETY))
+        return self._safety(await self._ask(command, Route.CLUSTER))
 
     async def unpause(self, request: web.Request) -> web.Response:
         principal = self.principal(request)
         command = self.cluster_command(request, CommandKind.RESUME, principal)
-        return self._safety(await self._ask(command, Route.SAFETY))
+        return self._safety(await self._ask(command, Route.CLUSTER))
 
     def _safety(self, reply: Reply) -> web.Response:
-        state = reply.safety
-        if state is None:  # pragma: no cover - every ok answer carries one
+        if reply.safety is None:  # pragma: no cover - every ok answer carries one
             raise ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, "INTERNAL", "empty answer")
-        known = len(state.instances)
-        radius = self.policy.blast_radius
-        hour_ago = self.clock() - timedelta(hours=1)
-        return self.ok(
-            ClusterSafetyResponse(
-                cluster_id=state.cluster_id,
-                paused=state.paused,
-                tripped_at=state.tripped_at,
-                known_instances=known,
-                unhealthy_instances=list(state.unhealthy),
-                limit=radius.limit(known),
-                resume_at=radius.resume_at(known),
-                opened_last_hour=sum(1 for t in state.opened if t > hour_ago),
-                rate_budget_per_hour=self.policy.rate_budget_per_hour,
-            )
-        )
+        return self.ok(ClusterSafetyResponse.model_validate(reply.safety.model_dump()))
 
     def routes(self) -> list[web.RouteDef]:
         return [

@@ -20,15 +20,15 @@ The contract, the same shape as :func:`correlate.decide`::
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from remediator.domain.correlate import InstanceState, record_change, record_creation
 from remediator.domain.lifecycle import Event, IllegalTransition
 from remediator.domain.models import (
+    DecisionRecord,
     Identifier,
     OptOut,
     Remediation,
@@ -40,6 +40,16 @@ from remediator.domain.models import (
 )
 from remediator.domain.policy import DEFAULT_POLICY, Policy
 from remediator.domain.replies import ErrorCode, Explanation, RememberedReply, Reply
+from remediator.domain.state import InstanceState, record_change, record_creation
+
+#: The instance's closed remediations, newest first, read only when a command needs them
+#: (they live in the archive, not in the hot record).
+Archived = Callable[[], Sequence[Remediation]]
+
+
+def _nothing_archived() -> Sequence[Remediation]:
+    return ()
+
 
 #: Replies remembered per instance for replayed commands.
 MAX_REMEMBERED_REPLIES = 32
@@ -126,17 +136,20 @@ _MOVES = {
 }
 
 
-def all_remediations(state: InstanceState) -> list[Remediation]:
+def all_remediations(
+    state: InstanceState, archived: Archived = _nothing_archived
+) -> list[Remediation]:
     """The instance's remediations, open first, then closed newest first."""
     records = [state.open.remediation] if state.open is not None else []
-    return records + list(state.closed)
+    return records + list(archived())
 
 
-def find(state: InstanceState, remediation_id: str) -> Remediation | None:
-    for record in all_remediations(state):
-        if record.id == remediation_id:
-            return record
-    return None
+def find(
+    state: InstanceState, remediation_id: str, archived: Archived = _nothing_archived
+) -> Remediation | None:
+    if state.open is not None and state.open.remediation.id == remediation_id:
+        return state.open.remediation
+    return next((r for r in archived() if r.id == remediation_id), None)
 
 
 def handle(
@@ -144,8 +157,14 @@ def handle(
     command: Command,
     now: datetime,
     policy: Policy = DEFAULT_POLICY,
+    archived: Archived = _nothing_archived,
+    decisions: Callable[[], Sequence[DecisionRecord]] = tuple,
 ) -> Handled:
-    """Apply one API command to one instance. Pure; see the module docstring."""
+    """Apply one API command to one instance. Pure; see the module docstring.
+
+    ``archived`` and ``decisions`` read the instance's closed remediations and its
+    decision log, which live outside the hot record.
+    """
     if state is None:
         state = InstanceState.empty(command.cluster_id, command.instance_id)
     if command.kind in (CommandKind.OPT_OUT, CommandKind.OPT_IN, CommandKind.EXPLAIN):
@@ -155,27 +174,32 @@ def handle(
             state = state.model_copy(update={"opt_out": opt_out})
         elif command.kind is CommandKind.OPT_IN:
             state = state.model_copy(update={"opt_out": None})
-        reply = Reply(command_id=command.command_id, explanation=explain(state, policy))
-        return Handled(state, (), reply)
+        explanation = explain(state, policy, decisions(), archived())
+        return Handled(state, (), Reply(command_id=command.command_id, explanation=explanation))
     remembered = state.replies.get(command.command_id)
     if remembered is not None:
-        return Handled(state, (), _recall(state, command, remembered))
+        return Handled(state, (), _recall(state, command, remembered, archived))
 
     if command.kind is CommandKind.GET:
-        return Handled(state, (), _get(state, command))
+        return Handled(state, (), _get(state, command, archived))
     if command.kind is CommandKind.LIST:
-        records = select(all_remediations(state), command)
+        records = select(all_remediations(state, archived), command)
         return Handled(state, (), Reply(command_id=command.command_id, remediations=records))
     if command.kind is CommandKind.CREATE:
-        new_state, transitions, reply = _create(state, command, now)
+        new_state, transitions, reply = _create(state, command, now, archived)
     else:
-        new_state, transitions, reply = _move(state, command, now)
+        new_state, transitions, reply = _move(state, command, now, archived)
     return Handled(_remember(new_state, reply), transitions, reply)
 
 
-def explain(state: InstanceState, policy: Policy = DEFAULT_POLICY) -> Explanation:
+def explain(
+    state: InstanceState,
+    policy: Policy = DEFAULT_POLICY,
+    decisions: Sequence[DecisionRecord] = (),
+    archived: Sequence[Remediation] = (),
+) -> Explanation:
     """What ``GET …/instances/{id}/explain`` answers (see :class:`Explanation`)."""
-    last = state.closed[0] if state.closed else None
+    last = state.past[0] if state.past else None
     ended = state.cooldown_from or (last.end_time if last is not None else None)
     cooldown_until = ended + policy.cooldown if ended is not None and policy.cooldown else None
     return Explanation(
@@ -183,11 +207,11 @@ def explain(state: InstanceState, policy: Policy = DEFAULT_POLICY) -> Explanatio
         instance_id=state.instance_id,
         opt_out=state.opt_out,
         open_remediation=state.open.remediation if state.open is not None else None,
-        proposed=state.proposal.remediation if state.proposal is not None else None,
         cooldown_until=cooldown_until,
         debounce={rule: len(times) for rule, times in state.strikes.items()},
-        decisions=list(state.decisions),
-        recent=list(state.closed[:10]),
+        decisions=list(decisions),
+        recent=list(archived[:10]),
+        last_signal_at=state.watermark,
     )
 
 
@@ -195,8 +219,8 @@ def _error(command: Command, code: ErrorCode, message: str) -> Reply:
     return Reply(command_id=command.command_id, error_code=code, error_message=message)
 
 
-def _get(state: InstanceState, command: Command) -> Reply:
-    record = find(state, command.remediation_id or "")
+def _get(state: InstanceState, command: Command, archived: Archived) -> Reply:
+    record = find(state, command.remediation_id or "", archived)
     if record is None:
         return _not_found(command)
     return Reply(command_id=command.command_id, remediation=record)
@@ -214,10 +238,10 @@ def _not_found(command: Command) -> Reply:
 Outcome = tuple[InstanceState, tuple[RemediationTransition, ...], Reply]
 
 
-def _create(state: InstanceState, command: Command, now: datetime) -> Outcome:
+def _create(state: InstanceState, command: Command, now: datetime, archived: Archived) -> Outcome:
     remediation_id = command.remediation_id or command.command_id
     mode = command.mode or RemediationMode.VM_ONLY
-    existing = find(state, remediation_id)
+    existing = find(state, remediation_id, archived)
     if existing is not None:
         if existing.trigger is RemediationTrigger.MANUAL and existing.mode is mode:
             return state, (), Reply(command_id=command.command_id, remediation=existing)
@@ -267,9 +291,9 @@ def _create(state: InstanceState, command: Command, now: datetime) -> Outcome:
     return new_state, (transition,), reply
 
 
-def _move(state: InstanceState, command: Command, now: datetime) -> Outcome:
+def _move(state: InstanceState, command: Command, now: datetime, archived: Archived) -> Outcome:
     event = _MOVES[command.kind]
-    record = find(state, command.remediation_id or "")
+    record = find(state, command.remediation_id or "", archived)
     if record is None:
         return state, (), _not_found(command)
     changes: dict[str, object] = {}
@@ -329,8 +353,11 @@ def _remember(state: InstanceState, reply: Reply) -> InstanceState:
     return state.model_copy(update={"replies": replies})
 
 
-def _recall(state: InstanceState, command: Command, remembered: RememberedReply) -> Reply:
-    record = find(state, remembered.remediation_id) if remembered.remediation_id else None
+def _recall(
+    state: InstanceState, command: Command, remembered: RememberedReply, archived: Archived
+) -> Reply:
+    rid = remembered.remediation_id
+    record = find(state, rid, archived) if rid else None
     return Reply(
         command_id=command.command_id,
         remediation=record,

@@ -5,9 +5,8 @@ module is the part that decides, pure like :func:`correlate.decide`:
 
 - :func:`plan` turns a mode into the control-plane steps of CONTRACT.md §5, each with a
   deterministic ``operation_id`` (the control plane's idempotency key).
-- :func:`start` applies a slot grant (see :mod:`slots`): a PENDING remediation moves to
-  RUNNING with its plan recorded in the record. Anything else (cancelled meanwhile,
-  already running) changes nothing, and a grant that cannot be used is given back.
+- :func:`start` moves a PENDING remediation to RUNNING with its plan recorded in the
+  record, when the cluster has a free slot (:mod:`slots` says which wait and which run).
 - :func:`apply_report` applies one report of the executor: a step STARTED (recorded
   *before* the executor calls the control plane), DONE or FAILED. The last step DONE makes
   the remediation SUCCEEDED; a step FAILED makes it FAILED with the step's error. Reports
@@ -27,8 +26,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import ids
-from .correlate import InstanceState, record_change
-from .lifecycle import Event
+from .lifecycle import Event, IllegalTransition
 from .models import (
     Identifier,
     Operation,
@@ -40,6 +38,7 @@ from .models import (
     StepState,
     Timestamp,
 )
+from .state import InstanceState, record_change
 
 #: Who the executor's changes are recorded as (the transitions' ``actor``).
 EXECUTOR_PRINCIPAL = "system:executor"
@@ -71,16 +70,6 @@ def plan(remediation: Remediation) -> list[Operation]:
     ]
 
 
-class Grant(BaseModel):
-    """Permission from the cluster's slots to start one remediation."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    remediation_id: str
-    cluster_id: Identifier
-    instance_id: Identifier
-
-
 class ReportKind(enum.StrEnum):
     STARTED = "STARTED"
     DONE = "DONE"
@@ -102,29 +91,23 @@ class StepReport(BaseModel):
     observed_at: Timestamp
 
 
-@dataclass(frozen=True, slots=True)
-class Started:
-    state: InstanceState
-    transitions: tuple[RemediationTransition, ...]
-    #: The grant was not used (the remediation is no longer PENDING): give the slot back.
-    give_back: bool
+def start(state: InstanceState, now: datetime) -> tuple[InstanceState, RemediationTransition]:
+    """Start the instance's PENDING remediation: RUNNING, with its steps planned.
 
-
-def start(state: InstanceState | None, grant: Grant, now: datetime) -> Started:
-    """Apply a slot grant; see the module docstring."""
-    if state is None:
-        state = InstanceState.empty(grant.cluster_id, grant.instance_id)
+    Raises :class:`~remediator.domain.lifecycle.IllegalTransition` (changing nothing)
+    when there is no PENDING remediation to start.
+    """
     current = state.open
-    if current is None or current.remediation.id != grant.remediation_id:
-        return Started(state, (), give_back=True)
+    if current is None or current.remediation.state is not RemediationState.PENDING:
+        raise IllegalTransition(
+            current.remediation.state if current is not None else None,
+            Event.START,
+            "no PENDING remediation to start",
+        )
     remediation = current.remediation
-    if remediation.state is RemediationState.RUNNING:
-        return Started(state, (), give_back=False)  # a repeated grant
-    if remediation.state is not RemediationState.PENDING:
-        return Started(state, (), give_back=True)
     operations = plan(remediation)
     steps = ", ".join(op.action.value for op in operations)
-    new_state, transition = record_change(
+    return record_change(
         state,
         remediation,
         Event.START,
@@ -133,7 +116,6 @@ def start(state: InstanceState | None, grant: Grant, now: datetime) -> Started:
         reason=f"started: {steps}",
         changes={"operations": operations},
     )
-    return Started(new_state, (transition,), give_back=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,16 +37,6 @@ def operation_id(remediation_id: str, step: int, action: str) -> str:
     return f"{remediation_id}.step-{step}.{action}"
 
 
-def cluster_key(cluster_id: str) -> str:
-    """The key of a cluster's execution slots (the per-cluster RUNNING limit)."""
-    return f"cluster:{cluster_id}"
-
-
 def policy_event_id(cluster_id: str, instance_id: str, kind: str, signal_key: str) -> str:
     """Id of the policy event of ``kind`` that the signal ``signal_key`` caused."""
     return str(uuid.uuid5(NAMESPACE, f"policy/{kind}/{cluster_id}/{instance_id}/{signal_key}"))
-
-
-def safety_key(cluster_id: str) -> str:
-    """The key of a cluster's safety state (blast radius, rate budget, pause)."""
-    return f"safety:{cluster_id}"

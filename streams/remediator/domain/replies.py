@@ -7,7 +7,7 @@ import enum
 from pydantic import BaseModel, ConfigDict, Field
 
 from remediator.domain.models import DecisionRecord, Identifier, OptOut, Remediation, Timestamp
-from remediator.domain.safety import ClusterSafety
+from remediator.domain.safety import Pause
 
 
 class ErrorCode(enum.StrEnum):
@@ -28,9 +28,6 @@ class Explanation(BaseModel):
     instance_id: Identifier
     opt_out: OptOut | None = None
     open_remediation: Remediation | None = None
-    proposed: Remediation | None = Field(
-        default=None, description="Would open; waiting for the cluster's admission."
-    )
     cooldown_until: Timestamp | None = Field(
         default=None, description="No automated remediation opens before this (event time)."
     )
@@ -43,6 +40,41 @@ class Explanation(BaseModel):
     recent: list[Remediation] = Field(
         default_factory=list, description="Recent closed remediations, newest first."
     )
+    last_signal_at: Timestamp | None = Field(
+        default=None, description="Event time of the newest signal seen for the instance."
+    )
+
+
+class SafetyView(BaseModel):
+    """A cluster's safety state, as ``GET …/clusters/{c}/safety`` shows it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    cluster_id: Identifier
+    paused: Pause | None = Field(description="Set while automated remediation is paused.")
+    tripped_at: Timestamp | None = Field(
+        description="Set while the blast-radius limit holds new automated remediations back."
+    )
+    known_instances: int
+    unhealthy_instances: list[str] = Field(
+        description="Instances with an open automated remediation (in progress counts)."
+    )
+    limit: int = Field(description="Open automated remediations allowed at once.")
+    resume_at: int = Field(description="Once tripped, new ones resume at this many or fewer.")
+    opened_last_hour: int = Field(
+        description="Automated remediations admitted in the hour before as_of (event time)."
+    )
+    rate_budget_per_hour: int | None
+    running: list[str] = Field(
+        default_factory=list, description="Instances whose remediation is RUNNING."
+    )
+    queued: list[str] = Field(
+        default_factory=list,
+        description="Instances whose PENDING remediation waits for a slot, first in line first.",
+    )
+    as_of: Timestamp | None = Field(
+        default=None, description="The newest event time seen in the cluster: the view's clock."
+    )
 
 
 class Reply(BaseModel):
@@ -52,7 +84,7 @@ class Reply(BaseModel):
     remediation: Remediation | None = None
     remediations: list[Remediation] | None = None
     explanation: Explanation | None = None
-    safety: ClusterSafety | None = None
+    safety: SafetyView | None = None
     created: bool = False
     error_code: ErrorCode | None = None
     error_message: str | None = None

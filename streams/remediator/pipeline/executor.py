@@ -1,11 +1,12 @@
 """The executor: carries RUNNING remediations out through the compute control plane.
 
 One asyncio task per RUNNING remediation whose instance this worker owns. It never writes
-state itself: it reads the instance's record from the table and sends
-:class:`~remediator.domain.execution.StepReport` messages on the inbox, which the
-instance's single writer applies (:func:`remediator.domain.execution.apply_report`) in
-order with everything else. The stream is never blocked by a step: the agent only hands
-work over (:meth:`Executor.observe`), the waiting happens here.
+state itself: it reads the instance's record as last made durable by the state owner
+(:meth:`Executor.observe`) and sends :class:`~remediator.domain.execution.StepReport`
+messages on the inbox, which the instance's single writer applies
+(:func:`remediator.domain.execution.apply_report`) in order with everything else. The
+stream is never blocked by a step: the owner only hands work over, the waiting happens
+here.
 
 For each step, in order:
 
@@ -19,8 +20,8 @@ For each step, in order:
    reported and recorded before the next step.
 
 After a crash or a rebalance the new owner finds the RUNNING remediations of its partitions
-in the table (:meth:`Executor.resume`, called when the rebalance and table recovery have
-ended) and continues each from its first step not done, polling the same operations.
+in the recovered tables (:meth:`Executor.resume`, called when the state owner has loaded
+them) and continues each from its first step not done, polling the same operations.
 Tasks are cancelled when a rebalance starts; a step in flight keeps running on the
 control plane and is picked up by whoever owns the instance next.
 """
@@ -31,18 +32,15 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
-import faust
 from mode import Service
 
 from remediator import failpoints
-from remediator.domain import correlate, ids, slots
-from remediator.domain.correlate import InstanceState
 from remediator.domain.execution import ReportKind, StepReport, running_remediation
 from remediator.domain.models import Operation, Remediation, StepState, dump_json
-from remediator.domain.slots import ClusterSlots
+from remediator.domain.state import InstanceState
 from remediator.pipeline.controlplane import (
     Backoff,
     ControlPlaneClient,
@@ -50,12 +48,12 @@ from remediator.pipeline.controlplane import (
     OperationState,
     OperationStatus,
 )
-from remediator.pipeline.messages import InboxMessage, Route
-from remediator.pipeline.publish import publish
+from remediator.pipeline.messages import InboxMessage, cluster_partition
+from remediator.pipeline.outbox import Record
 
 log = logging.getLogger(__name__)
 
-CLUSTER_PREFIX = ids.cluster_key("").encode()
+Deliver = Callable[[Sequence[Record]], Awaitable[object]]
 
 #: How long to wait for a report to be recorded before sending it again.
 RESEND_AFTER = 30.0
@@ -65,30 +63,29 @@ class Executor(Service):
     def __init__(
         self,
         *,
-        table: faust.types.TableT[bytes, bytes],
-        inbox: faust.TopicT,
+        inbox: str,
+        partitions: int,
+        deliver: Callable[[], Deliver],
         client: ControlPlaneClient,
-        partition_of: Callable[[bytes], int],
         poll: Backoff,
         step_timeout: timedelta,
         clock: Callable[[], datetime],
-        max_running_per_cluster: int,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
-        self._table = table
         self._inbox = inbox
+        self._partitions = partitions
+        self._deliver = deliver
         self.client = client
-        self._partition_of = partition_of
         self._poll = poll
         self._step_timeout = step_timeout
         self._clock = clock
-        self._limit = max_running_per_cluster
         self._rng = random.Random()  # noqa: S311 - jitter, not a secret
         self._running_tasks: dict[str, asyncio.Task[None]] = {}
         self._changed: dict[bytes, asyncio.Event] = {}
+        #: The instances' records as last made durable (what the steps are read from).
+        self._states: dict[bytes, InstanceState] = {}
         self._active = False
-        self._kicks: set[asyncio.Future[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -106,60 +103,29 @@ class Executor(Service):
         self._active = False
         for task in self._running_tasks.values():
             task.cancel()
+        self._states.clear()
 
-    def resume(self, partitions: Iterable[int]) -> None:
-        """The rebalance ended: carry on with the RUNNING remediations of ``partitions``."""
-        owned = set(partitions)
+    def resume(self, running: Sequence[tuple[bytes, InstanceState]]) -> None:
+        """The owned partitions are loaded: carry on with their RUNNING remediations."""
         self._active = True
         for task_id, task in list(self._running_tasks.items()):
             if task.done():
                 self._running_tasks.pop(task_id, None)
-        found = 0
-        kicks: list[tuple[bytes, bytes]] = []
-        for key, raw in list(self._table.items()):
-            if self._partition_of(key) not in owned:
-                continue  # a standby copy of another worker's partition
-            if key.startswith(CLUSTER_PREFIX):
-                cluster = ClusterSlots.model_validate_json(raw)
-                if slots.waiting_with_room(cluster, self._limit):
-                    kicks.append((key, self._admit(cluster.cluster_id)))
-                continue
-            if b"/" not in key:
-                continue  # a claim
-            state = InstanceState.model_validate_json(raw)
-            if state.proposal is not None:
-                # Its answer may have been lost with the previous owner: ask again.
-                request = correlate.propose(state.proposal)
-                message = InboxMessage(admission=request, route=Route.SAFETY)
-                kicks.append((ids.safety_key(request.cluster_id).encode(), dump_json(message)))
-            remediation = running_remediation(state)
-            if remediation is not None:
-                found += 1
-                self._spawn(key, remediation.id)
-        if found:
-            log.info("executor: resuming %d running remediation(s)", found)
-        if kicks:
-            log.info("executor: %d queue(s) and proposal(s) to revisit", len(kicks))
-            task = asyncio.ensure_future(publish(self._inbox, kicks))
-            self._kicks.add(task)
-            task.add_done_callback(self._kicks.discard)
-
-    def _admit(self, cluster_id: str) -> bytes:
-        request = slots.SlotRequest(
-            kind=slots.SlotRequestKind.ADMIT,
-            cluster_id=cluster_id,
-            instance_id="-",
-            remediation_id="-",
-            occurred_at=self._clock(),
-        )
-        return dump_json(InboxMessage(slot=request, route=Route.CLUSTER))
+        for key, state in running:
+            self.observe(key, state)
+        if running:
+            log.info("executor: resuming %d running remediation(s)", len(running))
 
     def observe(self, key: bytes, state: InstanceState) -> None:
-        """The instance agent wrote ``state``: wake waiters, start a task if it is RUNNING."""
+        """The owner made ``state`` durable: wake waiters, start a task if it is RUNNING."""
+        remediation = running_remediation(state)
+        if remediation is None:
+            self._states.pop(key, None)  # only RUNNING ones are ever read back
+        else:
+            self._states[key] = state
         event = self._changed.get(key)
         if event is not None:
             event.set()
-        remediation = running_remediation(state)
         if remediation is not None and self._active:
             self._spawn(key, remediation.id)
 
@@ -203,10 +169,7 @@ class Executor(Service):
                 await asyncio.sleep(delay)
 
     def _current(self, key: bytes, remediation_id: str) -> Remediation | None:
-        raw = self._table.get(key)
-        if raw is None:
-            return None
-        remediation = running_remediation(InstanceState.model_validate_json(raw))
+        remediation = running_remediation(self._states.get(key))
         if remediation is None or remediation.id != remediation_id:
             return None
         return remediation
@@ -290,10 +253,15 @@ class Executor(Service):
             error=error,
             observed_at=self._clock(),
         )
-        message = dump_json(InboxMessage(report=report))
+        record = Record(
+            self._inbox,
+            key,
+            dump_json(InboxMessage(report=report)),
+            cluster_partition(remediation.cluster_id, self._partitions),
+        )
         event = self._changed.setdefault(key, asyncio.Event())
         while True:
-            await publish(self._inbox, [(key, message)])
+            await self._deliver()([record])
             loop = asyncio.get_running_loop()
             deadline = loop.time() + RESEND_AFTER
             while loop.time() < deadline:

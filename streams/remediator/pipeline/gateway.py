@@ -1,9 +1,9 @@
 """The web views' way to the instance agents: send a command, await its reply.
 
-A view never writes a table (Faust refuses writes outside a stream, and only the owner
-of an instance's partition may change it). It sends the command to the inbox, keyed so
-that it lands in the instance's partition, and waits for the reply that the owning agent
-publishes on ``{app_id}-replies``, wherever that agent runs. Each worker reads the whole
+A view never writes a table (only the owner of a cluster's partition may change it). It
+sends the command to the inbox partition of the command's cluster (or of its id claim),
+and waits for the reply that the owning agent publishes on ``{app_id}-replies``, wherever
+that agent runs. Each worker reads the whole
 replies topic from its end, without a consumer group, and keeps the replies it waits for.
 """
 
@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from remediator.domain.commands import Command
 from remediator.domain.models import dump_json
 from remediator.domain.replies import Reply
-from remediator.pipeline.messages import InboxMessage, Route, command_key
+from remediator.pipeline.messages import InboxMessage, Route, command_key, command_partition
 
 log = logging.getLogger(__name__)
 
@@ -111,25 +111,28 @@ class Gateway(Service):
     async def ask(self, command: Command, route: Route = Route.INSTANCE) -> Reply:
         """Send ``command`` to its owner and return the reply; :class:`GatewayTimeout`."""
         key = command_key(command, route).encode()
-        (reply,) = await self._ask_all([(command, route, key, None)])
+        partition = command_partition(command, route, self.partitions)
+        (reply,) = await self._ask_all([(command, route, key, partition)])
         return reply
 
     async def scan(self, command: Command) -> list[Reply]:
-        """Send a cluster-wide LIST to every partition; one reply per partition."""
+        """A cluster-wide LIST: the whole cluster lives in one partition, one reply."""
+        return [await self.ask(command, Route.CLUSTER)]
+
+    async def ask_every_partition(self, command: Command, route: Route) -> list[Reply]:
+        """Send ``command`` to the owner of every partition; one reply per partition."""
         parts = [
             (
                 command.model_copy(update={"command_id": f"{command.command_id}/{p}"}),
-                Route.SCAN,
-                command_key(command, Route.SCAN).encode(),
+                route,
+                command_key(command, route).encode(),
                 p,
             )
             for p in range(self.partitions)
         ]
         return await self._ask_all(parts)
 
-    async def _ask_all(
-        self, parts: Sequence[tuple[Command, Route, bytes, int | None]]
-    ) -> list[Reply]:
+    async def _ask_all(self, parts: Sequence[tuple[Command, Route, bytes, int]]) -> list[Reply]:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._positioned.wait(), self.timeout)
         loop = asyncio.get_running_loop()

@@ -1,29 +1,48 @@
-"""The ingest agent: input topics -> validated, re-keyed signals on the instance inbox.
+"""The ingest agent: input topics -> validated health signals, applied or forwarded.
 
 Reads ``active-health-check-runs`` and ``passive-health-check-events`` as raw bytes,
-whatever their key. A message that fails validation goes to the dead-letter topic with a
-one-line reason and the agent moves on; a valid one is forwarded to the internal inbox
-keyed ``"{cluster_id}/{instance_id}"``, so everything about an instance meets in one
-partition. Forwarding is at-least-once (Faust flushes the producer before it commits the
-input offset); the instance agent drops the repeats.
+whatever their key, in batches. A message that fails validation goes to the dead-letter
+topic with a one-line reason and the agent moves on. A valid signal belongs to its
+cluster's partition (everything about a cluster has one writer): when this worker owns
+that partition, the signal is handed straight to the state owner (no hop through Kafka);
+otherwise it is forwarded to the inbox partition of its cluster, whose owner applies it.
+
+A batch's input offsets are acknowledged only once every signal in it was applied and
+made durable, or forwarded and acknowledged by the broker: at-least-once, and the state
+owner drops the repeats.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import cast
 
 import faust
-from faust.types import StreamT
+from faust.streams import Stream
+from faust.types import EventT, StreamT
 
 from remediator.domain import ids
 from remediator.domain.models import ActiveHealthCheckRun, PassiveHealthCheckEvent, dump_json
 
+from .context import Item, Origin
 from .decode import InvalidInput, dead_letter, decode_signal
-from .messages import InboxMessage
+from .messages import InboxMessage, cluster_partition
+from .outbox import Record
+from .processor import Processor
 
 log = logging.getLogger(__name__)
+
+
+def record_time(event: EventT[bytes], clock: Callable[[], datetime]) -> datetime:
+    """The input record's own timestamp: it stamps what the input causes, so a replay
+    stamps the same (the clock only when the record has none)."""
+    timestamp = event.message.timestamp
+    if timestamp is None or timestamp <= 0:
+        return clock()
+    return datetime.fromtimestamp(timestamp, UTC)
 
 
 def register_ingest(
@@ -31,8 +50,12 @@ def register_ingest(
     *,
     active_runs: faust.TopicT,
     passive_events: faust.TopicT,
-    inbox: faust.TopicT,
-    dead_letters: faust.TopicT,
+    inbox: str,
+    dead_letters: str,
+    processor: Processor,
+    partitions: int,
+    batch_max: int,
+    batch_wait: float,
     clock: Callable[[], datetime],
 ) -> faust.types.AgentT[bytes]:
     models: dict[str, type[ActiveHealthCheckRun] | type[PassiveHealthCheckEvent]] = {
@@ -43,39 +66,48 @@ def register_ingest(
         *models, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
 
-    async def ingest(stream: StreamT[bytes]) -> None:
-        async for event in stream.events():
-            message = event.message
-            raw = message.value
-            try:
-                signal = decode_signal(models[message.topic], raw)
-            except InvalidInput as exc:
-                letter = dead_letter(
-                    source_topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    key=message.key,
-                    payload=raw,
-                    error=str(exc),
-                    received_at=clock(),
-                )
-                log.warning(
-                    "dead-lettered %s[%d]@%d: %s",
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    letter.error,
-                )
-                await dead_letters.send(key=message.key, value=dump_json(letter))
-                continue
-            key = ids.instance_key(signal.cluster_id, signal.instance_id).encode()
-            await inbox.send(key=key, value=dump_json(InboxMessage.of_signal(signal)))
-            log.debug(
-                "forwarded %s[%d]@%d to the inbox as %s",
+    def read(event: EventT[bytes], local: list[Item], remote: list[Record]) -> None:
+        message = event.message
+        raw = message.value
+        try:
+            signal = decode_signal(models[message.topic], raw)
+        except InvalidInput as exc:
+            letter = dead_letter(
+                source_topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                key=message.key,
+                payload=raw,
+                error=str(exc),
+                received_at=clock(),
+            )
+            log.warning(
+                "dead-lettered %s[%d]@%d: %s",
                 message.topic,
                 message.partition,
                 message.offset,
-                key.decode(),
+                letter.error,
             )
+            remote.append(Record(dead_letters, message.key, dump_json(letter)))
+            return
+        partition = cluster_partition(signal.cluster_id, partitions)
+        key = ids.instance_key(signal.cluster_id, signal.instance_id).encode()
+        forwarded = InboxMessage.of_signal(signal)
+        now = record_time(event, clock)
+        if processor.owns(partition):
+            origin = Origin(message.topic, message.partition, message.offset, raw)
+            local.append(Item(partition, key, forwarded, now, origin))
+        else:
+            timestamp_ms = int(now.timestamp() * 1000)
+            remote.append(Record(inbox, key, dump_json(forwarded), partition, timestamp_ms))
+
+    async def ingest(stream: StreamT[bytes]) -> None:
+        # take_events is on faust's Stream, not on its StreamT protocol.
+        async for events in cast("Stream[bytes]", stream).take_events(batch_max, batch_wait):
+            local: list[Item] = []
+            remote: list[Record] = []
+            for event in events:
+                read(event, local, remote)
+            await asyncio.gather(processor.sender.deliver(remote), processor.apply(local))
 
     return app.agent(sources, name="ingest")(ingest)

@@ -1,23 +1,21 @@
-"""Messages on the internal per-instance topic (``{app_id}-instance-inbox``).
+"""Messages on the internal topic ``{app_id}-instance-inbox``, and where they go.
 
-Everything that changes an instance's remediations travels on that one topic, keyed
-``"{cluster_id}/{instance_id}"``, so that one agent applies it in order (invariant 4):
-health signals re-keyed by the ingest agent, and API commands sent by the web views.
+Everything about a cluster is applied by the one owner of the cluster's partition
+(invariant 4, and the cluster-wide safety rules need the whole cluster in one place), so
+the inbox is partitioned by ``cluster_id`` (:func:`cluster_partition`), whatever the key:
 
-The executor's traffic travels the same way: slot grants (:mod:`remediator.domain.slots`)
-and step reports (:mod:`remediator.domain.execution`) keyed by instance, so its changes are
-applied by the same single writer, in order with signals and commands.
+- health signals forwarded by the ingest agent when this worker does not own their
+  cluster (when it does, they are applied at once, without the hop), keyed
+  ``cluster/instance``;
+- API commands from the web views: on one instance (``instance``), on the whole cluster
+  (``cluster``: list, safety view, pause);
+- the executor's step reports, keyed ``cluster/instance``;
+- ``kick``: look at a cluster again (a worker that takes a cluster over asks for its
+  queue to be re-applied, e.g. after the RUNNING limit was raised).
 
-More routes use the same topic and agent, with other keys:
-- ``claim``: a CREATE with a client-specified id goes first to the key
-  ``claim:{remediation_id}``, whose owner reserves the id for one target across all
-  instances, then forwards the command to the instance;
-- ``scan``: a cluster-wide LIST is sent to every partition explicitly; each owner answers
-  from the instances it holds in that partition;
-- ``cluster``: slot requests for a cluster go to the key ``cluster:{cluster_id}``, whose
-  owner keeps the cluster's RUNNING limit and queue;
-- ``safety``: admission requests and the pause commands of a cluster go to the key
-  ``safety:{cluster_id}``, whose owner keeps its blast-radius count, budget and pause.
+One route is partitioned by something else: a CREATE with a client-specified id goes
+first to the partition of ``claim:{remediation_id}``, whose owner reserves the id across
+all clusters, then is forwarded to the cluster's partition.
 """
 
 from __future__ import annotations
@@ -28,18 +26,29 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from remediator.domain import ids
 from remediator.domain.commands import Command
-from remediator.domain.execution import Grant, StepReport
-from remediator.domain.models import ActiveHealthCheckRun, HealthSignal, PassiveHealthCheckEvent
-from remediator.domain.safety import AdmissionRequest, AdmissionVerdict
-from remediator.domain.slots import SlotRequest
+from remediator.domain.execution import StepReport
+from remediator.domain.models import (
+    ActiveHealthCheckRun,
+    HealthSignal,
+    Identifier,
+    PassiveHealthCheckEvent,
+)
+
+from .outbox import key_partition
 
 
 class Route(enum.StrEnum):
     INSTANCE = "instance"
     CLAIM = "claim"
-    SCAN = "scan"
     CLUSTER = "cluster"
-    SAFETY = "safety"
+
+
+class Kick(BaseModel):
+    """Re-apply a cluster's queue and limits (no change of its own)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cluster_id: Identifier
 
 
 class InboxMessage(BaseModel):
@@ -48,27 +57,14 @@ class InboxMessage(BaseModel):
     active_run: ActiveHealthCheckRun | None = None
     passive_event: PassiveHealthCheckEvent | None = None
     command: Command | None = None
-    grant: Grant | None = None
     report: StepReport | None = None
-    slot: SlotRequest | None = None
-    admission: AdmissionRequest | None = None
-    verdict: AdmissionVerdict | None = None
+    kick: Kick | None = None
     route: Route = Route.INSTANCE
 
     @model_validator(mode="after")
     def _exactly_one(self) -> InboxMessage:
-        items = (
-            self.active_run,
-            self.passive_event,
-            self.command,
-            self.grant,
-            self.report,
-            self.slot,
-            self.admission,
-            self.verdict,
-        )
-        present = [x for x in items if x is not None]
-        if len(present) != 1:
+        items = (self.active_run, self.passive_event, self.command, self.report, self.kick)
+        if sum(item is not None for item in items) != 1:
             raise ValueError("an inbox message carries exactly one item")
         return self
 
@@ -82,20 +78,32 @@ class InboxMessage(BaseModel):
     def signal(self) -> HealthSignal | None:
         return self.active_run or self.passive_event
 
+    @property
+    def cluster_id(self) -> str:
+        """The cluster this message is about (every message is about one)."""
+        item = self.active_run or self.passive_event or self.command or self.report or self.kick
+        assert item is not None  # noqa: S101 - guaranteed by _exactly_one
+        return item.cluster_id
+
+
+def cluster_partition(cluster_id: str, partitions: int) -> int:
+    """The inbox (and table) partition of everything about ``cluster_id``."""
+    return key_partition(cluster_id.encode(), partitions)
+
 
 def claim_key(remediation_id: str) -> str:
     return f"claim:{remediation_id}"
 
 
-def scan_key(cluster_id: str) -> str:
-    return f"scan:{cluster_id}"
-
-
 def command_key(command: Command, route: Route) -> str:
     if route is Route.CLAIM:
         return claim_key(command.remediation_id or command.command_id)
-    if route is Route.SCAN:
-        return scan_key(command.cluster_id)
-    if route is Route.SAFETY:
-        return ids.safety_key(command.cluster_id)
+    if route is Route.CLUSTER:
+        return command.cluster_id
     return ids.instance_key(command.cluster_id, command.instance_id)
+
+
+def command_partition(command: Command, route: Route, partitions: int) -> int:
+    if route is Route.CLAIM:
+        return key_partition(command_key(command, route).encode(), partitions)
+    return cluster_partition(command.cluster_id, partitions)

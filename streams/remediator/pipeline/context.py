@@ -1,0 +1,268 @@
+"""What a handler works with while a batch of inputs is applied, and what it leaves behind.
+
+Handlers (``pipeline/handlers.py``) decide with the pure core and record the outcome
+here, never doing I/O themselves: :class:`Context` hands them the decoded clusters, the
+logs kept outside the hot records, and collects a :class:`Batch` of effects that the
+processor then makes durable in the right order:
+
+1. outputs (transitions, policy events, replies, forwarded messages) and the archive
+   and decision logs, sent together, every ack awaited;
+2. then the hot state, in exactly the order it changed, so that what a crash leaves in
+   the changelog is always the state after some prefix of the inputs (a replay then
+   decides the rest exactly as the first time: same ids, same content);
+3. then, and only then, the inputs are acknowledged (their offsets may be committed).
+
+A cluster's own record (pause, tripped) is written as a barrier: everything before it is
+durable first, nothing after it is sent until it is, because it lives in another
+changelog and must never be recovered ahead of, or behind, the instances it governs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pydantic import TypeAdapter
+
+from remediator.domain import ids, safety, slots
+from remediator.domain.correlate import CorrelationConfig
+from remediator.domain.execution import start
+from remediator.domain.models import (
+    DecisionRecord,
+    PolicyEvent,
+    Remediation,
+    RemediationTransition,
+    dump_json,
+)
+from remediator.domain.replies import Reply
+from remediator.domain.safety import ClusterRecord
+from remediator.domain.state import InstanceState
+
+from .fleet import ClusterModel, Fleet
+from .messages import InboxMessage
+from .outbox import Record
+from .store import TableStore
+
+#: Closed remediations kept per instance in the archive (older ones are only on
+#: ``remediation-transitions``), and decisions kept per instance for ``explain``.
+MAX_ARCHIVED = 50
+MAX_DECISIONS = 50
+
+_remediations: TypeAdapter[Remediation] = TypeAdapter(Remediation)
+_decisions: TypeAdapter[DecisionRecord] = TypeAdapter(DecisionRecord)
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where an input came from (for logs and dead letters)."""
+
+    topic: str
+    partition: int
+    offset: int
+    raw: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One input for the state owner."""
+
+    partition: int  # the cluster's partition
+    key: bytes
+    message: InboxMessage
+    #: The input's own time (record timestamp, command or report time): what stamps the
+    #: changes it makes, so a replay stamps them the same.
+    now: datetime
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
+class Tables:
+    instances: TableStore
+    clusters: TableStore
+    archive: TableStore
+    decisions: TableStore
+    claims: TableStore
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    transitions: str
+    policy_events: str
+    replies: str
+    inbox: str
+    dead_letters: str
+
+
+@dataclass(slots=True)
+class Write:
+    store: TableStore
+    key: bytes
+    value: bytes | None
+    #: Written alone, after everything before it is durable (see the module docstring).
+    barrier: bool = False
+
+
+@dataclass
+class Batch:
+    outputs: list[Record] = field(default_factory=list)
+    writes: list[Write] = field(default_factory=list)
+    #: New values of the append-only logs (archive, decisions), by (table, key).
+    logs: dict[tuple[str, bytes], tuple[TableStore, bytes]] = field(default_factory=dict)
+    #: Hot records written, for the executor once they are durable.
+    written: dict[bytes, InstanceState] = field(default_factory=dict)
+    #: Lifecycle events applied (for failpoints named after them).
+    events: set[str] = field(default_factory=set)
+
+
+class Context:
+    """The handlers' view of the owned fleet during one batch."""
+
+    def __init__(
+        self,
+        *,
+        fleet: Fleet,
+        tables: Tables,
+        topics: Topics,
+        config: CorrelationConfig,
+        max_running_per_cluster: int,
+        partitions: int,
+    ) -> None:
+        self.fleet = fleet
+        self.tables = tables
+        self.topics = topics
+        self.config = config
+        self.policy = config.policy
+        self.max_running = max_running_per_cluster
+        self.partitions = partitions
+        self.batch = Batch()
+
+    # -- reading -------------------------------------------------------------------
+
+    def cluster(self, partition: int, cluster_id: str) -> ClusterModel:
+        return self.fleet.cluster(partition, cluster_id)
+
+    def _log(self, store: TableStore, key: bytes) -> bytes | None:
+        pending = self.batch.logs.get((store.name, key))
+        return pending[1] if pending is not None else store.get(key)
+
+    def archived(self, cluster_id: str, instance_id: str) -> list[Remediation]:
+        """The instance's closed remediations, newest first."""
+        raw = self._log(self.tables.archive, ids.instance_key(cluster_id, instance_id).encode())
+        return [_remediations.validate_json(line) for line in _lines(raw)]
+
+    def decisions(self, cluster_id: str, instance_id: str) -> list[DecisionRecord]:
+        """The instance's recent decisions, newest first."""
+        raw = self._log(self.tables.decisions, ids.instance_key(cluster_id, instance_id).encode())
+        return [_decisions.validate_json(line) for line in _lines(raw)]
+
+    # -- recording -----------------------------------------------------------------
+
+    def put(
+        self,
+        model: ClusterModel,
+        state: InstanceState,
+        transitions: Sequence[RemediationTransition] = (),
+        events: Sequence[PolicyEvent] = (),
+        decision: DecisionRecord | None = None,
+    ) -> None:
+        """An instance changed: its new hot record, what to publish, what to log."""
+        model.put(state)
+        key = state.key.encode()
+        batch = self.batch
+        batch.writes.append(Write(self.tables.instances, key, dump_json(state)))
+        batch.written[key] = state
+        for transition in transitions:
+            batch.outputs.append(Record(self.topics.transitions, key, dump_json(transition)))
+            if transition.event is not None:
+                batch.events.add(transition.event)
+            if transition.to_state.is_terminal:
+                self._append(
+                    self.tables.archive, key, dump_json(transition.remediation), MAX_ARCHIVED
+                )
+        self.publish_events(events)
+        if decision is not None:
+            self._append(self.tables.decisions, key, dump_json(decision), MAX_DECISIONS)
+
+    def put_cluster(self, model: ClusterModel, record: ClusterRecord) -> None:
+        """A cluster's own record changed (a barrier write: see the module docstring)."""
+        model.record = record
+        key = record.cluster_id.encode()
+        self.batch.writes.append(Write(self.tables.clusters, key, dump_json(record), barrier=True))
+
+    def publish_events(self, events: Sequence[PolicyEvent]) -> None:
+        for event in events:
+            # Keyed as alerting sees them: by instance, or by the cluster for cluster events.
+            key = (
+                ids.instance_key(event.cluster_id, event.instance_id)
+                if event.instance_id is not None and event.kind.value not in _CLUSTER_EVENTS
+                else event.cluster_id
+            )
+            self.batch.outputs.append(
+                Record(self.topics.policy_events, key.encode(), dump_json(event))
+            )
+
+    def reply(self, reply: Reply) -> None:
+        self.batch.outputs.append(
+            Record(self.topics.replies, reply.command_id.encode(), dump_json(reply))
+        )
+
+    def forward(self, partition: int, key: bytes, message: InboxMessage, now: datetime) -> None:
+        """Send a message on to the inbox partition of the cluster it is about."""
+        self.batch.outputs.append(
+            Record(self.topics.inbox, key, dump_json(message), partition, _millis(now))
+        )
+
+    def dead_letter(self, key: bytes | None, value: bytes) -> None:
+        self.batch.outputs.append(Record(self.topics.dead_letters, key, value))
+
+    def _append(self, store: TableStore, key: bytes, line: bytes, limit: int) -> None:
+        old = self._log(store, key)
+        if old is not None and (old == line or old.startswith(line + b"\n")):
+            return  # the same entry again (an input replayed after a crash)
+        self.batch.logs[(store.name, key)] = (store, append_line(old, line, limit))
+
+    # -- the cluster after a change --------------------------------------------------
+
+    def settle(self, model: ClusterModel, now: datetime) -> None:
+        """Apply what a cluster's new counts call for: resume a tripped blast radius,
+        start queued remediations while slots are free. Level-triggered, so doing it
+        again (after a replay, a takeover) changes nothing that is already done."""
+        if model.record.tripped_at is not None:
+            record, events = safety.reconcile(model.view(), self.policy, now)
+            if record != model.record:
+                self.put_cluster(model, record)
+                self.publish_events(events)
+        free = slots.due(len(model.running), len(model.queued), self.max_running)
+        for instance in model.next_queued()[:free]:
+            state = model.get(instance)
+            if state is None:  # pragma: no cover - queued implies a record
+                continue
+            started, transition = start(state, now)
+            self.put(model, started, (transition,))
+
+
+_CLUSTER_EVENTS = frozenset(
+    {"BLAST_RADIUS_TRIPPED", "BLAST_RADIUS_RESUMED", "CLUSTER_PAUSED", "CLUSTER_RESUMED"}
+)
+
+
+def append_line(old: bytes | None, line: bytes, limit: int) -> bytes:
+    """``line`` first, then at most ``limit - 1`` lines of ``old`` (JSON Lines, newest
+    first): an append costs a copy, not a parse of the history."""
+    if not old:
+        return line
+    end = -1
+    for _ in range(max(limit, 1) - 1):
+        end = old.find(b"\n", end + 1)
+        if end < 0:
+            return line + b"\n" + old
+    return line + b"\n" + old[:end] if end > 0 else line
+
+
+def _lines(raw: bytes | None) -> list[bytes]:
+    return [line for line in raw.split(b"\n") if line] if raw else []
+
+
+def _millis(at: datetime) -> int:
+    return int(at.timestamp() * 1000)

@@ -1,0 +1,126 @@
+"""The owned part of the fleet, decoded in memory: clusters, their instances, their counts.
+
+The tables are the source of truth (DESIGN.md invariant 5); this is their decoded image
+for the partitions this worker owns, so that a decision costs neither a parse nor a
+scan. Each :class:`ClusterModel` keeps the cluster's :class:`ClusterRecord` and its
+instances' hot records, and *derives* the counts that admission and the execution slots
+need (unhealthy instances, RUNNING and queued remediations, recent admissions), updated
+on every :meth:`ClusterModel.put` in O(1) or O(log n): the cost of a signal does not grow
+with the size of its cluster.
+
+Only the state owner (``pipeline/processor.py``) changes it, and always ahead of what is
+persisted: a model is rebuilt from the tables whenever partitions move.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from remediator.domain import slots
+from remediator.domain.models import Remediation, RemediationTrigger
+from remediator.domain.safety import ClusterRecord, ClusterView, budget_used
+from remediator.domain.state import InstanceState
+
+
+def _unhealthy(state: InstanceState | None) -> bool:
+    """An open automated remediation: counts against the blast radius."""
+    return (
+        state is not None
+        and state.open is not None
+        and state.open.remediation.trigger is RemediationTrigger.AUTOMATED
+    )
+
+
+def _open_record(state: InstanceState | None) -> Remediation | None:
+    return None if state is None or state.open is None else state.open.remediation
+
+
+@dataclass
+class ClusterModel:
+    cluster_id: str
+    record: ClusterRecord
+    instances: dict[str, InstanceState] = field(default_factory=dict)
+    unhealthy: set[str] = field(default_factory=set)
+    running: set[str] = field(default_factory=set)
+    #: Instance -> its PENDING remediation's place in the queue (see domain.slots).
+    queued: dict[str, tuple[datetime, str]] = field(default_factory=dict)
+    #: Event times of automated admissions, sorted (the hourly budget).
+    admissions: list[datetime] = field(default_factory=list)
+    #: Newest event time seen in the cluster (the clock of its safety view).
+    latest: datetime | None = None
+
+    def get(self, instance_id: str) -> InstanceState | None:
+        return self.instances.get(instance_id)
+
+    def put(self, state: InstanceState) -> None:
+        """Replace an instance's hot record and update the derived counts."""
+        instance = state.instance_id
+        old = self.instances.get(instance)
+        self.instances[instance] = state
+        _toggle(self.unhealthy, instance, _unhealthy(state))
+        current = _open_record(state)
+        _toggle(self.running, instance, slots.holds_slot(current))
+        if current is not None and slots.waiting(current):
+            self.queued[instance] = slots.queue_key(current)
+        else:
+            self.queued.pop(instance, None)
+        if old is None or old.admitted != state.admitted:
+            for at in old.admitted if old is not None else ():
+                index = bisect.bisect_left(self.admissions, at)
+                if index < len(self.admissions) and self.admissions[index] == at:
+                    del self.admissions[index]
+            for at in state.admitted:
+                bisect.insort(self.admissions, at)
+        if state.watermark is not None and (self.latest is None or state.watermark > self.latest):
+            self.latest = state.watermark
+
+    def view(self, asking: str | None = None) -> ClusterView:
+        """The cluster as admission sees it; ``asking`` (an instance maybe seen for the
+        first time right now) counts as known."""
+        known = len(self.instances) + (asking is not None and asking not in self.instances)
+        return ClusterView(
+            record=self.record,
+            known=known,
+            unhealthy=len(self.unhealthy),
+            admissions=self.admissions,
+        )
+
+    def budget_used(self) -> int:
+        return 0 if self.latest is None else budget_used(self.admissions, self.latest)
+
+    def next_queued(self) -> list[str]:
+        """Instances whose PENDING remediation waits for a slot, first in line first."""
+        return sorted(self.queued, key=self.queued.__getitem__)
+
+
+def _toggle(members: set[str], member: str, present: bool) -> None:
+    if present:
+        members.add(member)
+    else:
+        members.discard(member)
+
+
+@dataclass
+class Fleet:
+    """The clusters of the owned partitions, by partition."""
+
+    partitions: dict[int, dict[str, ClusterModel]] = field(default_factory=dict)
+
+    def cluster(self, partition: int, cluster_id: str) -> ClusterModel:
+        clusters = self.partitions.setdefault(partition, {})
+        model = clusters.get(cluster_id)
+        if model is None:
+            model = clusters[cluster_id] = ClusterModel(
+                cluster_id, ClusterRecord(cluster_id=cluster_id)
+            )
+        return model
+
+    def find(self, partition: int, cluster_id: str) -> ClusterModel | None:
+        return self.partitions.get(partition, {}).get(cluster_id)
+
+    def clusters(self) -> Iterator[ClusterModel]:
+        for clusters in self.partitions.values():
+            yield from clusters.values()

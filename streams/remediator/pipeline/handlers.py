@@ -1,0 +1,219 @@
+"""One handler per kind of input the state owner applies; :data:`HANDLERS` picks it.
+
+Each handler takes the batch's :class:`~remediator.pipeline.context.Context` and one
+:class:`~remediator.pipeline.context.Item`, asks the pure core what to do, and records
+the outcome in the context. None of them awaits anything: the inputs of a batch are
+applied one after the other, in order, against the in-memory state, and the processor
+makes the whole batch durable afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from remediator.domain import commands, correlate, execution, ids, safety
+from remediator.domain.commands import Claim, Command, CommandKind
+from remediator.domain.correlate import Outcome
+from remediator.domain.models import dump_json
+from remediator.domain.replies import Reply, SafetyView
+from remediator.domain.safety import ControlKind
+from remediator.domain.state import InstanceState
+
+from .context import Context, Item, Write
+from .fleet import ClusterModel
+from .messages import InboxMessage, Route, cluster_partition
+
+log = logging.getLogger("remediator.pipeline")
+
+Handler = Callable[[Context, Item], None]
+
+
+def on_signal(ctx: Context, item: Item) -> None:
+    """A health signal: correlate it with the instance, maybe open a remediation."""
+    signal = item.message.signal
+    assert signal is not None  # noqa: S101 - routed here because it is one
+    model = ctx.cluster(item.partition, signal.cluster_id)
+    decision = correlate.decide(
+        model.get(signal.instance_id), signal, item.now, ctx.config, model.view(signal.instance_id)
+    )
+    if decision.outcome in (Outcome.DUPLICATE, Outcome.STALE):
+        log.debug("%s %s", decision.outcome.value.lower(), correlate.signal_key(signal))
+        return
+    if decision.cluster is not None:
+        ctx.put_cluster(model, decision.cluster)
+    ctx.put(model, decision.state, decision.transitions, decision.events, decision.record)
+    ctx.settle(model, item.now)
+    if decision.transitions:
+        transition = decision.transitions[-1]
+        log.info(
+            "%s remediation %s on %s (%s)",
+            decision.outcome.value.lower(),
+            transition.remediation_id,
+            decision.state.key,
+            transition.reason,
+        )
+    elif decision.outcome in (Outcome.BLOCKED, Outcome.SHADOWED) and decision.verdict:
+        log.info("%s: %s", decision.state.key, decision.verdict.reason)
+
+
+def on_report(ctx: Context, item: Item) -> None:
+    """The executor's report on one step: record it (the writer is the only one who may)."""
+    report = item.message.report
+    assert report is not None  # noqa: S101
+    model = ctx.cluster(item.partition, report.cluster_id)
+    state = model.get(report.instance_id)
+    applied = execution.apply_report(state, report, item.now)
+    if applied.ignored:
+        log.debug("report %s ignored: %s", report.operation_id, applied.ignored)
+        return
+    ctx.put(model, applied.state, applied.transitions)
+    ctx.settle(model, item.now)
+    for transition in applied.transitions:
+        log.info(
+            "remediation %s on %s: %s",
+            transition.remediation_id,
+            applied.state.key,
+            transition.reason,
+        )
+
+
+def on_kick(ctx: Context, item: Item) -> None:
+    """Look at a cluster again: its limits may allow more than its last change did."""
+    kick = item.message.kick
+    assert kick is not None  # noqa: S101
+    ctx.settle(ctx.cluster(item.partition, kick.cluster_id), item.now)
+
+
+_READS = frozenset({CommandKind.GET, CommandKind.LIST, CommandKind.EXPLAIN})
+
+
+def on_command(ctx: Context, item: Item) -> None:
+    """An API command on one instance."""
+    command = _command(item)
+    model = ctx.cluster(item.partition, command.cluster_id)
+    state = model.get(command.instance_id)
+    handled = commands.handle(
+        state,
+        command,
+        item.now,
+        ctx.policy,
+        archived=lambda: ctx.archived(command.cluster_id, command.instance_id),
+        decisions=lambda: ctx.decisions(command.cluster_id, command.instance_id),
+    )
+    if command.kind not in _READS and (state is None or handled.state is not state):
+        ctx.put(model, handled.state, handled.transitions)
+        ctx.settle(model, item.now)
+    for transition in handled.transitions:
+        log.info(
+            "remediation %s on %s: %s -> %s by %s",
+            transition.remediation_id,
+            handled.state.key,
+            transition.from_state,
+            transition.to_state.value,
+            transition.actor,
+        )
+    ctx.reply(handled.reply)
+
+
+def on_cluster_command(ctx: Context, item: Item) -> None:
+    """An API command on a whole cluster: list it, show or change its safety state."""
+    command = _command(item)
+    model = ctx.cluster(item.partition, command.cluster_id)
+    if command.kind is CommandKind.LIST:
+        records = [
+            record
+            for state in model.instances.values()
+            for record in commands.all_remediations(state, _archive_of(ctx, state))
+        ]
+        ctx.reply(
+            Reply(command_id=command.command_id, remediations=commands.select(records, command))
+        )
+        return
+    if command.kind in (CommandKind.PAUSE, CommandKind.RESUME):
+        kind = ControlKind.PAUSE if command.kind is CommandKind.PAUSE else ControlKind.RESUME
+        record, events = safety.control(
+            model.record,
+            kind,
+            reason=command.reason or "",
+            principal=command.principal,
+            now=item.now,
+            cause=command.command_id,
+        )
+        if record != model.record:
+            ctx.put_cluster(model, record)
+            ctx.publish_events(events)
+            for event in events:
+                log.warning("%s: %s", event.kind.value, event.reason)
+    ctx.reply(Reply(command_id=command.command_id, safety=safety_view(ctx, model)))
+
+
+def _archive_of(ctx: Context, state: InstanceState) -> commands.Archived:
+    return lambda: ctx.archived(state.cluster_id, state.instance_id)
+
+
+def on_claim(ctx: Context, item: Item) -> None:
+    """Reserve a client-specified remediation id across all clusters, then pass the CREATE
+    on to its cluster's partition."""
+    command = _command(item)
+    key = item.key
+    raw = ctx.tables.claims.get(key)
+    existing = None if raw is None else Claim.model_validate_json(raw)
+    kept, refusal = commands.claim(existing, command)
+    if refusal is not None:
+        ctx.reply(refusal)
+        return
+    # Forward first: a crash before the claim lands replays this, and the instance
+    # answers a repeated command from its remembered replies.
+    partition = cluster_partition(command.cluster_id, ctx.partitions)
+    instance_key = ids.instance_key(command.cluster_id, command.instance_id).encode()
+    ctx.forward(
+        partition, instance_key, InboxMessage(command=command, route=Route.INSTANCE), item.now
+    )
+    if existing != kept:
+        ctx.batch.writes.append(Write(ctx.tables.claims, key, dump_json(kept)))
+
+
+def safety_view(ctx: Context, model: ClusterModel) -> SafetyView:
+    """A cluster's safety state, counted on the cluster's own (event-time) clock."""
+    known = len(model.instances)
+    radius = ctx.policy.blast_radius
+    return SafetyView(
+        cluster_id=model.cluster_id,
+        paused=model.record.paused,
+        tripped_at=model.record.tripped_at,
+        known_instances=known,
+        unhealthy_instances=sorted(model.unhealthy),
+        limit=radius.limit(known),
+        resume_at=radius.resume_at(known),
+        opened_last_hour=model.budget_used(),
+        rate_budget_per_hour=ctx.policy.rate_budget_per_hour,
+        running=sorted(model.running),
+        queued=model.next_queued(),
+        as_of=model.latest,
+    )
+
+
+def _command(item: Item) -> Command:
+    command = item.message.command
+    assert command is not None  # noqa: S101
+    return command
+
+
+def handler_for(message: InboxMessage) -> Handler:
+    """The handler of one inbox message."""
+    if message.signal is not None:
+        return on_signal
+    if message.report is not None:
+        return on_report
+    if message.kick is not None:
+        return on_kick
+    return HANDLERS[message.route]
+
+
+#: API commands by route (signals, reports and kicks are told apart by what they carry).
+HANDLERS: dict[Route, Handler] = {
+    Route.INSTANCE: on_command,
+    Route.CLUSTER: on_cluster_command,
+    Route.CLAIM: on_claim,
+}
