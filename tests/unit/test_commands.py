@@ -9,14 +9,15 @@ from typing import Any
 import pytest
 
 from remediator.domain import commands
-from remediator.domain.commands import Claim, Command, CommandKind, Cursor, handle
-from remediator.domain.correlate import InstanceState, decide
+from remediator.domain.commands import Claim, Command, CommandKind, Cursor, Handled, handle
+from remediator.domain.correlate import decide
 from remediator.domain.models import (
     RemediationMode,
     RemediationState,
     RemediationTrigger,
 )
 from remediator.domain.replies import ErrorCode
+from remediator.domain.state import InstanceState
 from tests.builders import T0, run
 
 NOW = T0 + timedelta(minutes=1)
@@ -35,6 +36,20 @@ def cmd(kind: CommandKind, **fields: Any) -> Command:
     }
     values.update(fields)
     return Command.model_validate(values)
+
+
+class Instance:
+    """One instance as its writer keeps it: the hot record, closed ones in the archive."""
+
+    def __init__(self, state: InstanceState | None = None) -> None:
+        self.state = state
+        self.archive: list[Any] = []
+
+    def handle(self, command: Command, now: Any = NOW) -> Handled:
+        handled = handle(self.state, command, now, archived=lambda: self.archive)
+        self.state = handled.state
+        self.archive[:0] = [t.remediation for t in handled.transitions if t.to_state.is_terminal]
+        return handled
 
 
 def automated() -> tuple[InstanceState, str]:
@@ -140,13 +155,16 @@ def test_refused_move_is_failed_precondition_and_changes_nothing(
     setup: list[CommandKind], kind: CommandKind
 ) -> None:
     state, rid = automated()
+    instance = Instance(state)
     for step in setup:
-        state = handle(state, cmd(step, remediation_id=rid), NOW).state
-    handled = handle(state, cmd(kind, remediation_id=rid), NOW)
+        instance.handle(cmd(step, remediation_id=rid))
+    before, archived = instance.state, list(instance.archive)
+    handled = instance.handle(cmd(kind, remediation_id=rid))
     assert handled.reply.error_code is ErrorCode.FAILED_PRECONDITION
+    assert "cannot" in (handled.reply.error_message or "")
     assert handled.transitions == ()
-    assert handled.state.open == state.open
-    assert handled.state.closed == state.closed
+    assert handled.state.open == before.open  # type: ignore[union-attr]
+    assert instance.archive == archived
 
 
 def test_unknown_remediation_is_not_found() -> None:
@@ -187,21 +205,16 @@ def test_get_and_list_read_without_changing_state() -> None:
 
 
 def test_list_is_newest_first_filtered_and_paged_by_cursor() -> None:
-    state = None
-    ids = []
+    instance = Instance()
     for minute in range(5):
-        created = handle(
-            state, cmd(K.CREATE, remediation_id=f"r{minute}"), T0 + timedelta(minutes=minute)
-        )
-        state = handle(created.state, cmd(K.CANCEL, remediation_id=f"r{minute}"), NOW).state
-        ids.append(f"r{minute}")
-    assert state is not None
-    page = handle(state, cmd(K.LIST, limit=2), NOW).reply.remediations or []
+        instance.handle(cmd(K.CREATE, remediation_id=f"r{minute}"), T0 + timedelta(minutes=minute))
+        instance.handle(cmd(K.CANCEL, remediation_id=f"r{minute}"))
+    page = instance.handle(cmd(K.LIST, limit=2)).reply.remediations or []
     assert [r.id for r in page] == ["r4", "r3"]
     cursor = Cursor(create_time=page[-1].create_time, id=page[-1].id)
-    rest = handle(state, cmd(K.LIST, limit=10, before=cursor), NOW).reply.remediations or []
+    rest = instance.handle(cmd(K.LIST, limit=10, before=cursor)).reply.remediations or []
     assert [r.id for r in rest] == ["r2", "r1", "r0"]
-    none = handle(state, cmd(K.LIST, states=["PENDING"]), NOW).reply.remediations
+    none = instance.handle(cmd(K.LIST, states=["PENDING"])).reply.remediations
     assert none == []
 
 

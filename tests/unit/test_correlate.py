@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 
 from remediator.domain import correlate, lifecycle
+from remediator.domain import state as instance
 from remediator.domain.correlate import (
     SYSTEM_PRINCIPAL,
     CorrelationConfig,
-    InstanceState,
     Outcome,
     decide,
 )
@@ -20,6 +20,7 @@ from remediator.domain.models import (
     RemediationState,
     RemediationTrigger,
 )
+from remediator.domain.state import InstanceState
 from tests.builders import T0, event, run
 
 NOW = T0 + timedelta(seconds=3)
@@ -101,7 +102,7 @@ def test_attaching_never_opens_a_second_remediation() -> None:
     assert state.open is not None
     assert len(state.open.remediation.signals) == 6
     assert state.open.sequence == 6
-    assert state.closed == []
+    assert state.past == []
 
 
 def test_second_failing_signal_of_same_kind_keeps_the_first_seed_id() -> None:
@@ -177,15 +178,16 @@ def test_attached_signals_are_bounded() -> None:
     assert len(capped.state.open.remediation.signals) == 2
 
 
-def test_terminal_change_moves_remediation_to_closed_and_frees_the_instance() -> None:
+def test_terminal_change_closes_the_remediation_and_frees_the_instance() -> None:
     state = decide(None, run(), NOW).state
     assert state.open is not None
-    state, transition = correlate.record_change(
+    state, transition = instance.record_change(
         state, state.open.remediation, Event.REJECT, now=NOW, actor="alice", reason="no"
     )
     assert transition.to_state is RemediationState.CANCELLED
+    assert transition.remediation.end_time == NOW  # the full record, for the archive
     assert state.open is None
-    assert state.closed[0].id == transition.remediation_id
+    assert state.past[0].id == transition.remediation_id
     after_cooldown = (NOW + timedelta(minutes=31)).isoformat()
     assert decide(state, run(), NOW).outcome is Outcome.BLOCKED  # cooldown
     reopened = decide(state, run(completed_at=after_cooldown), NOW + timedelta(minutes=31))
@@ -197,7 +199,7 @@ def test_record_creation_refuses_a_second_open_remediation() -> None:
     state = decide(None, run(), NOW).state
     assert state.open is not None
     with pytest.raises(lifecycle.IllegalTransition, match="already has open remediation"):
-        correlate.record_creation(
+        instance.record_creation(
             state,
             state.open.remediation.model_copy(update={"id": "other"}),
             Event.CREATE_AUTOMATED,
@@ -211,7 +213,7 @@ def test_refused_change_leaves_state_unchanged() -> None:
     state = decide(None, run(), NOW).state
     assert state.open is not None
     with pytest.raises(lifecycle.IllegalTransition):
-        correlate.record_change(
+        instance.record_change(
             state, state.open.remediation, Event.SUCCEED, now=NOW, actor="x", reason="y"
         )
     assert state.open.sequence == 1

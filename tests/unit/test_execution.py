@@ -1,4 +1,5 @@
-"""Carrying a remediation out, in the pure core: plans, grants, step reports, slots."""
+"""Carrying a remediation out: plans, starts, step reports in the pure core; the cluster's
+slots through the in-memory handlers (derived from the instances' own records)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,15 @@ from typing import Any
 
 import pytest
 
-from remediator.domain import execution, slots
+from remediator.domain import execution
 from remediator.domain.commands import Command, CommandKind, handle
-from remediator.domain.correlate import InstanceState
-from remediator.domain.execution import Grant, ReportKind, StepReport, apply_report, plan, start
-from remediator.domain.models import (
-    RemediationMode,
-    RemediationState,
-    RemediationTransition,
-    StepAction,
-    StepState,
-)
-from remediator.domain.slots import ClusterSlots, SlotRequest, SlotRequestKind
+from remediator.domain.execution import ReportKind, StepReport, apply_report, plan, start
+from remediator.domain.lifecycle import IllegalTransition
+from remediator.domain.models import RemediationMode, RemediationState, StepAction, StepState
+from remediator.domain.state import InstanceState
+from remediator.pipeline.messages import Route
 from tests.builders import T0
+from tests.harness import Harness
 
 S = RemediationState
 M = RemediationMode
@@ -41,10 +38,6 @@ def create(mode: M = M.HOST_AWARE, rid: str = "r1", instance: str = "i1") -> Ins
     return handle(None, command, T0).state
 
 
-def grant(rid: str = "r1", instance: str = "i1") -> Grant:
-    return Grant(remediation_id=rid, cluster_id="c1", instance_id=instance)
-
-
 def report(state: InstanceState, step: int, kind: ReportKind, **fields: Any) -> StepReport:
     assert state.open is not None
     rem = state.open.remediation
@@ -61,7 +54,7 @@ def report(state: InstanceState, step: int, kind: ReportKind, **fields: Any) -> 
 
 
 def running(mode: M = M.HOST_AWARE) -> InstanceState:
-    return start(create(mode), grant(), NOW).state
+    return start(create(mode), NOW)[0]
 
 
 @pytest.mark.parametrize(
@@ -97,48 +90,23 @@ def _open(state: InstanceState) -> Any:
     return state.open.remediation
 
 
-def test_a_grant_starts_a_pending_remediation_with_its_plan_recorded() -> None:
-    started = start(create(), grant(), NOW)
-    (t,) = started.transitions
+def test_starting_a_pending_remediation_records_its_plan() -> None:
+    state, t = start(create(), NOW)
     assert (t.from_state, t.to_state, t.event, t.sequence) == (S.PENDING, S.RUNNING, "START", 2)
-    rem = _open(started.state)
+    rem = _open(state)
     assert rem.start_time == NOW
     assert [op.action for op in rem.operations] == [
         StepAction.CORDON_HOST,
         StepAction.DELETE_VM,
         StepAction.PROVISION_VM,
     ]
-    assert not started.give_back
 
 
-def test_a_repeated_grant_changes_nothing_and_keeps_the_slot() -> None:
-    state = running()
-    again = start(state, grant(), NOW + timedelta(seconds=5))
-    assert again.state is state
-    assert again.transitions == ()
-    assert not again.give_back
-
-
-def test_a_grant_for_a_cancelled_remediation_is_given_back() -> None:
-    state = create()
-    cancel = Command(
-        command_id="x",
-        kind=CommandKind.CANCEL,
-        cluster_id="c1",
-        instance_id="i1",
-        principal="bob",
-        issued_at=T0,
-        remediation_id="r1",
-    )
-    cancelled = handle(state, cancel, T0).state
-    started = start(cancelled, grant(), NOW)
-    assert started.transitions == ()
-    assert started.give_back
-    assert started.state.closed[0].state is S.CANCELLED
-
-
-def test_a_grant_for_an_unknown_instance_is_given_back() -> None:
-    assert start(None, grant(), NOW).give_back
+def test_only_a_pending_remediation_starts() -> None:
+    with pytest.raises(IllegalTransition):
+        start(running(), NOW)
+    with pytest.raises(IllegalTransition):
+        start(InstanceState.empty("c1", "i1"), NOW)
 
 
 def test_steps_are_recorded_started_then_done_and_the_last_one_succeeds() -> None:
@@ -159,7 +127,7 @@ def test_steps_are_recorded_started_then_done_and_the_last_one_succeeds() -> Non
             assert (t.event, t.to_state) == ("STEP_DONE", S.RUNNING)
     assert (t.event, t.from_state, t.to_state) == ("SUCCEED", S.RUNNING, S.SUCCEEDED)
     assert state.open is None
-    done = state.closed[0]
+    done = t.remediation
     assert done.end_time == NOW
     assert [op.state for op in done.operations] == [StepState.DONE, StepState.DONE]
 
@@ -170,7 +138,8 @@ def test_a_failed_step_fails_the_remediation_with_its_error() -> None:
     applied = apply_report(state, report(state, 0, ReportKind.FAILED, error="host busy"), NOW)
     (t,) = applied.transitions
     assert (t.event, t.to_state) == ("FAIL", S.FAILED)
-    failed = applied.state.closed[0]
+    assert applied.state.open is None
+    failed = t.remediation
     assert failed.error_message == "CORDON_HOST failed: host busy"
     assert failed.operations[0].state is StepState.FAILED
     assert failed.operations[0].error == "host busy"
@@ -215,125 +184,125 @@ def test_running_remediation_finds_only_running_ones() -> None:
     assert rem.state is S.RUNNING
 
 
-# -- the cluster's slots ------------------------------------------------------------------
+# -- the cluster's slots -----------------------------------------------------------------
 
 
-def req(kind: SlotRequestKind, rid: str, instance: str | None = None) -> SlotRequest:
-    return SlotRequest(
-        kind=kind,
-        cluster_id="c1",
-        instance_id=instance or f"i-{rid}",
+def harness(limit: int) -> Harness:
+    return Harness(max_running=limit)
+
+
+def manual(h: Harness, instance: str, minute: float = 0) -> str:
+    """An operator's remediation (PENDING at once), created at ``minute``."""
+    rid = f"r-{instance}"
+    h.command(
+        CommandKind.CREATE,
+        instance_id=instance,
         remediation_id=rid,
-        occurred_at=NOW,
+        mode=M.REBOOT_VM,
+        now=T0 + timedelta(minutes=minute),
     )
+    return rid
 
 
-ENQ, REL = SlotRequestKind.ENQUEUE, SlotRequestKind.RELEASE
+def states(h: Harness, *instances: str) -> list[S | None]:
+    found = []
+    for instance in instances:
+        state = h.state("c1", instance)
+        found.append(None if state is None or state.open is None else state.open.remediation.state)
+    return found
 
 
-def feed(requests: list[SlotRequest], limit: int = 2) -> tuple[ClusterSlots, list[str]]:
-    current: ClusterSlots | None = None
-    granted: list[str] = []
-    for request in requests:
-        decision = slots.handle(current, request, limit)
-        current = decision.slots
-        granted += [g.remediation_id for g in decision.grants]
-    assert current is not None
-    return current, granted
+def finish(h: Harness, instance: str, minute: float = 5) -> None:
+    """Report every step of the instance's RUNNING remediation done."""
+    state = h.state("c1", instance)
+    assert state is not None
+    assert state.open is not None
+    for step, _ in enumerate(state.open.remediation.operations):
+        for kind in (ReportKind.STARTED, ReportKind.DONE):
+            current = h.state("c1", instance)
+            assert current is not None
+            h.report(report(current, step, kind), now=T0 + timedelta(minutes=minute))
 
 
-def test_at_most_limit_hold_a_slot_and_the_rest_wait_in_order() -> None:
-    state, granted = feed([req(ENQ, r) for r in ("a", "b", "c", "d")])
-    assert granted == ["a", "b"]
-    assert [e.remediation_id for e in state.queue] == ["c", "d"]
-    state, granted = feed([*(req(ENQ, r) for r in "abcd"), req(REL, "b"), req(REL, "a")])
-    assert granted == ["a", "b", "c", "d"]
-    assert [e.remediation_id for e in state.granted] == ["c", "d"]
+def test_at_most_limit_run_and_the_rest_wait_first_come_first_served() -> None:
+    h = harness(limit=2)
+    for n, instance in enumerate(("a", "b", "c", "d")):
+        manual(h, instance, minute=n)
+    assert states(h, "a", "b", "c", "d") == [S.RUNNING, S.RUNNING, S.PENDING, S.PENDING]
+    finish(h, "b")
+    assert states(h, "c", "d") == [S.RUNNING, S.PENDING]
+    view = h.command(CommandKind.SAFETY, instance_id="-", route=Route.CLUSTER).safety
+    assert view is not None
+    assert (view.running, view.queued) == (["a", "c"], ["d"])
 
 
-def test_a_release_of_a_queued_remediation_takes_it_out_of_the_queue() -> None:
-    state, granted = feed([req(ENQ, "a"), req(ENQ, "b"), req(REL, "b")], limit=1)
-    assert granted == ["a"]
-    assert state.queue == []
-    _, granted = feed([req(ENQ, "a"), req(ENQ, "b"), req(REL, "b"), req(REL, "a")], limit=1)
-    assert granted == ["a"]  # b was cancelled while waiting: never granted
+def test_the_next_one_starts_with_the_time_of_what_freed_its_slot() -> None:
+    """Deterministic: a replay of the same input starts it with the same content."""
+    h = harness(limit=1)
+    manual(h, "a", minute=0)
+    manual(h, "b", minute=1)
+    finish(h, "a", minute=7)
+    started = [t for t in h.transitions() if t.event == "START" and t.remediation_id == "r-b"]
+    assert [t.occurred_at for t in started] == [T0 + timedelta(minutes=7)]
 
 
-def test_slot_requests_are_idempotent() -> None:
-    once, granted_once = feed([req(ENQ, "a"), req(ENQ, "b"), req(REL, "a")], limit=1)
-    twice, granted_twice = feed(
-        [req(ENQ, "a"), req(ENQ, "a"), req(ENQ, "b"), req(REL, "a"), req(REL, "a")], limit=1
+def test_a_cancelled_waiting_remediation_leaves_the_queue_and_never_starts() -> None:
+    h = harness(limit=1)
+    manual(h, "a")
+    manual(h, "b", minute=1)
+    manual(h, "c", minute=2)
+    h.command(CommandKind.CANCEL, instance_id="b", remediation_id="r-b")
+    finish(h, "a")
+    assert states(h, "b", "c") == [None, S.RUNNING]
+    assert not [t for t in h.transitions() if t.remediation_id == "r-b" and t.event == "START"]
+
+
+def test_limit_zero_starts_nothing_and_a_kick_applies_a_raised_limit() -> None:
+    h = harness(limit=0)
+    manual(h, "a")
+    manual(h, "b", minute=1)
+    assert states(h, "a", "b") == [S.PENDING, S.PENDING]
+    h.max_running = 1  # a new worker with a higher limit takes the cluster over
+    h.kick()
+    assert states(h, "a", "b") == [S.RUNNING, S.PENDING]
+    h.kick()  # again: level-triggered, nothing more starts
+    assert states(h, "a", "b") == [S.RUNNING, S.PENDING]
+
+
+def test_a_lower_limit_starts_nothing_until_enough_have_finished() -> None:
+    h = harness(limit=3)
+    for n, instance in enumerate("abc"):
+        manual(h, instance, minute=n)
+    h.max_running = 1
+    manual(h, "d", minute=4)
+    assert states(h, "d") == [S.PENDING]
+    finish(h, "a")
+    assert states(h, "d") == [S.PENDING]  # b and c still hold more than the limit
+    finish(h, "b")
+    finish(h, "c")
+    assert states(h, "d") == [S.RUNNING]
+
+
+def test_a_replayed_last_report_starts_nothing_more() -> None:
+    h = harness(limit=1)
+    manual(h, "a")
+    manual(h, "b", minute=1)
+    state = h.state("c1", "a")
+    assert state is not None
+    assert state.open is not None
+    last = len(state.open.remediation.operations) - 1
+    finish(h, "a")
+    before = len(h.transitions())
+    done = StepReport(
+        remediation_id="r-a",
+        cluster_id="c1",
+        instance_id="a",
+        step=last,
+        operation_id=state.open.remediation.operations[last].operation_id,
+        kind=ReportKind.DONE,
+        observed_at=NOW,
     )
-    assert once == twice
-    assert granted_once == granted_twice == ["a", "b"]
-    # A late repeat of an ENQUEUE after its RELEASE does not queue it again.
-    late, granted = feed([req(ENQ, "a"), req(REL, "a"), req(ENQ, "a")], limit=1)
-    assert granted == ["a"]
-    assert late.queue == late.granted == []
-
-
-def test_released_ids_are_bounded() -> None:
-    requests = [req(k, str(n)) for n in range(slots.MAX_RELEASED + 10) for k in (ENQ, REL)]
-    state, _ = feed(requests)
-    assert len(state.released) == slots.MAX_RELEASED
-    assert state.released[-1] == str(slots.MAX_RELEASED + 9)
-
-
-def test_a_lower_limit_grants_nothing_until_enough_are_released() -> None:
-    state, _ = feed([req(ENQ, r) for r in "abc"], limit=3)
-    decision = slots.handle(state, req(ENQ, "d"), limit=1)
-    assert decision.grants == ()
-    decision = slots.handle(decision.slots, req(REL, "a"), limit=1)
-    assert decision.grants == ()
-
-
-def _t(from_state: S | None, to_state: S) -> RemediationTransition:
-    state = running()
-    rem = _open(state).model_copy(update={"state": to_state})
-    return RemediationTransition(
-        transition_id="t",
-        remediation_id=rem.id,
-        sequence=2,
-        from_state=from_state,
-        to_state=to_state,
-        occurred_at=NOW,
-        actor="x",
-        reason="y",
-        remediation=rem,
-    )
-
-
-@pytest.mark.parametrize(
-    ("from_state", "to_state", "expected"),
-    [
-        (None, S.PENDING, ENQ),  # manual create
-        (S.PENDING_APPROVAL, S.PENDING, ENQ),  # approved
-        (S.PENDING, S.CANCELLED, REL),
-        (S.PENDING, S.AUTO_RESOLVED, REL),
-        (S.RUNNING, S.SUCCEEDED, REL),
-        (S.RUNNING, S.FAILED, REL),
-        (S.PENDING, S.RUNNING, None),
-        (S.RUNNING, S.RUNNING, None),
-        (S.PENDING, S.PENDING, None),  # a signal attached
-        (None, S.PENDING_APPROVAL, None),
-        (S.PENDING_APPROVAL, S.CANCELLED, None),  # rejected: never held a slot
-    ],
-)
-def test_which_transitions_ask_for_or_give_back_a_slot(
-    from_state: S | None, to_state: S, expected: SlotRequestKind | None
-) -> None:
-    requests = slots.requests_for([_t(from_state, to_state)])
-    assert [r.kind for r in requests] == ([] if expected is None else [expected])
-
-
-def test_admit_changes_nothing_but_grants_what_a_raised_limit_allows() -> None:
-    state, granted = feed([req(ENQ, r) for r in "abc"], limit=0)
-    assert granted == []
-    assert slots.waiting_with_room(state, 2)
-    assert not slots.waiting_with_room(state, 0)
-    decision = slots.handle(state, req(SlotRequestKind.ADMIT, "-", "-"), limit=2)
-    assert [g.remediation_id for g in decision.grants] == ["a", "b"]
-    assert not slots.waiting_with_room(decision.slots, 2)
-    again = slots.handle(decision.slots, req(SlotRequestKind.ADMIT, "-", "-"), limit=2)
-    assert again.grants == ()
-    assert again.slots == decision.slots
+    h.report(done)  # redelivered after a crash
+    h.kick()
+    assert len(h.transitions()) == before
+    assert states(h, "b") == [S.RUNNING]

@@ -12,24 +12,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from remediator.domain import correlate, execution, slots
-from remediator.domain.correlate import (
-    CorrelationConfig,
-    InstanceState,
-    OptOut,
-    Outcome,
-    decide,
-    record_change,
-)
-from remediator.domain.execution import Grant, ReportKind, StepReport
+from remediator.domain.commands import CommandKind
+from remediator.domain.correlate import CorrelationConfig, Outcome, decide
+from remediator.domain.execution import ReportKind, StepReport
 from remediator.domain.lifecycle import Event
 from remediator.domain.models import (
     HealthSignal,
+    OptOut,
     PolicyEventKind,
     RemediationMode,
     RemediationState,
 )
 from remediator.domain.policy import Policy, default_policy_text, parse_policy
+from remediator.domain.state import InstanceState, record_change
 from tests.builders import T0, event, run
+from tests.harness import Harness
 
 M = RemediationMode
 S = RemediationState
@@ -77,9 +74,7 @@ def finish(state: InstanceState, when: datetime, outcome: str = "SUCCEEDED") -> 
     rem = state.open.remediation
     if rem.state is S.PENDING_APPROVAL:
         state, _ = record_change(state, rem, Event.APPROVE, now=when, actor="alice", reason="ok")
-    state = execution.start(
-        state, Grant(remediation_id=rem.id, cluster_id="c1", instance_id="i1"), when
-    ).state
+    state, _ = execution.start(state, when)
     assert state.open is not None
     for index, op in enumerate(state.open.remediation.operations):
         for kind in (
@@ -155,16 +150,20 @@ def test_a_passed_run_of_the_opening_test_auto_resolves_too() -> None:
     assert decisions[1].outcome is Outcome.RESOLVED
 
 
-def test_auto_resolve_of_an_approved_waiting_one_gives_its_slot_back() -> None:
-    state, _ = feed([firing(0)], config())
+def test_auto_resolve_of_an_approved_waiting_one_leaves_the_queue() -> None:
+    harness = Harness(config().policy, max_running=0)  # execution off: it waits PENDING
+    harness.signal(firing(0))
+    state = harness.state()
+    assert state is not None
     assert state.open is not None
-    state, _ = record_change(
-        state, state.open.remediation, Event.APPROVE, now=at(1), actor="a", reason="ok"
-    )
-    state, decisions = feed([resolved(2)], config(), state)
-    (t,) = decisions[0].transitions
+    harness.command(CommandKind.APPROVE, remediation_id=state.open.remediation.id, now=at(1))
+    model = harness.fleet.find(0, "c1")
+    assert model is not None
+    assert model.queued.keys() == {"i1"}
+    harness.signal(resolved(2), now=at(2))
+    t = harness.transitions()[-1]
     assert (t.from_state, t.to_state) == (S.PENDING, S.AUTO_RESOLVED)
-    assert [r.kind for r in slots.requests_for([t])] == [slots.SlotRequestKind.RELEASE]
+    assert model.queued == {}
 
 
 def test_clearing_too_late_or_another_alert_or_a_running_one_does_not_auto_resolve() -> None:
@@ -177,13 +176,17 @@ def test_clearing_too_late_or_another_alert_or_a_running_one_does_not_auto_resol
     state, _ = record_change(
         state, state.open.remediation, Event.APPROVE, now=at(0), actor="a", reason="ok"
     )
-    state = execution.start(
-        state,
-        Grant(remediation_id=state.open.remediation.id, cluster_id="c1", instance_id="i1"),
-        at(0),
-    ).state  # type: ignore[union-attr]
+    state, _ = execution.start(state, at(0))
     _, running = feed([resolved(1)], config(), state)
     assert running[0].outcome is Outcome.RECORDED
+
+
+def test_a_clear_older_than_the_signal_that_opened_it_does_not_auto_resolve() -> None:
+    """Input may come out of order: a pass from before the failure says nothing of it."""
+    _, decisions = feed([firing(5), resolved(3)], config())
+    assert decisions[1].outcome is Outcome.RECORDED
+    _, in_order = feed([firing(5), resolved(6)], config())
+    assert in_order[1].outcome is Outcome.RESOLVED
 
 
 def test_without_a_window_it_auto_resolves_whenever_it_clears_while_waiting() -> None:
@@ -318,9 +321,7 @@ def test_a_cluster_can_auto_approve_chosen_faults() -> None:
     )
     assert state.open is not None
     assert state.open.remediation.reviewed_by == "Auto-Approved"
-    assert [r.kind for r in slots.requests_for(decisions[0].transitions)] == [
-        slots.SlotRequestKind.ENQUEUE
-    ]
+    assert slots.waiting(state.open.remediation)  # straight to the executor's queue
     # Another rule, or another cluster, still waits for a human.
     state, decisions = feed([firing(0, "IBLinkFlapping")], cfg)
     assert [t.to_state for t in decisions[0].transitions] == [S.PENDING_APPROVAL]
@@ -356,17 +357,30 @@ def test_policy_event_ids_are_stable_on_replay() -> None:
 # -- explain ------------------------------------------------------------------------------
 
 
-def test_every_decision_is_remembered_with_its_rule_and_reason() -> None:
-    state, _ = feed([firing(0), firing(1), resolved(2), firing(3, severity="WARNING")], config())
-    outcomes = [(d.outcome, d.rule) for d in reversed(state.decisions)]
+def test_every_decision_that_matters_is_remembered_with_its_rule_and_reason() -> None:
+    harness = Harness(config().policy)
+    harness.signal(
+        firing(0),
+        firing(1),
+        resolved(2),
+        firing(3, severity="WARNING"),  # changed nothing: not worth a line
+        run(result="PASSED", completed_at=iso(4)),  # likewise
+        firing(5, "KubeNodeDiskPressure"),  # failing, recorded only: worth a line
+    )
+    explained = harness.command(CommandKind.EXPLAIN).explanation
+    assert explained is not None
+    outcomes = [(d.outcome, d.rule) for d in reversed(explained.decisions)]
     assert outcomes == [
         ("OPENED", "reboot-faults"),
         ("ATTACHED", "reboot-faults"),
         ("RESOLVED", "alert:NpdKernelDeadlock"),
-        ("RECORDED", "severity:WARNING"),
+        ("RECORDED", "record-only"),
     ]
-    assert state.decisions[-1].remediation_id is not None
-    bounded = feed([firing(m, alert="KubeNodeDiskPressure") for m in range(80)], config())[0]
+    assert explained.decisions[-1].remediation_id is not None
+    assert explained.last_signal_at == at(5)
+    harness.signal(*(firing(m, alert="KubeNodeDiskPressure") for m in range(10, 90)))
+    bounded = harness.command(CommandKind.EXPLAIN).explanation
+    assert bounded is not None
     assert len(bounded.decisions) == 50
 
 
