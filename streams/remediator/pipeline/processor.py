@@ -219,13 +219,13 @@ class Processor:
         self._persisted(await sender.deliver([*batch.outputs, *logs]))
         if any(r.topic == self.topics.transitions for r in batch.outputs):
             await failpoints.hit("instances.after_publish")
-        await self._write(batch.writes)
+        await self._write(batch.writes)  # every write acknowledged when this returns
         if batch.writes:
-            await failpoints.hit("instances.after_state_write", self.app.producer.flush)
+            await failpoints.hit("instances.after_state_write")
             for event in sorted(batch.events):
                 point = _EVENT_FAILPOINTS.get(event)
                 if point is not None:
-                    await failpoints.hit(point, self.app.producer.flush)
+                    await failpoints.hit(point)
         for key, state in batch.written.items():
             self.executor.observe(key, state)
 
