@@ -259,7 +259,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         # Batches of a few hundred records per partition and request (transitions carry
         # the whole record): fewer, larger produce requests.
         producer_max_batch_size=256 * 1024,
-        producer_linger=0.005,
+        producer_linger=0.0,
         datadir=str(settings.data_dir / settings.app_id),
         web_bind=settings.web_host,
         web_host=settings.web_host,

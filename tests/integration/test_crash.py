@@ -137,3 +137,31 @@ async def test_a_stalled_partition_is_re_seeked_and_its_records_processed(
     else:
         with pytest.raises(AssertionError, match="only 0 of 1"):
             await kafka.read(names.transitions, at_least=1, timeout=12)
+
+
+async def test_kill_in_the_middle_of_a_batchs_state_writes_replays_it_exactly(
+    start_worker: Callable[..., WorkerProcess], kafka: Kafka, names: Names
+) -> None:
+    """A batch of many signals, killed when half of its state writes are in the changelog:
+    the replay finds some instances done and the rest not, and ends with exactly one
+    remediation per instance, every transition re-sent identical (same id, same content)."""
+    instances = [f"inst-{n:02d}" for n in range(30)]
+    runs = [run_payload(cluster_id="cl-b", instance_id=i) for i in instances]
+    # Produced before the worker starts, so that they arrive as one batch.
+    for run in runs:
+        await kafka.produce(names.active, run, key=run["instance_id"].encode())
+    doomed = start_worker(wait=False, REMEDIATOR_TEST_FAILPOINTS="batch.partial_write")
+    wait_for_death(doomed)
+    assert "failpoint batch.partial_write" in doomed.log()
+
+    start_worker()
+    transitions = await kafka.read(names.transitions, at_least=len(instances), settle=3.0)
+    by_id: dict[object, list[dict[str, object]]] = {}
+    for t in transitions:
+        by_id.setdefault(t["transition_id"], []).append(t)
+    for repeats in by_id.values():
+        contents = [{k: v for k, v in t.items() if k != "_key"} for t in repeats]
+        assert all(c == contents[0] for c in contents), contents
+    assert Counter(t[0]["_key"] for t in by_id.values()) == Counter(
+        {f"cl-b/{i}": 1 for i in instances}
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+import httpx
 import orjson
 
 from tests.builders import event_payload, run_payload
@@ -115,4 +116,28 @@ async def test_non_json_and_binary_input_is_dead_lettered_readably(
     assert [letter["payload_encoding"] for letter in letters] == [None, "base64"]
     assert letters[0]["payload"] == "this is not json"
     assert all("not valid JSON" in letter["error"] for letter in letters)
+    assert len(transitions) == 1
+
+
+async def test_with_the_rocksdict_store_state_survives_a_restart_on_local_disk(
+    start_worker: Callable[..., WorkerProcess], kafka: Kafka, names: Names
+) -> None:
+    store = {"REMEDIATOR_TABLE_STORE": "rocksdict", "REMEDIATOR_API_TOKENS": "ops=t"}
+    worker = start_worker(**store)
+    run = run_payload(cluster_id="cl-r", instance_id="inst-1")
+    await kafka.produce(names.active, run, key=b"inst-1")
+    (opened,) = await kafka.read(names.transitions, at_least=1)
+    assert worker.stop() == 0
+    assert list((worker.log_path.parent / "data").rglob("*.sst")) or list(
+        (worker.log_path.parent / "data").rglob("CURRENT")
+    ), "no RocksDB files under the data dir"
+
+    again = start_worker(**store)
+    await kafka.produce(names.active, run, key=b"inst-1")  # a repeat: still counted once
+    headers = {"Authorization": "Bearer t"}
+    url = f"{again.base_url}/v1/compute/clusters/cl-r/instances/inst-1/remediations"
+    async with httpx.AsyncClient(headers=headers, timeout=30) as client:
+        listed = (await client.get(url)).json()["remediations"]
+    assert [r["id"] for r in listed] == [opened["remediation_id"]]
+    transitions = await kafka.read(names.transitions, at_least=1, settle=3.0)
     assert len(transitions) == 1

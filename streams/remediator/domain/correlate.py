@@ -307,19 +307,19 @@ def _open_if_allowed(
         event = _policy_event(state, PolicyEventKind.SHADOW_OPEN, key, signal, verdict, reason, now)
         return Decision(state, (), Outcome.SHADOWED, _with_reason(verdict, reason), (event,))
 
-    remediation = _automated(signal, key, mode, verdict, now)
     if verdict.rule in state.strikes:
         state = state.model_copy(
             update={"strikes": {k: v for k, v in state.strikes.items() if k != verdict.rule}}
         )
+    rid = ids.automated_remediation_id(signal.cluster_id, signal.instance_id, key)
     if cluster is None:
-        state, opened = _open(state, remediation, policy, now)
+        state, opened = _open(state, _automated(rid, signal, mode, verdict, now), policy, now)
         return Decision(state, opened, Outcome.OPENED, verdict)
 
     proposal = Proposal(
         cluster_id=signal.cluster_id,
         instance_id=signal.instance_id,
-        remediation_id=remediation.id,
+        remediation_id=rid,
         rule=verdict.rule,
         mode=mode,
         at=at,
@@ -329,19 +329,21 @@ def _open_if_allowed(
     if not admission.admitted:
         held = _held(state, verdict, admission.reason)
         return Decision(held.state, (), held.outcome, held.verdict, admission.events, changed)
+    # Built only once admitted: in a storm most proposals are refused.
+    remediation = _automated(rid, signal, mode, verdict, now)
     state, opened = _open(state.admit(at), remediation, policy, now)
     verdict = _with_reason(verdict, f"{verdict.reason} ({admission.reason})")
     return Decision(state, opened, Outcome.OPENED, verdict, admission.events, changed)
 
 
 def _automated(
-    signal: HealthSignal, key: str, mode: RemediationMode, verdict: Verdict, now: datetime
+    rid: str, signal: HealthSignal, mode: RemediationMode, verdict: Verdict, now: datetime
 ) -> Remediation:
-    """The automated remediation ``signal`` opens (its id derived from the signal)."""
+    """The automated remediation ``signal`` opens (``rid`` is derived from the signal)."""
     run_id = str(signal.run_id) if isinstance(signal, ActiveHealthCheckRun) else None
     event_id = None if isinstance(signal, ActiveHealthCheckRun) else str(signal.event_id)
     return Remediation(
-        id=ids.automated_remediation_id(signal.cluster_id, signal.instance_id, key),
+        id=rid,
         cluster_id=signal.cluster_id,
         instance_id=signal.instance_id,
         instance_name=signal.instance_name,

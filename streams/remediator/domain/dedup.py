@@ -103,4 +103,5 @@ class RecentIds(BaseModel):
             newest_forgotten: int = _TIME.unpack_from(times, (cut - 1) * _DIGEST)[0]
             floor = newest_forgotten if floor is None else max(floor, newest_forgotten)
             digests, times = digests[cut * _DIGEST :], times[cut * _DIGEST :]
-        return RecentIds(digests=digests, times=times, floor=floor)
+        # Built from values just computed here: no validation needed (a hot path).
+        return RecentIds.model_construct(digests=digests, times=times, floor=floor)

@@ -54,7 +54,9 @@ def on_signal(ctx: Context, item: Item) -> None:
             transition.reason,
         )
     elif decision.outcome in (Outcome.BLOCKED, Outcome.SHADOWED) and decision.verdict:
-        log.info("%s: %s", decision.state.key, decision.verdict.reason)
+        # Debug only: in a storm every refused signal would be a line; the cluster's
+        # policy event says it once, and explain tells each instance's story.
+        log.debug("%s: %s", decision.state.key, decision.verdict.reason)
 
 
 def on_report(ctx: Context, item: Item) -> None:

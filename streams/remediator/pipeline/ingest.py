@@ -104,6 +104,7 @@ def register_ingest(
     async def ingest(stream: StreamT[bytes]) -> None:
         # take_events is on faust's Stream, not on its StreamT protocol.
         async for events in cast("Stream[bytes]", stream).take_events(batch_max, batch_wait):
+            await processor.reload()  # after a rebalance: know what is owned before sorting
             local: list[Item] = []
             remote: list[Record] = []
             for event in events:

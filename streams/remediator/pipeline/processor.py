@@ -112,6 +112,8 @@ class Processor:
 
     async def reload(self) -> None:
         """Rebuild the fleet image for the partitions owned now (if not done already)."""
+        if self._generation == self.app.consumer_generation_id:
+            return
         async with self._lock:
             await self._ensure_loaded()
 
@@ -169,6 +171,8 @@ class Processor:
     async def apply(self, items: Sequence[Item]) -> None:
         """Apply ``items`` in order and make their effects durable; see the module
         docstring. Returns once the caller may acknowledge them."""
+        if not items:
+            return
         async with self._lock:
             await self._ensure_loaded()
             ctx = Context(
