@@ -134,6 +134,14 @@ async def test_an_unmappable_alert_is_dead_lettered_and_the_rest_goes_through(
     assert letter["received_at"] == "2026-11-24T12:05:00Z"
 
 
+async def test_a_dead_letter_says_which_alert_even_without_a_receiver_name(
+    client: TestClient[Any, Any], producer: FakeProducer
+) -> None:
+    status, body = await post(client, {"version": "4", "alerts": [{"status": "x", "labels": {}}]})
+    assert (status, body["dead_lettered"]) == (200, 1)
+    assert body["errors"] == ["alerts[0]: status 'x' is neither 'firing' nor 'resolved'"]
+
+
 async def test_a_notification_without_alerts_produces_nothing(
     client: TestClient[Any, Any], producer: FakeProducer
 ) -> None:
@@ -246,3 +254,11 @@ async def test_a_broker_that_does_not_acknowledge_in_time_is_503(
     status, body = await post(client, sample())
     assert status == 503
     assert "did not acknowledge within 0.2s" in assert_error(body, 503, "UNAVAILABLE")
+
+
+def test_the_openapi_document_lists_the_webhook() -> None:
+    from remediator.api import openapi
+
+    operation = openapi.build()["paths"][ALERTMANAGER]["post"]
+    assert set(operation["responses"]) == {"200", "400", "401", "503"}
+    assert operation["requestBody"]["required"] is True

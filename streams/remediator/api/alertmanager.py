@@ -111,14 +111,16 @@ class AlertmanagerReceiver:
             try:
                 event = to_event(alert, self.labels)
             except Unmappable as exc:
-                reason = f"alerts[{index}] of receiver {payload.receiver!r}: {exc}"
+                where = f"alerts[{index}]"
+                if payload.receiver:
+                    where += f" of receiver {payload.receiver!r}"
                 letter = dead_letter(
                     source_topic=SOURCE,
                     partition=-1,
                     offset=-1,
                     key=None,
                     payload=orjson.dumps(original),
-                    error=reason,
+                    error=f"{where}: {exc}",
                     received_at=received_at,
                 )
                 letters.append((None, dump_json(letter)))

@@ -32,7 +32,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -72,8 +71,6 @@ _MAX_LABELS_SHOWN = 10
 
 _timestamp: TypeAdapter[datetime] = TypeAdapter(Timestamp)
 
-Labels = Annotated[dict[str, str], Field(description="Label name to value.")]
-
 
 class _Payload(BaseModel):
     # Strict: a number where a string belongs is a malformed request, not something to
@@ -83,16 +80,15 @@ class _Payload(BaseModel):
 
 
 class AlertmanagerAlert(_Payload):
-    """One alert of a webhook notification.
+    """One alert of a webhook notification. Only its shape is checked on receipt: an alert
+    whose values cannot be used (status, timestamps, the labels needed) is dead-lettered,
+    and the rest of the notification still goes through."""
 
-    Only the shape is checked here; the values (status, timestamps, the labels needed)
-    are checked by :func:`to_event`, so that one bad alert is dead-lettered instead of
-    failing the whole notification.
-    """
+    # The values are checked by to_event, not here, for exactly that reason.
 
     status: str = Field(description="'firing' or 'resolved'.")
-    labels: Labels
-    annotations: Labels = Field(default_factory=dict)
+    labels: dict[str, str] = Field(description="The alert's identity: alertname, the instance, ...")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Descriptive text.")
     starts_at: str | None = Field(default=None, alias="startsAt", description="RFC 3339.")
     ends_at: str | None = Field(
         default=None,
@@ -115,9 +111,9 @@ class AlertmanagerWebhook(_Payload):
     )
     status: str | None = Field(default=None, description="Of the group: firing or resolved.")
     receiver: str | None = None
-    group_labels: Labels = Field(default_factory=dict, alias="groupLabels")
-    common_labels: Labels = Field(default_factory=dict, alias="commonLabels")
-    common_annotations: Labels = Field(default_factory=dict, alias="commonAnnotations")
+    group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")
+    common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")
+    common_annotations: dict[str, str] = Field(default_factory=dict, alias="commonAnnotations")
     external_url: str | None = Field(default=None, alias="externalURL")
     alerts: list[AlertmanagerAlert]
 
