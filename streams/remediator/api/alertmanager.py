@@ -36,7 +36,7 @@ from remediator.api.alertmanager_mapping import (
     to_event,
 )
 from remediator.api.errors import ApiError
-from remediator.domain.models import dump_json
+from remediator.domain.models import DeadLetter, dump_json
 from remediator.pipeline.decode import dead_letter, describe
 from remediator.settings import Settings
 
@@ -103,10 +103,29 @@ class AlertmanagerReceiver:
     async def receive(self, request: web.Request) -> web.Response:
         principal = self.authenticate(request)
         alerts, payload = _parse(await _read(request))
+        events, letters = self._map(payload, alerts)
+        await self._deliver(events, [(None, dump_json(letter)) for letter in letters])
+        if payload.truncated_alerts:
+            log.warning(
+                "Alertmanager left %d alert(s) of group %s out (max_alerts)",
+                payload.truncated_alerts,
+                payload.group_key,
+            )
+        log.debug("%s posted %d alert(s) from Alertmanager", principal, len(payload.alerts))
+        body = AlertmanagerWebhookResponse(
+            accepted=len(events),
+            dead_lettered=len(letters),
+            errors=[letter.error for letter in letters],
+        )
+        return web.Response(body=dump_json(body), content_type="application/json")
+
+    def _map(
+        self, payload: AlertmanagerWebhook, alerts: list[Any]
+    ) -> tuple[list[Message], list[DeadLetter]]:
+        """Events keyed by instance id, and dead letters for the alerts that do not map."""
         received_at = self.clock()
         events: list[Message] = []
-        letters: list[Message] = []
-        errors: list[str] = []
+        letters: list[DeadLetter] = []
         for index, (alert, original) in enumerate(zip(payload.alerts, alerts, strict=True)):
             try:
                 event = to_event(alert, self.labels)
@@ -123,23 +142,11 @@ class AlertmanagerReceiver:
                     error=f"{where}: {exc}",
                     received_at=received_at,
                 )
-                letters.append((None, dump_json(letter)))
-                errors.append(letter.error)
                 log.warning("dead-lettered an alert from Alertmanager: %s", letter.error)
-                continue
-            events.append((event.instance_id.encode(), dump_json(event)))
-        await self._deliver(events, letters)
-        if payload.truncated_alerts:
-            log.warning(
-                "Alertmanager left %d alert(s) of group %s out (max_alerts)",
-                payload.truncated_alerts,
-                payload.group_key,
-            )
-        log.debug("%s posted %d alert(s) from Alertmanager", principal, len(payload.alerts))
-        body = AlertmanagerWebhookResponse(
-            accepted=len(events), dead_lettered=len(letters), errors=errors
-        )
-        return web.Response(body=dump_json(body), content_type="application/json")
+                letters.append(letter)
+            else:
+                events.append((event.instance_id.encode(), dump_json(event)))
+        return events, letters
 
     async def _deliver(self, events: Sequence[Message], letters: Sequence[Message]) -> None:
         if not events and not letters:
@@ -154,7 +161,7 @@ class AlertmanagerReceiver:
             log.warning("the broker did not acknowledge an Alertmanager notification in time")
             raise _unavailable(f"the broker did not acknowledge within {self.timeout:g}s")
         if (exc := delivery.exception()) is not None:
-            raise _unavailable(f"the broker refused the events ({exc})")
+            raise _unavailable(f"the broker refused the events ({type(exc).__name__}: {exc})")
 
     def _delivered(self, delivery: asyncio.Future[None]) -> None:
         self._deliveries.discard(delivery)
