@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 from remediator.api.alertmanager import SOURCE
-from remediator.embedded import free_port
-from tests.integration.conftest import Kafka, Names, WorkerProcess
+from remediator.embedded import EmbeddedBroker, free_port
+from tests.integration.conftest import Kafka, Names, WorkerProcess, launch_worker
 
 pytestmark = pytest.mark.integration
 
@@ -310,3 +310,43 @@ def test_the_readmes_alertmanager_config_is_valid(tmp_path: Path) -> None:
         [amtool, "check-config", str(config)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_a_broker_that_is_gone_gets_a_503_so_that_alertmanager_retries(
+    names: Names, tmp_path: Path
+) -> None:
+    # A broker of its own, stopped under the running worker.
+    broker = EmbeddedBroker(port=0, log_dir=tmp_path / "own-broker")
+    (tmp_path / "own-broker").mkdir()
+    broker.start()
+    try:
+        worker = launch_worker(
+            broker,
+            names,
+            tmp_path,
+            REMEDIATOR_API_TOKENS=TOKENS,
+            REMEDIATOR_API_TIMEOUT_SECONDS="3",
+        )
+    except BaseException:
+        broker.stop()
+        raise
+    try:
+        broker.stop()
+        labels = {"alertname": "X", "cluster_id": "c1", "instance_id": "i1"}
+        notification = {
+            "version": "4",
+            "receiver": "remediator",
+            "alerts": [
+                {"status": "firing", "labels": labels, "startsAt": rfc3339(datetime.now(UTC))}
+            ],
+        }
+        async with httpx.AsyncClient(timeout=30) as client:
+            response = await client.post(
+                f"{worker.base_url}/v1/alertmanager",
+                json=notification,
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["status"] == "UNAVAILABLE"
+    finally:
+        worker.kill()  # its broker is gone: no clean shutdown to wait for
