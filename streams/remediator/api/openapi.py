@@ -128,6 +128,13 @@ def _operation(
 
 
 def build() -> dict[str, Any]:
+    """The whole document: the Remediations API, and the Alertmanager webhook."""
+    document = _remediations_api()
+    _add_alertmanager(document)
+    return document
+
+
+def _remediations_api() -> dict[str, Any]:
     models: list[type[BaseModel]] = [
         Remediation,
         ListRemediationsResponse,
@@ -138,8 +145,6 @@ def build() -> dict[str, Any]:
         Explanation,
         ClusterSafetyResponse,
         ReasonBody,
-        AlertmanagerWebhook,
-        AlertmanagerWebhookResponse,
     ]
     _, schemas = models_json_schema(
         [
@@ -153,7 +158,6 @@ def build() -> dict[str, Any]:
                     ErrorBody,
                     Explanation,
                     ClusterSafetyResponse,
-                    AlertmanagerWebhookResponse,
                 )
                 else "validation",
             )
@@ -320,7 +324,6 @@ def build() -> dict[str, Any]:
                 cluster,
             ),
         },
-        ALERTMANAGER: {"post": _alertmanager_operation()},
         "/healthz": {
             "get": {
                 "summary": "200 while the worker serves",
@@ -355,6 +358,15 @@ def build() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _add_alertmanager(document: dict[str, Any]) -> None:
+    _, schemas = models_json_schema(
+        [(AlertmanagerWebhook, "validation"), (AlertmanagerWebhookResponse, "serialization")],
+        ref_template=_REF,
+    )
+    document["components"]["schemas"].update(schemas["$defs"])
+    document["paths"][ALERTMANAGER] = {"post": _alertmanager_operation()}
 
 
 def _alertmanager_operation() -> dict[str, Any]:
