@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: install run test test-unit test-integration lint format schemas bench clean
+.PHONY: install system-deps run test test-unit test-integration lint format schemas bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,24 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the project with its dev tools
+
+# The real Prometheus Alertmanager, for tests/integration/test_alertmanager.py (Debian's
+# package). Installed only when missing and we are root with apt-get; otherwise the test
+# skips and says why. Never fails the build.
+ALERTMANAGER ?= /usr/bin/prometheus-alertmanager
+APT_LOG      := $(or $(TMPDIR),/tmp)/remediator-apt.log
+system-deps:  ## install prometheus-alertmanager (Debian, as root) for its integration test
+	@if [ -x "$(ALERTMANAGER)" ]; then :; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "system-deps: $(ALERTMANAGER) missing and not root with apt-get: the Alertmanager test will skip"; \
+	else \
+	  echo "system-deps: installing prometheus-alertmanager (apt-get, log in $(APT_LOG))"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get install -y -qq --no-install-recommends prometheus-alertmanager \
+	    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus-alertmanager; }; \
+	  } >"$(APT_LOG)" 2>&1 \
+	  || { tail -n 5 "$(APT_LOG)"; echo "system-deps: install failed: the Alertmanager test will skip"; }; \
+	fi
 
 # A demo credential for `make run` only; set REMEDIATOR_API_TOKENS to use your own.
 REMEDIATOR_API_TOKENS ?= operator=dev-token
@@ -26,13 +44,13 @@ run: export REMEDIATOR_SIMULATOR_PORT ?= 6067
 run: $(STAMP)  ## run a worker: embedded broker, simulated control plane, REST API
 	$(VENV)/bin/remediator worker
 
-test: $(STAMP)  ## the whole suite: unit, then integration on a real Tansu broker
+test: $(STAMP) system-deps  ## the whole suite: unit, then integration on a real Tansu broker
 	$(PY) -m pytest
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) system-deps
 	$(PY) -m pytest tests/integration
 
 lint: $(STAMP)  ## ruff (lint + format check) and mypy on the domain core

@@ -32,6 +32,7 @@ import faust
 
 from remediator import codec, failpoints
 from remediator.api import openapi
+from remediator.api.alertmanager import alertmanager_receiver
 from remediator.api.errors import contract_errors
 from remediator.api.views import Api
 from remediator.domain.correlate import CorrelationConfig
@@ -384,6 +385,15 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
             await app.check_stalls(settings.stall_seconds, app.watched_topics)
 
     app.web.web_app.add_routes(api.routes())  # type: ignore[attr-defined]  # aiohttp driver
+    # Alertmanager's webhook (POST /v1/alertmanager), with the REST API's tokens.
+    alertmanager = alertmanager_receiver(
+        settings,
+        events=topics.passive_events,
+        dead_letters=topics.dead_letters,
+        authenticate=api.principal,
+        clock=clock,
+    )
+    app.web.web_app.add_routes(alertmanager.routes())  # type: ignore[attr-defined]
     return app
 
 

@@ -24,6 +24,7 @@ from remediator.domain.policy import Policy, PolicyError, load_policy
 ENV_PREFIX = "REMEDIATOR_"
 
 _TOPIC_NAME = r"^[A-Za-z0-9._-]{1,249}$"
+_LABEL_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"  # Prometheus label names
 _PRINCIPAL = re.compile(r"^[A-Za-z0-9._@:+-]{1,128}$")
 
 
@@ -217,6 +218,23 @@ class Settings(BaseSettings):
         le=65535,
         description="Port of the built-in simulated control plane (loopback) when "
         "REMEDIATOR_CONTROL_PLANE_URL is unset; 0 picks a free port.",
+    )
+
+    alertmanager_cluster_label: str = Field(
+        default="cluster_id",
+        pattern=_LABEL_NAME,
+        description="Alertmanager webhook: the alert label holding the cluster id.",
+    )
+    alertmanager_instance_label: str = Field(
+        default="instance_id",
+        pattern=_LABEL_NAME,
+        description="Alertmanager webhook: the alert label holding the instance id.",
+    )
+    alertmanager_instance_name_label: str = Field(
+        default="instance_name",
+        pattern=_LABEL_NAME,
+        description="Alertmanager webhook: the alert label holding the instance's display "
+        "name (optional on the alert).",
     )
 
     @field_validator("policy_file")

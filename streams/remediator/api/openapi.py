@@ -14,6 +14,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from remediator import __version__
+from remediator.api.alertmanager import ALERTMANAGER, MAX_BODY
+from remediator.api.alertmanager_mapping import AlertmanagerWebhook, AlertmanagerWebhookResponse
 from remediator.api.models import (
     ApproveBody,
     ClusterSafetyResponse,
@@ -126,6 +128,13 @@ def _operation(
 
 
 def build() -> dict[str, Any]:
+    """The whole document: the Remediations API, and the Alertmanager webhook."""
+    document = _remediations_api()
+    _add_alertmanager(document)
+    return document
+
+
+def _remediations_api() -> dict[str, Any]:
     models: list[type[BaseModel]] = [
         Remediation,
         ListRemediationsResponse,
@@ -349,6 +358,45 @@ def build() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _add_alertmanager(document: dict[str, Any]) -> None:
+    _, schemas = models_json_schema(
+        [(AlertmanagerWebhook, "validation"), (AlertmanagerWebhookResponse, "serialization")],
+        ref_template=_REF,
+    )
+    document["components"]["schemas"].update(schemas["$defs"])
+    document["paths"][ALERTMANAGER] = {"post": _alertmanager_operation()}
+
+
+def _alertmanager_operation() -> dict[str, Any]:
+    operation = _operation(
+        "Alertmanager webhook receiver: each alert becomes a passive health-check event",
+        "receiveAlertmanagerNotification",
+        AlertmanagerWebhookResponse,
+        AlertmanagerWebhook,
+        (400, 401),
+        [],
+        body_required=True,
+    )
+    operation["description"] = (
+        "Point a `webhook_config` of Prometheus Alertmanager here (payload version 4), with "
+        "`http_config.authorization` carrying one of the API's bearer tokens. Each alert is "
+        "produced to the passive-health-check-events topic, keyed by instance id; an alert "
+        "that cannot be mapped (missing label, bad timestamp) goes to the dead-letter topic "
+        "with the reason, and the rest still go through. 200 once the broker has "
+        f"acknowledged every message; bodies up to {MAX_BODY} bytes."
+    )
+    operation["responses"]["400"]["description"] = (
+        "INVALID_ARGUMENT: not an Alertmanager webhook payload (bad JSON, wrong shape or "
+        "JSON types) or too large; nothing of it was produced"
+    )
+    operation["responses"]["503"] = {
+        "description": "UNAVAILABLE: the broker did not acknowledge in time; Alertmanager "
+        "retries (repeats are harmless: an alert occurrence always has the same event_id)",
+        **_json(ErrorBody),
+    }
+    return operation
 
 
 def render() -> str:
