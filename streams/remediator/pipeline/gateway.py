@@ -115,7 +115,8 @@ class Gateway(Service):
         return reply
 
     async def scan(self, command: Command) -> list[Reply]:
-        """Send a cluster-wide LIST to every partition; one reply per partition."""
+        """Send ``command`` to every partition; one reply per partition, each answered
+        from the instances its owner holds: a cluster-wide LIST, or CLUSTERS."""
         parts = [
             (
                 command.model_copy(update={"command_id": f"{command.command_id}/{p}"}),

@@ -312,6 +312,13 @@ def register_instances(
                 yield InstanceState.model_validate_json(raw)
 
     async def on_scan(partition: int, command: Command) -> None:
+        # issue10-sdk (GET /v1/compute/clusters): CLUSTERS is scanned like a cluster-wide
+        # LIST; the answer is the clusters among this partition's keys (pure, in domain).
+        if command.kind is CommandKind.CLUSTERS:
+            held = (k for k in table.keys() if partition_of(k, partitions) == partition)
+            clusters = commands.known_clusters(held)
+            await reply(Reply(command_id=command.command_id, cluster_ids=clusters))
+            return
         records: list[Remediation] = []
         for state in held_instances(partition, command.cluster_id):
             records.extend(commands.all_remediations(state))

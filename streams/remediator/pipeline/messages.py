@@ -12,8 +12,8 @@ More routes use the same topic and agent, with other keys:
 - ``claim``: a CREATE with a client-specified id goes first to the key
   ``claim:{remediation_id}``, whose owner reserves the id for one target across all
   instances, then forwards the command to the instance;
-- ``scan``: a cluster-wide LIST is sent to every partition explicitly; each owner answers
-  from the instances it holds in that partition;
+- ``scan``: a cluster-wide LIST, or CLUSTERS (every cluster known), is sent to every
+  partition explicitly; each owner answers from the instances it holds in that partition;
 - ``cluster``: slot requests for a cluster go to the key ``cluster:{cluster_id}``, whose
   owner keeps the cluster's RUNNING limit and queue;
 - ``safety``: admission requests and the pause commands of a cluster go to the key
