@@ -315,7 +315,7 @@ def register_instances(
         # issue10-sdk (GET /v1/compute/clusters): CLUSTERS is scanned like a cluster-wide
         # LIST; the answer is the clusters among this partition's keys (pure, in domain).
         if command.kind is CommandKind.CLUSTERS:
-            held = (k for k in table.keys() if partition_of(k, partitions) == partition)
+            held = (k for k in table if partition_of(k, partitions) == partition)
             clusters = commands.known_clusters(held)
             await reply(Reply(command_id=command.command_id, cluster_ids=clusters))
             return
