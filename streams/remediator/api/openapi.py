@@ -69,14 +69,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         "ALREADY_EXISTS (idempotency id reused with different content)",
         503: "UNAVAILABLE: the owner of the instance did not answer in time; retry",
     }
-    final = {
-        "x-should-retry": {
-            "description": "Always false on a 4xx: the answer is final, asking again gets it "
-            "again (the provider's SDK otherwise retries a 409).",
-            "required": True,
-            "schema": {"type": "string", "enum": ["false"]},
-        }
-    }
+    final = {"x-should-retry": {"$ref": "#/components/headers/ShouldRetry"}}
     return {
         str(c): {
             "description": text[c],
@@ -85,6 +78,15 @@ def _errors(*codes: int) -> dict[str, Any]:
         }
         for c in codes
     }
+
+
+#: On every 4xx (components/headers).
+_SHOULD_RETRY = {
+    "description": "Always false on a 4xx: the answer is final, asking again gets it again "
+    "(the provider's SDK would otherwise retry a 409).",
+    "required": True,
+    "schema": {"type": "string", "enum": ["false"]},
+}
 
 
 def _path_params(*names: str) -> list[dict[str, Any]]:
@@ -411,6 +413,7 @@ def build() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": schemas["$defs"],
+            "headers": {"ShouldRetry": _SHOULD_RETRY},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
