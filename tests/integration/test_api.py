@@ -77,11 +77,16 @@ async def transitions_of(
 def assert_error(response: httpx.Response, code: int, status: str) -> dict[str, Any]:
     assert response.status_code == code, response.text
     body = response.json()
-    assert set(body) == {"error"}
+    # The contract's object, plus its google.rpc.Status form for the SDK's CLI (additions).
+    assert set(body) == {"error", "code", "message"}
     assert body["error"]["code"] == code
     assert body["error"]["status"] == status
     assert isinstance(body["error"]["message"], str)
     assert body["error"]["message"]
+    assert body["message"] == body["error"]["message"]
+    assert isinstance(body["error"]["type"], str)
+    if code < 500:  # final: the SDK must not ask again
+        assert response.headers["x-should-retry"] == "false"
     return body["error"]
 
 
@@ -299,6 +304,15 @@ async def test_pagination_filters_and_the_whole_cluster_wildcard(
         path(cluster, "-"), params=[("state", "CANCELLED"), ("state", "PENDING")]
     )
     assert len(both.json()["remediations"]) == 7
+    comma_joined = await client.get(path(cluster, "-"), params={"state": "CANCELLED,PENDING"})
+    assert comma_joined.json()["remediations"] == both.json()["remediations"]
+    assert (await client.get(path(cluster, "-"), params={"state": ""})).json() == (
+        await client.get(path(cluster, "-"))
+    ).json()
+    oldest_first = await client.get(path(cluster, "-"), params={"order_by": "create_time asc"})
+    assert [r["id"] for r in oldest_first.json()["remediations"]] == [
+        r["id"] for r in reversed(newest_first)
+    ]
     automated = await client.get(
         path(cluster, "-"), params={"trigger": "REMEDIATION_TRIGGER_AUTOMATED"}
     )
@@ -344,6 +358,16 @@ async def test_bad_requests_get_the_contract_error_never_a_5xx(
         (await client.post(path(cluster, "i1", "no-such-remediation", "cancel")), 404, "NOT_FOUND"),
         (
             await client.get(path(cluster, "-"), params={"state": "SLEEPING"}),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            await client.get(path(cluster, "-"), params={"state": "PENDING,SLEEPING"}),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            await client.get(path(cluster, "-"), params={"order_by": "create_time sideways"}),
             400,
             "INVALID_ARGUMENT",
         ),

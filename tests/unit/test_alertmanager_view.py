@@ -88,7 +88,8 @@ async def post(client: TestClient[Any, Any], body: Any, **headers: str) -> tuple
 
 
 def assert_error(body: Any, code: int, status: str) -> str:
-    assert set(body) == {"error"}
+    # The contract's object, plus its google.rpc.Status form for the SDK's CLI.
+    assert set(body) == {"error", "code", "message"}
     assert (body["error"]["code"], body["error"]["status"]) == (code, status)
     message: str = body["error"]["message"]
     return message

@@ -9,9 +9,19 @@ from typing import Any
 import pytest
 
 from remediator.domain import commands
-from remediator.domain.commands import Claim, Command, CommandKind, Cursor, Handled, handle
+from remediator.domain.commands import (
+    Claim,
+    Command,
+    CommandKind,
+    Cursor,
+    Handled,
+    Order,
+    OrderField,
+    handle,
+)
 from remediator.domain.correlate import decide
 from remediator.domain.models import (
+    Remediation,
     RemediationMode,
     RemediationState,
     RemediationTrigger,
@@ -211,8 +221,8 @@ def test_list_is_newest_first_filtered_and_paged_by_cursor() -> None:
         instance.handle(cmd(K.CANCEL, remediation_id=f"r{minute}"))
     page = instance.handle(cmd(K.LIST, limit=2)).reply.remediations or []
     assert [r.id for r in page] == ["r4", "r3"]
-    cursor = Cursor(create_time=page[-1].create_time, id=page[-1].id)
-    rest = instance.handle(cmd(K.LIST, limit=10, before=cursor)).reply.remediations or []
+    cursor = Cursor(time=page[-1].create_time, id=page[-1].id)
+    rest = instance.handle(cmd(K.LIST, limit=10, after=cursor)).reply.remediations or []
     assert [r.id for r in rest] == ["r2", "r1", "r0"]
     none = instance.handle(cmd(K.LIST, states=["PENDING"])).reply.remediations
     assert none == []
@@ -231,3 +241,121 @@ def test_claim_reserves_an_id_for_one_target_and_mode() -> None:
     assert kept_again == kept
     assert refusal is not None
     assert refusal.error_code is ErrorCode.ALREADY_EXISTS
+
+
+# --- LIST order: order_by create_time / update_time, asc / desc, ties broken by id -------
+
+
+def record(rid: str, created: int, updated: int) -> Remediation:
+    """A remediation created and last updated ``created`` / ``updated`` minutes after T0."""
+    return Remediation(
+        id=rid,
+        cluster_id="c1",
+        instance_id=f"i-{rid}",
+        mode=RemediationMode.VM_ONLY,
+        trigger=RemediationTrigger.MANUAL,
+        state=S.PENDING,
+        requested_by="alice",
+        create_time=T0 + timedelta(minutes=created),
+        update_time=T0 + timedelta(minutes=updated),
+    )
+
+
+# Creation order a < b = c < d (b and c at the same minute); update order d < c < a = b.
+RECORDS = [record("a", 1, 9), record("b", 2, 9), record("c", 2, 5), record("d", 3, 4)]
+
+ORDERS = {
+    "create_time desc": ["d", "c", "b", "a"],
+    "create_time asc": ["a", "b", "c", "d"],
+    "update_time desc": ["b", "a", "c", "d"],
+    "update_time asc": ["d", "c", "a", "b"],
+}
+
+
+@pytest.mark.parametrize(("order_by", "expected"), ORDERS.items())
+def test_list_orders_by_the_asked_time_and_breaks_ties_by_id_the_same_way(
+    order_by: str, expected: list[str]
+) -> None:
+    listed = commands.select(RECORDS, cmd(K.LIST, order=Order.parse(order_by)))
+    assert [r.id for r in listed] == expected
+
+
+def test_list_default_order_is_newest_created_first() -> None:
+    assert [r.id for r in commands.select(RECORDS, cmd(K.LIST))] == ORDERS["create_time desc"]
+
+
+@pytest.mark.parametrize(("order_by", "expected"), ORDERS.items())
+@pytest.mark.parametrize("page_size", [1, 2, 3])
+def test_paging_by_cursor_visits_every_record_once_in_every_order(
+    order_by: str, expected: list[str], page_size: int
+) -> None:
+    order = Order.parse(order_by)
+    seen: list[str] = []
+    after = None
+    while True:
+        page = commands.select(
+            reversed(RECORDS), cmd(K.LIST, order=order, after=after, limit=page_size)
+        )
+        seen.extend(r.id for r in page)
+        if len(page) < page_size:
+            break
+        after = order.cursor(page[-1])
+    assert seen == expected
+
+
+def test_a_cursor_is_the_position_in_its_own_order() -> None:
+    """The same record is a different position in another order: (update_time, id)."""
+    order = Order.parse("update_time asc")
+    cursor = order.cursor(RECORDS[2])  # c: updated at minute 5
+    assert (cursor.time, cursor.id) == (T0 + timedelta(minutes=5), "c")
+    rest = commands.select(RECORDS, cmd(K.LIST, order=order, after=cursor))
+    assert [r.id for r in rest] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "descending"),
+    [
+        ("", OrderField.CREATE_TIME, True),
+        ("create_time", OrderField.CREATE_TIME, True),
+        ("create_time desc", OrderField.CREATE_TIME, True),
+        ("create_time asc", OrderField.CREATE_TIME, False),
+        ("update_time", OrderField.UPDATE_TIME, True),
+        ("update_time desc", OrderField.UPDATE_TIME, True),
+        ("update_time asc", OrderField.UPDATE_TIME, False),
+    ],
+)
+def test_order_by_accepts_a_time_field_and_an_optional_direction(
+    text: str, field: OrderField, descending: bool
+) -> None:
+    assert Order.parse(text) == Order(field=field, descending=descending)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "id",
+        "create_time up",
+        "CREATE_TIME",
+        "create_time DESC",
+        "create_time  asc",
+        " create_time",
+        "create_time ",
+        "create_time asc id",
+        "create_time,update_time",
+        "-create_time",
+        " ",
+    ],
+)
+def test_order_by_refuses_anything_else_naming_the_allowed_values(text: str) -> None:
+    with pytest.raises(ValueError, match="update_time asc") as refused:
+        Order.parse(text)
+    assert repr(text) in str(refused.value)
+
+
+def test_commands_and_cursors_of_the_previous_version_still_read() -> None:
+    """A LIST still on the inbox, or a page token, from before order_by: ``before`` and
+    ``create_time`` are read as the cursor of the default order."""
+    old = cmd(K.LIST, before={"create_time": "2026-11-24T12:02:00Z", "id": "c"})
+    assert old.order == commands.DEFAULT_ORDER
+    assert old.after == Cursor(time=T0 + timedelta(minutes=2), id="c")
+    assert [r.id for r in commands.select(RECORDS, old)] == ["b", "a"]

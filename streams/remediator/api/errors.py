@@ -1,4 +1,19 @@
-"""API errors as the contract spells them: ``{"error": {"code", "status", "message"}}``."""
+"""API errors as the contract spells them: ``{"error": {"code", "status", "message"}}``.
+
+Two additions for the provider's SDK and CLI (``together`` 3.1.1), which this API must
+serve unchanged:
+
+- ``x-should-retry: false`` on every 4xx. They are final answers; without the header the
+  SDK asks again after a 409 (twice, about 2.5 s per conflict), as it would for a lock
+  timeout.
+- ``error.type``, a class of error in the SDK's vocabulary (``invalid_request_error``,
+  ``authentication_error``, ``service_unavailable_error``, ``server_error``), and, at the
+  top level, the same error as a ``google.rpc.Status`` (``code``: the gRPC code number,
+  ``message``). The CLI reads an error body as ``{"error": {"message", "type", "code":
+  str}}`` or else as ``{"code": int, "message"}``; the contract fixes ``error.code`` as the
+  HTTP status, an integer, so only the second form can parse, and the CLI then prints the
+  message instead of "Failed" and the raw body.
+"""
 
 from __future__ import annotations
 
@@ -39,15 +54,53 @@ class ApiError(Exception):
         return cls(STATUS_FOR_CODE[code], code.value, message)
 
 
+#: The gRPC code of each status name (google.rpc.Code), for the top-level ``code``.
+GRPC_CODES = {
+    "INVALID_ARGUMENT": 3,
+    "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6,
+    "FAILED_PRECONDITION": 9,
+    "METHOD_NOT_ALLOWED": 12,  # UNIMPLEMENTED: what gRPC gateways answer a 405 with
+    "INTERNAL": 13,
+    "UNAVAILABLE": 14,
+    "UNAUTHENTICATED": 16,
+}
+
+
+def error_type(status: HTTPStatus) -> str:
+    """``error.type``: the class of error, in the words the provider's SDK uses."""
+    if status == HTTPStatus.UNAUTHORIZED:
+        return "authentication_error"
+    if status == HTTPStatus.SERVICE_UNAVAILABLE:
+        return "service_unavailable_error"
+    if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+        return "server_error"
+    # The SDK treats this one as final; every 4xx here is (bad input, unknown id, conflict).
+    return "invalid_request_error"
+
+
 def error_response(
     status: HTTPStatus, name: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
-    body = {"error": {"code": int(status), "status": name, "message": message}}
+    body = {
+        "error": {
+            "code": int(status),
+            "status": name,
+            "message": message,
+            "type": error_type(status),
+        },
+        "code": GRPC_CODES.get(name, 2),  # 2: UNKNOWN
+        "message": message,
+    }
+    all_headers = dict(headers or {})
+    if status < HTTPStatus.INTERNAL_SERVER_ERROR:
+        # Final: asking again gets the same answer. (503 is left to the client's retry.)
+        all_headers["x-should-retry"] = "false"
     return web.Response(
         body=orjson.dumps(body),
         status=int(status),
         content_type="application/json",
-        headers=headers,
+        headers=all_headers,
     )
 
 

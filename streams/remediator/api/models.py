@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -51,13 +51,64 @@ class ListRemediationsResponse(BaseModel):
 
 
 class ErrorDetail(BaseModel):
-    code: int
-    status: str
+    code: int = Field(description="The HTTP status.")
+    status: str = Field(description="INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, ….")
     message: str
+    type: str = Field(
+        description="An addition: the class of error as the provider's SDK names it "
+        "(invalid_request_error, authentication_error, service_unavailable_error, "
+        "server_error)."
+    )
 
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+    # Additions: the same error as a google.rpc.Status, the form the SDK's CLI can read
+    # (it needs error.code to be a string otherwise, and the contract fixes it as a number).
+    code: int = Field(description="An addition: the gRPC code of error.status (google.rpc).")
+    message: str = Field(description="An addition: error.message again.")
+
+
+class WhoamiAPIKey(BaseModel):
+    id: str = Field(description="The principal the bearer token belongs to.")
+
+
+class WhoamiOrganization(BaseModel):
+    id: str
+    name: str
+
+
+class WhoamiProject(BaseModel):
+    id: str
+    name: str
+    slug: str
+
+
+class WhoamiResponse(BaseModel):
+    """``GET /v3/whoami``: the caller, in the SDK's ``WhoamiProjectAPIKey`` shape.
+
+    A token of this service acts in one project, the service itself (its app id); the
+    SDK's CLI asks this first and takes ``project.id`` as its project.
+    """
+
+    type: Literal["project_api_key"] = "project_api_key"
+    api_key: WhoamiAPIKey
+    organization: WhoamiOrganization
+    project: WhoamiProject
+    principal: str = Field(
+        description="An addition: who requested_by and reviewed_by will say acted."
+    )
+
+
+class ClusterRef(BaseModel):
+    cluster_id: str
+
+
+class ListClustersResponse(BaseModel):
+    """``GET /v1/compute/clusters`` (an addition): every cluster the service knows, that
+    is, every cluster with an instance that a health signal or an API call has named."""
+
+    clusters: list[ClusterRef]
 
 
 class ReasonBody(_Body):

@@ -6,6 +6,7 @@ a test fails when it drifts).
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
 from typing import Any
@@ -21,18 +22,27 @@ from remediator.api.models import (
     ClusterSafetyResponse,
     CreateRemediationBody,
     ErrorBody,
+    ListClustersResponse,
     ListRemediationsResponse,
     ReasonBody,
     RejectBody,
+    WhoamiResponse,
+)
+from remediator.api.query import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    ORDER_BY_PATTERN,
+    enum_filter_pattern,
 )
 from remediator.api.views import (
     CLUSTER,
+    CLUSTERS,
     COLLECTION,
-    DEFAULT_PAGE_SIZE,
     INSTANCE,
-    MAX_PAGE_SIZE,
     RESOURCE,
+    WHOAMI,
 )
+from remediator.domain.commands import ORDER_BY_ALLOWED
 from remediator.domain.models import (
     Remediation,
     RemediationMode,
@@ -61,7 +71,24 @@ def _errors(*codes: int) -> dict[str, Any]:
         "ALREADY_EXISTS (idempotency id reused with different content)",
         503: "UNAVAILABLE: the owner of the instance did not answer in time; retry",
     }
-    return {str(c): {"description": text[c], **_json(ErrorBody)} for c in codes}
+    final = {"x-should-retry": {"$ref": "#/components/headers/ShouldRetry"}}
+    return {
+        str(c): {
+            "description": text[c],
+            **({"headers": final} if c < 500 else {}),
+            **_json(ErrorBody),
+        }
+        for c in codes
+    }
+
+
+#: On every 4xx (components/headers).
+_SHOULD_RETRY = {
+    "description": "Always false on a 4xx: the answer is final, asking again gets it again "
+    "(the provider's SDK would otherwise retry a 409).",
+    "required": True,
+    "schema": {"type": "string", "enum": ["false"]},
+}
 
 
 def _path_params(*names: str) -> list[dict[str, Any]]:
@@ -95,14 +122,21 @@ _PATH_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
-def _enum_query(name: str, values: list[str]) -> dict[str, Any]:
+def _enum_query(name: str, kind: type[enum.StrEnum]) -> dict[str, Any]:
+    values = ", ".join(e.value for e in kind)
     return {
         "name": name,
         "in": "query",
         "required": False,
+        "style": "form",
         "explode": True,
-        "description": f"Only remediations with this {name}; repeat for several.",
-        "schema": {"type": "array", "items": {"type": "string", "enum": values}},
+        "description": f"Only remediations with any of these {name}s: repeat the parameter, "
+        f"or join values with commas as the provider's SDK does; empty values are ignored. "
+        f"Values: {values}.",
+        "schema": {
+            "type": "array",
+            "items": {"type": "string", "pattern": enum_filter_pattern(kind)},
+        },
     }
 
 
@@ -145,6 +179,8 @@ def _remediations_api() -> dict[str, Any]:
         Explanation,
         ClusterSafetyResponse,
         ReasonBody,
+        ListClustersResponse,
+        WhoamiResponse,
     ]
     _, schemas = models_json_schema(
         [
@@ -158,6 +194,8 @@ def _remediations_api() -> dict[str, Any]:
                     ErrorBody,
                     Explanation,
                     ClusterSafetyResponse,
+                    ListClustersResponse,
+                    WhoamiResponse,
                 )
                 else "validation",
             )
@@ -197,9 +235,17 @@ def _remediations_api() -> dict[str, Any]:
         },
     ]
     list_query = [
-        _enum_query("state", [s.value for s in RemediationState]),
-        _enum_query("mode", [m.value for m in RemediationMode]),
-        _enum_query("trigger", [t.value for t in RemediationTrigger]),
+        _enum_query("state", RemediationState),
+        _enum_query("mode", RemediationMode),
+        _enum_query("trigger", RemediationTrigger),
+        {
+            "name": "order_by",
+            "in": "query",
+            "required": False,
+            "description": f"One of: {ORDER_BY_ALLOWED}. Default create_time desc; ties are "
+            "broken by id, the same way. A page_token only continues the order it came from.",
+            "schema": {"type": "string", "pattern": ORDER_BY_PATTERN},
+        },
         {
             "name": "page_size",
             "in": "query",
@@ -227,7 +273,7 @@ def _remediations_api() -> dict[str, Any]:
                 instance + id_query,
             ),
             "get": _operation(
-                "List remediations, newest first",
+                "List remediations (default newest first)",
                 "listRemediations",
                 ListRemediationsResponse,
                 None,
@@ -324,6 +370,27 @@ def _remediations_api() -> dict[str, Any]:
                 cluster,
             ),
         },
+        CLUSTERS: {
+            "get": _operation(
+                "List the clusters the service knows (an addition: the SDK's CLI finds a "
+                "remediation through it)",
+                "listClusters",
+                ListClustersResponse,
+                None,
+                (401, 503),
+                [],
+            ),
+        },
+        WHOAMI: {
+            "get": _operation(
+                "The caller, in the provider's SDK shape (an addition: its CLI asks first)",
+                "whoami",
+                WhoamiResponse,
+                None,
+                (401,),
+                [],
+            ),
+        },
         "/healthz": {
             "get": {
                 "summary": "200 while the worker serves",
@@ -355,6 +422,7 @@ def _remediations_api() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": schemas["$defs"],
+            "headers": {"ShouldRetry": _SHOULD_RETRY},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

@@ -8,6 +8,7 @@ two workers answer the same way and concurrent changes are applied one after the
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from http import HTTPStatus
@@ -18,19 +19,25 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from remediator import __version__
-from remediator.api import paging
+from remediator.api import paging, query
 from remediator.api.errors import ApiError
 from remediator.api.models import (
     ApproveBody,
     CancelBody,
+    ClusterRef,
     ClusterSafetyResponse,
     CreateRemediationBody,
+    ListClustersResponse,
     ListRemediationsResponse,
     ReasonBody,
     RejectBody,
     RemediationId,
+    WhoamiAPIKey,
+    WhoamiOrganization,
+    WhoamiProject,
+    WhoamiResponse,
 )
-from remediator.domain.commands import Command, CommandKind, sort_key
+from remediator.domain.commands import Command, CommandKind
 from remediator.domain.models import (
     Identifier,
     Remediation,
@@ -47,10 +54,13 @@ BASE = "/v1/compute"
 INSTANCE = BASE + "/clusters/{cluster_id}/instances/{instance_id}"
 COLLECTION = INSTANCE + "/remediations"
 RESOURCE = COLLECTION + "/{remediation_id}"
-CLUSTER = BASE + "/clusters/{cluster_id}"
+CLUSTERS = BASE + "/clusters"
+CLUSTER = CLUSTERS + "/{cluster_id}"
+#: Outside the base path, where the provider's SDK asks it (``client.whoami()``).
+WHOAMI = "/v3/whoami"
 ALL_INSTANCES = "-"
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
+#: cluster_id and instance_id of a command about no one cluster (CLUSTERS).
+EVERYWHERE = "*"
 
 B = TypeVar("B", bound=BaseModel)
 
@@ -226,19 +236,21 @@ class Api:
 
     async def list_remediations(self, request: web.Request) -> web.Response:
         principal = self.principal(request)
-        query = request.query
-        states = _enums(query.getall("state", []), RemediationState, "state")
-        modes = _enums(query.getall("mode", []), RemediationMode, "mode")
-        triggers = _enums(query.getall("trigger", []), RemediationTrigger, "trigger")
-        page_size = _page_size(query.get("page_size"))
+        params = request.query
+        states = query.enum_filter(params.getall("state", []), RemediationState, "state")
+        modes = query.enum_filter(params.getall("mode", []), RemediationMode, "mode")
+        triggers = query.enum_filter(params.getall("trigger", []), RemediationTrigger, "trigger")
+        order = query.order_by(params.getall("order_by", []))
+        page_size = query.page_size(params.get("page_size"))
         scope = paging.fingerprint(
             f"{request.match_info['cluster_id']}/{request.match_info['instance_id']}",
             [f"state={s}" for s in states]
             + [f"mode={m}" for m in modes]
             + [f"trigger={t}" for t in triggers],
+            order,
         )
-        token = query.get("page_token", "")
-        before = paging.decode(token, scope) if token else None
+        token = params.get("page_token", "")
+        after = paging.decode(token, scope) if token else None
         command = self.command(
             request,
             CommandKind.LIST,
@@ -246,18 +258,14 @@ class Api:
             states=states,
             modes=modes,
             triggers=triggers,
-            before=before,
+            order=order,
+            after=after,
             limit=page_size + 1,
         )
         if request.match_info["instance_id"] == ALL_INSTANCES:
-            try:
-                replies = await self.gateway.scan(command)
-            except GatewayTimeout as exc:
-                raise ApiError(
-                    HTTPStatus.SERVICE_UNAVAILABLE, "UNAVAILABLE", f"{exc}; retry"
-                ) from None
-            records = [r for reply in replies for r in reply.remediations or []]
-            records.sort(key=sort_key, reverse=True)
+            # Each partition answers its best page_size + 1; the page is the best of those.
+            replies = await self._scan(command)
+            records = order.sort(r for reply in replies for r in reply.remediations or [])
         else:
             records = list((await self._ask(command)).remediations or [])
         page, more = records[:page_size], len(records) > page_size
@@ -265,9 +273,51 @@ class Api:
             ListRemediationsResponse(
                 remediations=page,
                 has_next=more,
-                next_page_token=paging.encode(page[-1], scope) if more and page else "",
+                next_page_token=paging.encode(page[-1], scope, order) if more and page else "",
             )
         )
+
+    async def _scan(self, command: Command) -> list[Reply]:
+        try:
+            replies = await self.gateway.scan(command)
+        except GatewayTimeout as exc:
+            raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "UNAVAILABLE", f"{exc}; retry") from None
+        for reply in replies:
+            if reply.error_code is not None:  # pragma: no cover - scans answer no errors
+                raise ApiError.from_code(reply.error_code, reply.error_message or "")
+        return replies
+
+    # --- the provider's SDK and CLI: whoami, clusters (additions) ----------------------
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        """The caller, in the SDK's ``project_api_key`` shape: the SDK's CLI asks this
+        before every command and takes ``project.id`` as its project."""
+        principal = self.principal(request)
+        slug = re.sub(r"[^a-z0-9-]+", "-", self.app_id.lower()).strip("-") or "remediator"
+        return self.ok(
+            WhoamiResponse(
+                api_key=WhoamiAPIKey(id=principal),
+                organization=WhoamiOrganization(id=self.app_id, name=self.app_id),
+                project=WhoamiProject(id=self.app_id, name=self.app_id, slug=slug),
+                principal=principal,
+            )
+        )
+
+    async def list_clusters(self, request: web.Request) -> web.Response:
+        """Every cluster the service knows: asked of every partition's owner, like a
+        cluster-wide list (the SDK's CLI finds a remediation's cluster and instance so)."""
+        principal = self.principal(request)
+        command = Command(
+            command_id=new_command_id(),
+            kind=CommandKind.CLUSTERS,
+            cluster_id=EVERYWHERE,
+            instance_id=EVERYWHERE,
+            principal=principal,
+            issued_at=self.clock(),
+        )
+        replies = await self._scan(command)
+        known = sorted({c for reply in replies for c in reply.cluster_ids or []})
+        return self.ok(ListClustersResponse(clusters=[ClusterRef(cluster_id=c) for c in known]))
 
     # --- policy: explain, opt-out, cluster safety and pause (additions) ----------------
 
@@ -332,6 +382,8 @@ class Api:
         return [
             web.get("/healthz", self.healthz),
             web.get("/openapi.json", self.openapi_document),
+            web.get(WHOAMI, self.whoami),
+            web.get(CLUSTERS, self.list_clusters),
             web.post(COLLECTION, self.create),
             web.get(COLLECTION, self.list_remediations),
             web.get(RESOURCE, self.get),
@@ -345,32 +397,6 @@ class Api:
             web.put(CLUSTER + "/pause", self.pause),
             web.delete(CLUSTER + "/pause", self.unpause),
         ]
-
-
-E = TypeVar("E", RemediationState, RemediationMode, RemediationTrigger)
-
-
-def _enums(values: list[str], enum: type[E], name: str) -> frozenset[E]:
-    chosen = set()
-    for value in values:
-        try:
-            chosen.add(enum(value))
-        except ValueError:
-            allowed = ", ".join(e.value for e in enum)
-            raise ApiError.invalid(f"{name} {value!r} is not one of: {allowed}") from None
-    return frozenset(chosen)
-
-
-def _page_size(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return DEFAULT_PAGE_SIZE
-    try:
-        size = int(raw)
-    except ValueError:
-        raise ApiError.invalid(f"page_size {raw!r} is not an integer") from None
-    if size < 0:
-        raise ApiError.invalid("page_size must not be negative")
-    return DEFAULT_PAGE_SIZE if size == 0 else min(size, MAX_PAGE_SIZE)
 
 
 def _describe(exc: ValidationError) -> str:

@@ -11,7 +11,11 @@ The contract, the same shape as :func:`correlate.decide`::
 - ``APPROVE`` (optionally overriding the mode), ``REJECT`` and ``CANCEL`` move a
   remediation as the lifecycle table allows; any other move is ``FAILED_PRECONDITION`` and
   changes nothing.
-- ``GET`` and ``LIST`` read; they never change the state.
+- ``GET`` and ``LIST`` read; they never change the state. ``LIST`` selects with
+  :func:`select`: filters, then the records after the page's cursor in the asked
+  :class:`Order` (``create_time`` or ``update_time``, either way, ties broken by id).
+- ``CLUSTERS`` is sent to every partition; its owner answers the clusters it holds
+  (``pipeline/handlers.py``).
 - A command is applied once: its reply is remembered under its ``command_id``, so a
   command replayed after a crash gets the reply of its first application and changes
   nothing (the first one may have been applied and persisted before the crash).
@@ -24,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from remediator.domain.lifecycle import Event, IllegalTransition
 from remediator.domain.models import (
@@ -70,35 +74,100 @@ class CommandKind(enum.StrEnum):
     PAUSE = "PAUSE"
     RESUME = "RESUME"
     SAFETY = "SAFETY"
+    # Sent to every partition (like a cluster-wide LIST): the clusters its owner holds.
+    CLUSTERS = "CLUSTERS"
 
 
-class Cursor(BaseModel):
-    """A position in the newest-first order of remediations: (create_time, id)."""
+class OrderField(enum.StrEnum):
+    """The times a list can be ordered by (``order_by``, CONTRACT.md §4)."""
+
+    CREATE_TIME = "create_time"
+    UPDATE_TIME = "update_time"
+
+
+class Order(BaseModel):
+    """The order of a list: a time field, either way, ties broken by id the same way.
+
+    The id tie-break makes the order total, so a cursor (time, id) names one position and
+    paging neither repeats nor skips records that share a timestamp.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    create_time: Timestamp
+    field: OrderField = OrderField.CREATE_TIME
+    descending: bool = True
+
+    @classmethod
+    def parse(cls, text: str) -> Order:
+        """``"create_time"``, ``"update_time desc"``, …; empty is the default order.
+
+        Exactly a field, then optionally one space and ``asc`` or ``desc`` (the default):
+        anything else raises :class:`ValueError` naming what is allowed.
+        """
+        if not text:
+            return DEFAULT_ORDER
+        name, space, direction = text.partition(" ")
+        fields = {f.value: f for f in OrderField}
+        if name not in fields or (space and direction not in ("asc", "desc")):
+            raise ValueError(f"order_by {text!r} is not one of: {ORDER_BY_ALLOWED}")
+        return cls(field=fields[name], descending=direction != "asc")
+
+    def __str__(self) -> str:
+        return f"{self.field.value} {'desc' if self.descending else 'asc'}"
+
+    def key(self, record: Remediation) -> tuple[datetime, str]:
+        time = record.create_time if self.field is OrderField.CREATE_TIME else record.update_time
+        return (time, record.id)
+
+    def cursor(self, record: Remediation) -> Cursor:
+        """The position just after ``record`` in this order."""
+        time, record_id = self.key(record)
+        return Cursor(time=time, id=record_id)
+
+    def is_after(self, record: Remediation, cursor: Cursor) -> bool:
+        """Whether ``record`` comes after the position ``cursor`` in this order."""
+        position = (cursor.time, cursor.id)
+        return self.key(record) < position if self.descending else self.key(record) > position
+
+    def sort(self, records: Iterable[Remediation]) -> list[Remediation]:
+        return sorted(records, key=self.key, reverse=self.descending)
+
+
+DEFAULT_ORDER = Order()
+
+#: What ``order_by`` accepts, for the error message of anything else.
+ORDER_BY_ALLOWED = ", ".join(
+    f"{field.value}{suffix}" for field in OrderField for suffix in ("", " asc", " desc")
+)
+
+
+class Cursor(BaseModel):
+    """A position in a list's order: the (time, id) of the last record of a page.
+
+    Which time (created or updated) and which way is the command's :class:`Order`; the
+    page token binds the two together.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Named ``create_time`` before lists could be ordered by update time: still read so,
+    # for a page token or an inbox command written by the previous version.
+    time: Timestamp = Field(validation_alias=AliasChoices("time", "create_time"))
     id: str
 
 
-def sort_key(record: Remediation) -> tuple[datetime, str]:
-    return (record.create_time, record.id)
-
-
 def select(records: Iterable[Remediation], command: Command) -> list[Remediation]:
-    """Records matching the LIST command's filters, after its cursor, newest first, limited."""
+    """Records matching the LIST command's filters, after its cursor, in its order, limited."""
+    order = command.order
     chosen = [
         r
         for r in records
         if (not command.states or r.state in command.states)
         and (not command.modes or r.mode in command.modes)
         and (not command.triggers or r.trigger in command.triggers)
-        and (
-            command.before is None or sort_key(r) < (command.before.create_time, command.before.id)
-        )
+        and (command.after is None or order.is_after(r, command.after))
     ]
-    chosen.sort(key=sort_key, reverse=True)
-    return chosen[: command.limit]
+    return order.sort(chosen)[: command.limit]
 
 
 class Command(BaseModel):
@@ -114,11 +183,13 @@ class Command(BaseModel):
     mode: RemediationMode | None = None
     reason: str | None = None
     comment: str | None = None
-    # LIST only: filters, the cursor (newest first), and how many records at most.
+    # LIST only: filters, the order, the cursor, and how many records at most.
     states: frozenset[RemediationState] = frozenset()
     modes: frozenset[RemediationMode] = frozenset()
     triggers: frozenset[RemediationTrigger] = frozenset()
-    before: Cursor | None = None
+    order: Order = DEFAULT_ORDER
+    # Called ``before`` when lists were newest first only: still read so (replayed inbox).
+    after: Cursor | None = Field(default=None, validation_alias=AliasChoices("after", "before"))
     limit: int = Field(default=50, ge=1, le=1001)
 
 

@@ -85,6 +85,9 @@ class Reply(BaseModel):
     remediations: list[Remediation] | None = None
     explanation: Explanation | None = None
     safety: SafetyView | None = None
+    cluster_ids: list[str] | None = Field(
+        default=None, description="CLUSTERS: the clusters the answering partition holds."
+    )
     created: bool = False
     error_code: ErrorCode | None = None
     error_message: str | None = None

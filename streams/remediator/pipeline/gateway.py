@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 from pydantic import ValidationError
 
-from remediator.domain.commands import Command
+from remediator.domain.commands import Command, CommandKind
 from remediator.domain.models import dump_json
 from remediator.domain.replies import Reply
 from remediator.pipeline.messages import InboxMessage, Route, command_key, command_partition
@@ -116,7 +116,10 @@ class Gateway(Service):
         return reply
 
     async def scan(self, command: Command) -> list[Reply]:
-        """A cluster-wide LIST: the whole cluster lives in one partition, one reply."""
+        """A cluster-wide LIST (the whole cluster lives in one partition: one reply), or
+        CLUSTERS (asked of every partition: one reply each)."""
+        if command.kind is CommandKind.CLUSTERS:
+            return await self.ask_every_partition(command, Route.FLEET)
         return [await self.ask(command, Route.CLUSTER)]
 
     async def ask_every_partition(self, command: Command, route: Route) -> list[Reply]:

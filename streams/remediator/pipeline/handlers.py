@@ -150,6 +150,18 @@ def on_cluster_command(ctx: Context, item: Item) -> None:
     ctx.reply(Reply(command_id=command.command_id, safety=safety_view(ctx, model)))
 
 
+def on_fleet_command(ctx: Context, item: Item) -> None:
+    """Asked of every partition: which clusters this partition holds (ones with at least
+    one instance: a read of an unknown cluster leaves nothing behind)."""
+    command = _command(item)
+    clusters = sorted(
+        model.cluster_id
+        for model in ctx.fleet.partitions.get(item.partition, {}).values()
+        if model.instances
+    )
+    ctx.reply(Reply(command_id=command.command_id, cluster_ids=clusters))
+
+
 def _archive_of(ctx: Context, state: InstanceState) -> commands.Archived:
     return lambda: ctx.archived(state.cluster_id, state.instance_id)
 
@@ -218,4 +230,5 @@ HANDLERS: dict[Route, Handler] = {
     Route.INSTANCE: on_command,
     Route.CLUSTER: on_cluster_command,
     Route.CLAIM: on_claim,
+    Route.FLEET: on_fleet_command,
 }

@@ -13,9 +13,10 @@ the inbox is partitioned by ``cluster_id`` (:func:`cluster_partition`), whatever
 - ``kick``: look at a cluster again (a worker that takes a cluster over asks for its
   queue to be re-applied, e.g. after the RUNNING limit was raised).
 
-One route is partitioned by something else: a CREATE with a client-specified id goes
-first to the partition of ``claim:{remediation_id}``, whose owner reserves the id across
-all clusters, then is forwarded to the cluster's partition.
+Two routes are partitioned otherwise: a CREATE with a client-specified id goes first to
+the partition of ``claim:{remediation_id}``, whose owner reserves the id across all
+clusters, then is forwarded to the cluster's partition; a ``fleet`` command (which
+clusters exist) is sent to every partition, and each owner answers for its own.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Route(enum.StrEnum):
     INSTANCE = "instance"
     CLAIM = "claim"
     CLUSTER = "cluster"
+    FLEET = "fleet"  # sent to every partition; each owner answers for its own clusters
 
 
 class Kick(BaseModel):
@@ -100,6 +102,8 @@ def command_key(command: Command, route: Route) -> str:
         return claim_key(command.remediation_id or command.command_id)
     if route is Route.CLUSTER:
         return command.cluster_id
+    if route is Route.FLEET:
+        return "fleet"
     return ids.instance_key(command.cluster_id, command.instance_id)
 
 
