@@ -95,6 +95,8 @@ class Action(enum.StrEnum):
     DELETE_VM = "DELETE_VM"
     PROVISION_VM = "PROVISION_VM"
     CORDON_HOST = "CORDON_HOST"
+    POWER_CYCLE_HOST = "POWER_CYCLE_HOST"
+    UNCORDON_HOST = "UNCORDON_HOST"
 
 
 class OperationState(enum.StrEnum):
@@ -112,6 +114,8 @@ DEFAULT_LATENCY: Mapping[Action, float] = MappingProxyType(
         Action.DELETE_VM: 2.0,
         Action.PROVISION_VM: 5.0,
         Action.CORDON_HOST: 1.0,
+        Action.POWER_CYCLE_HOST: 4.0,
+        Action.UNCORDON_HOST: 1.0,
     }
 )
 

@@ -63,7 +63,9 @@ def test_an_empty_filter_value_or_item_is_no_filter() -> None:
 
 def test_an_unknown_filter_value_is_a_400_naming_the_allowed_values() -> None:
     error = refusal(lambda: query.enum_filter(["PENDING,SLEEPING"], S, "state"))
-    assert "state 'SLEEPING' is not one of: PENDING_APPROVAL, PENDING, RUNNING" in error.message
+    assert (
+        "state 'SLEEPING' is not one of: PENDING_APPROVAL, PENDING, QUARANTINING" in error.message
+    )
     error = refusal(lambda: query.enum_filter(["pending"], S, "state"))
     assert "'pending'" in error.message
     refusal(lambda: query.enum_filter(["PENDING, RUNNING"], S, "state"))  # no padding

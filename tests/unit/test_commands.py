@@ -359,3 +359,19 @@ def test_commands_and_cursors_of_the_previous_version_still_read() -> None:
     assert old.order == commands.DEFAULT_ORDER
     assert old.after == Cursor(time=T0 + timedelta(minutes=2), id="c")
     assert [r.id for r in commands.select(RECORDS, old)] == ["b", "a"]
+
+
+def test_a_host_power_cycle_is_created_directly_never_as_an_approval_override() -> None:
+    created = handle(
+        None, cmd(K.CREATE, remediation_id="pc-1", mode=RemediationMode.HOST_POWER_CYCLE), NOW
+    )
+    assert created.reply.remediation is not None
+    assert created.reply.remediation.mode is RemediationMode.HOST_POWER_CYCLE
+    state, rid = automated()
+    refused = handle(
+        state, cmd(K.APPROVE, remediation_id=rid, mode=RemediationMode.HOST_POWER_CYCLE), NOW
+    )
+    assert refused.reply.error_code is ErrorCode.INVALID_ARGUMENT
+    assert "cannot be set as an approval override" in (refused.reply.error_message or "")
+    assert refused.transitions == ()
+    assert refused.state.open == state.open

@@ -134,12 +134,17 @@ def test_non_actionable_signal_is_recorded_but_opens_nothing(signal: object) -> 
     assert correlate.signal_key(signal) in decision.state.seen  # type: ignore[arg-type]
 
 
-def test_non_failing_signal_does_not_attach() -> None:
+def test_non_failing_signal_does_not_attach_an_alert_is_only_linked() -> None:
     state = decide(None, run(), NOW).state
-    decision = decide(state, event(severity="WARNING"), NOW)
-    assert decision.outcome is Outcome.RECORDED
-    assert decision.transitions == ()
-    assert decision.state.open == state.open
+    assert state.open is not None
+    passed = decide(state, run(result="PASSED", test="GPU_BURN"), NOW)
+    assert passed.outcome is Outcome.RECORDED
+    assert passed.transitions == ()
+    warning = decide(state, event(severity="WARNING"), NOW)
+    assert warning.outcome is Outcome.RECORDED
+    (linked,) = warning.transitions
+    assert linked.event == "LINK_ALERT"
+    assert linked.remediation.signals == state.open.remediation.signals
 
 
 def test_dedup_memory_expires_by_event_time() -> None:

@@ -91,8 +91,17 @@ def _open(state: InstanceState) -> Any:
 
 
 def test_starting_a_pending_remediation_records_its_plan() -> None:
-    state, t = start(create(), NOW)
+    state, t = start(create(M.VM_ONLY), NOW)
     assert (t.from_state, t.to_state, t.event, t.sequence) == (S.PENDING, S.RUNNING, "START", 2)
+    assert _open(state).start_time == NOW
+    state, t = start(create(), NOW)
+    # HOST_AWARE cordons the host first: it starts QUARANTINING.
+    assert (t.from_state, t.to_state, t.event, t.sequence) == (
+        S.PENDING,
+        S.QUARANTINING,
+        "QUARANTINE",
+        2,
+    )
     rem = _open(state)
     assert rem.start_time == NOW
     assert [op.action for op in rem.operations] == [
@@ -179,9 +188,75 @@ def test_a_report_for_a_remediation_not_running_is_ignored() -> None:
 def test_running_remediation_finds_only_running_ones() -> None:
     assert execution.running_remediation(create()) is None
     assert execution.running_remediation(None) is None
-    rem = execution.running_remediation(running())
+    rem = execution.running_remediation(running(M.REBOOT_VM))
     assert rem is not None
     assert rem.state is S.RUNNING
+    quarantining = execution.running_remediation(running(M.HOST_AWARE))
+    assert quarantining is not None
+    assert quarantining.state is S.QUARANTINING
+
+
+@pytest.mark.parametrize(
+    ("mode", "states"),
+    [
+        (
+            M.HOST_AWARE,
+            ["QUARANTINING", "QUARANTINED", "RUNNING", "RUNNING", "RUNNING", "SUCCEEDED"],
+        ),
+        (
+            M.HOST_POWER_CYCLE,
+            ["QUARANTINING", "QUARANTINED", "RUNNING", "RUNNING", "RUNNING", "SUCCEEDED"],
+        ),
+        (M.VM_ONLY, ["RUNNING", "RUNNING", "RUNNING", "SUCCEEDED"]),
+    ],
+)
+def test_a_cordoning_mode_goes_through_quarantining_and_quarantined(
+    mode: M, states: list[str]
+) -> None:
+    """PENDING -> QUARANTINING (cordon started) -> QUARANTINED (cordon done) -> RUNNING (next
+    step started) -> SUCCEEDED, one transition per report, sequences contiguous."""
+    state, started = start(create(mode), NOW)
+    transitions = [started]
+    for step in range(len(_open(state).operations)):
+        for kind in (ReportKind.STARTED, ReportKind.DONE):
+            applied = apply_report(state, report(state, step, kind), NOW)
+            (t,) = applied.transitions
+            transitions.append(t)
+            state = applied.state
+    # After the start: one transition per report.
+    assert [t.to_state.value for t in transitions[1:]] == states
+    assert [t.sequence for t in transitions] == list(range(2, 2 + len(transitions)))
+    assert transitions[0].to_state in (S.QUARANTINING, S.RUNNING)
+
+
+def test_host_power_cycle_plans_cordon_power_cycle_uncordon() -> None:
+    assert [op.action for op in plan(_open(create(M.HOST_POWER_CYCLE)))] == [
+        StepAction.CORDON_HOST,
+        StepAction.POWER_CYCLE_HOST,
+        StepAction.UNCORDON_HOST,
+    ]
+
+
+@pytest.mark.parametrize("at_step", [0, 1])
+def test_a_failed_step_while_quarantined_fails_it(at_step: int) -> None:
+    state = running(M.HOST_POWER_CYCLE)
+    for step in range(at_step):
+        for kind in (ReportKind.STARTED, ReportKind.DONE):
+            state = apply_report(state, report(state, step, kind), NOW).state
+    expected_from = S.QUARANTINING if at_step == 0 else S.QUARANTINED
+    assert _open(state).state is expected_from
+    failed = apply_report(state, report(state, at_step, ReportKind.FAILED, error="BMC down"), NOW)
+    (t,) = failed.transitions
+    assert (t.from_state, t.to_state) == (expected_from, S.FAILED)
+
+
+def test_quarantined_remediations_hold_a_slot() -> None:
+    h = harness(limit=1)
+    h.command(CommandKind.CREATE, instance_id="a", remediation_id="r-a", mode=M.HOST_POWER_CYCLE)
+    manual(h, "b", minute=1)
+    assert states(h, "a", "b") == [S.QUARANTINING, S.PENDING]
+    refused = h.command(CommandKind.CANCEL, instance_id="a", remediation_id="r-a")
+    assert refused.error_code is not None
 
 
 # -- the cluster's slots -----------------------------------------------------------------

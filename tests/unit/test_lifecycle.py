@@ -32,9 +32,18 @@ ALLOWED_MOVES = {
     (S.PENDING, Event.START): S.RUNNING,
     (S.RUNNING, Event.SUCCEED): S.SUCCEEDED,
     (S.RUNNING, Event.FAIL): S.FAILED,
-    (S.PENDING_APPROVAL, Event.ATTACH_SIGNAL): S.PENDING_APPROVAL,
-    (S.PENDING, Event.ATTACH_SIGNAL): S.PENDING,
-    (S.RUNNING, Event.ATTACH_SIGNAL): S.RUNNING,
+    # The modes that cordon the host first (SDK 3.1.1's states).
+    (S.PENDING, Event.QUARANTINE): S.QUARANTINING,
+    (S.QUARANTINING, Event.STEP_STARTED): S.QUARANTINING,
+    (S.QUARANTINING, Event.QUARANTINED): S.QUARANTINED,
+    (S.QUARANTINED, Event.STEP_STARTED): S.RUNNING,
+    (S.QUARANTINING, Event.FAIL): S.FAILED,
+    (S.QUARANTINED, Event.FAIL): S.FAILED,
+    **{
+        (state, event): state
+        for state in (S.PENDING_APPROVAL, S.PENDING, S.QUARANTINING, S.QUARANTINED, S.RUNNING)
+        for event in (Event.ATTACH_SIGNAL, Event.LINK_ALERT)
+    },
     (S.RUNNING, Event.STEP_STARTED): S.RUNNING,
     (S.RUNNING, Event.STEP_DONE): S.RUNNING,
     (S.PENDING_APPROVAL, Event.UPGRADE_MODE): S.PENDING_APPROVAL,
@@ -103,7 +112,15 @@ def test_manual_remediation_never_auto_resolves(state: RemediationState) -> None
         lifecycle.apply(before, Event.AUTO_RESOLVE, now=T1)
 
 
+def test_quarantining_and_quarantined_cannot_be_cancelled() -> None:
+    for state in (S.QUARANTINING, S.QUARANTINED):
+        with pytest.raises(IllegalTransition):
+            lifecycle.apply(record(state), Event.CANCEL, now=T1)
+
+
 def test_start_sets_start_time_and_terminal_sets_end_time() -> None:
+    quarantining = lifecycle.apply(record(S.PENDING), Event.QUARANTINE, now=T1)
+    assert quarantining.start_time == T1
     running = lifecycle.apply(record(S.PENDING), Event.START, now=T1)
     assert running.start_time == T1
     assert running.end_time is None

@@ -166,3 +166,20 @@ def test_the_ladder() -> None:
     assert next_mode(M.HOST_AWARE) is M.HOST_AWARE
     assert heavier(M.HOST_AWARE, M.REBOOT_VM)
     assert not heavier(M.REBOOT_VM, M.REBOOT_VM)
+
+
+def test_a_stuck_nvlink_power_cycles_the_host() -> None:
+    verdict = classify(event(alert_name="DmesgXidError", annotations={"xid": "74"}))
+    assert verdict.mode is M.HOST_POWER_CYCLE
+    assert verdict.rule == "xid-74-nvlink"
+
+
+def test_a_power_cycle_is_never_the_fallback_for_an_unknown_fault() -> None:
+    with pytest.raises(PolicyError, match="HOST_POWER_CYCLE"):
+        parse_policy('fallback_mode = "HOST_POWER_CYCLE"')
+
+
+def test_a_power_cycle_that_did_not_help_escalates_to_another_host() -> None:
+    assert next_mode(M.HOST_POWER_CYCLE) is M.HOST_AWARE
+    assert heavier(M.HOST_POWER_CYCLE, M.REBOOT_VM)
+    assert heavier(M.VM_ONLY, M.HOST_POWER_CYCLE)

@@ -362,8 +362,17 @@ def _create(state: InstanceState, command: Command, now: datetime, archived: Arc
     return new_state, (transition,), reply
 
 
+#: The provider's words (SDK 3.1.1) on why a power cycle is no approval override.
+POWER_CYCLE_OVERRIDE = (
+    "REMEDIATION_MODE_HOST_POWER_CYCLE cannot be set as an approval override; create a "
+    "host power-cycle remediation directly"
+)
+
+
 def _move(state: InstanceState, command: Command, now: datetime, archived: Archived) -> Outcome:
     event = _MOVES[command.kind]
+    if command.kind is CommandKind.APPROVE and command.mode is RemediationMode.HOST_POWER_CYCLE:
+        return state, (), _error(command, ErrorCode.INVALID_ARGUMENT, POWER_CYCLE_OVERRIDE)
     record = find(state, command.remediation_id or "", archived)
     if record is None:
         return state, (), _not_found(command)

@@ -24,7 +24,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from . import ids, safety
+from . import alerts, ids, safety
 from .lifecycle import Event
 from .models import (
     ActiveHealthCheckRun,
@@ -32,6 +32,7 @@ from .models import (
     AlertStatus,
     DecisionRecord,
     HealthSignal,
+    PassiveHealthCheckEvent,
     PolicyEvent,
     PolicyEventKind,
     Remediation,
@@ -196,26 +197,32 @@ def _decide(
 ) -> Decision:
     policy = config.policy
     current = state.open
+    # A passive alert firing or resolving while a remediation is open is linked to it.
+    linked = (
+        alerts.link(current.remediation, signal)
+        if current is not None and isinstance(signal, PassiveHealthCheckEvent)
+        else None
+    )
 
     if verdict.action is Action.HEALTHY:
         if current is not None and _clears(current.remediation, signal, at, policy):
             state, transition = record_change(
                 state,
-                current.remediation,
+                linked or current.remediation,
                 Event.AUTO_RESOLVE,
                 now=now,
                 actor=SYSTEM_PRINCIPAL,
                 reason=f"{verdict.reason}: the signal that opened it cleared",
             )
             return Decision(state, (transition,), Outcome.RESOLVED, verdict)
-        return Decision(state, (), Outcome.RECORDED, verdict)
+        return _linked(state, linked, signal, verdict, now)
 
     if current is not None:
-        if not is_failing(signal):
-            return Decision(state, (), Outcome.RECORDED, verdict)
-        if len(current.remediation.signals) >= config.max_signals_per_remediation:
-            return Decision(state, (), Outcome.RECORDED, verdict)
-        attached = _attach(current.remediation, signal)
+        if not is_failing(signal) or (
+            len(current.remediation.signals) >= config.max_signals_per_remediation
+        ):
+            return _linked(state, linked, signal, verdict, now)
+        attached = _attach(linked or current.remediation, signal)
         state, transition = record_change(
             state,
             attached,
@@ -234,6 +241,28 @@ def _decide(
     if verdict.action is not Action.OPEN or verdict.mode is None:
         return Decision(state, (), Outcome.RECORDED, verdict)
     return _open_if_allowed(state, signal, key, at, verdict, now, config, cluster)
+
+
+def _linked(
+    state: InstanceState,
+    linked: Remediation | None,
+    signal: HealthSignal,
+    verdict: Verdict,
+    now: datetime,
+) -> Decision:
+    """Recorded, and when it was an alert on the open remediation, linked to it."""
+    if linked is None:
+        return Decision(state, (), Outcome.RECORDED, verdict)
+    what = "resolved" if signal_ref(signal).status.endswith("RESOLVED") else "linked"
+    state, transition = record_change(
+        state,
+        linked,
+        Event.LINK_ALERT,
+        now=now,
+        actor=SYSTEM_PRINCIPAL,
+        reason=f"alert {what}: {verdict.reason}",
+    )
+    return Decision(state, (transition,), Outcome.RECORDED, verdict)
 
 
 def _open_if_allowed(
@@ -342,6 +371,7 @@ def _automated(
     """The automated remediation ``signal`` opens (``rid`` is derived from the signal)."""
     run_id = str(signal.run_id) if isinstance(signal, ActiveHealthCheckRun) else None
     event_id = None if isinstance(signal, ActiveHealthCheckRun) else str(signal.event_id)
+    opener = [] if isinstance(signal, ActiveHealthCheckRun) else [alerts.linked_alert(signal, rid)]
     return Remediation(
         id=rid,
         cluster_id=signal.cluster_id,
@@ -358,6 +388,7 @@ def _automated(
         update_time=now,
         signals=[signal_ref(signal)],
         rule=verdict.rule,
+        linked_alerts=opener,
     )
 
 

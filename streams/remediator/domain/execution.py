@@ -5,7 +5,8 @@ module is the part that decides, pure like :func:`correlate.decide`:
 
 - :func:`plan` turns a mode into the control-plane steps of CONTRACT.md §5, each with a
   deterministic ``operation_id`` (the control plane's idempotency key).
-- :func:`start` moves a PENDING remediation to RUNNING with its plan recorded in the
+- :func:`start` moves a PENDING remediation to RUNNING (QUARANTINING for the modes that
+  cordon the host first) with its plan recorded in the
   record, when the cluster has a free slot (:mod:`slots` says which wait and which run).
 - :func:`apply_report` applies one report of the executor: a step STARTED (recorded
   *before* the executor calls the control plane), DONE or FAILED. The last step DONE makes
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import ids
 from .lifecycle import Event, IllegalTransition
 from .models import (
+    EXECUTING_STATES,
     Identifier,
     Operation,
     Remediation,
@@ -53,7 +55,15 @@ STEPS: Mapping[RemediationMode, tuple[StepAction, ...]] = {
         StepAction.PROVISION_VM,
     ),
     RemediationMode.EVICT_WITHOUT_REPLACEMENT: (StepAction.DELETE_VM,),
+    RemediationMode.HOST_POWER_CYCLE: (
+        StepAction.CORDON_HOST,
+        StepAction.POWER_CYCLE_HOST,
+        StepAction.UNCORDON_HOST,
+    ),
 }
+
+#: The modes whose first step cordons the host: they start QUARANTINING (CONTRACT §3).
+CORDONING = frozenset({RemediationMode.HOST_AWARE, RemediationMode.HOST_POWER_CYCLE})
 
 
 def plan(remediation: Remediation) -> list[Operation]:
@@ -92,7 +102,8 @@ class StepReport(BaseModel):
 
 
 def start(state: InstanceState, now: datetime) -> tuple[InstanceState, RemediationTransition]:
-    """Start the instance's PENDING remediation: RUNNING, with its steps planned.
+    """Start the instance's PENDING remediation: RUNNING, or QUARANTINING for a mode that
+    cordons the host first, with its steps planned.
 
     Raises :class:`~remediator.domain.lifecycle.IllegalTransition` (changing nothing)
     when there is no PENDING remediation to start.
@@ -107,10 +118,11 @@ def start(state: InstanceState, now: datetime) -> tuple[InstanceState, Remediati
     remediation = current.remediation
     operations = plan(remediation)
     steps = ", ".join(op.action.value for op in operations)
+    event = Event.QUARANTINE if remediation.mode in CORDONING else Event.START
     return record_change(
         state,
         remediation,
-        Event.START,
+        event,
         now=now,
         actor=EXECUTOR_PRINCIPAL,
         reason=f"started: {steps}",
@@ -134,8 +146,8 @@ def apply_report(state: InstanceState | None, report: StepReport, now: datetime)
     if current is None or current.remediation.id != report.remediation_id:
         return Applied(state, (), f"remediation {report.remediation_id} is not open")
     remediation = current.remediation
-    if remediation.state is not RemediationState.RUNNING:
-        return Applied(state, (), f"remediation is {remediation.state.value}, not RUNNING")
+    if remediation.state not in EXECUTING_STATES:
+        return Applied(state, (), f"remediation is {remediation.state.value}, not carried out")
     operations = list(remediation.operations)
     if report.step >= len(operations):
         return Applied(state, (), f"no step {report.step}")
@@ -167,6 +179,8 @@ def apply_report(state: InstanceState | None, report: StepReport, now: datetime)
         )
         if all(op.state is StepState.DONE for op in operations):
             event, reason = Event.SUCCEED, f"{label} done, all steps done {where}"
+        elif remediation.state is RemediationState.QUARANTINING:
+            event, reason = Event.QUARANTINED, f"{label} done, host cordoned {where}"
         else:
             event, reason = Event.STEP_DONE, f"{label} done {where}"
     else:
@@ -195,8 +209,9 @@ def apply_report(state: InstanceState | None, report: StepReport, now: datetime)
 
 
 def running_remediation(state: InstanceState | None) -> Remediation | None:
-    """The instance's RUNNING remediation, if any: what an executor must be carrying out."""
+    """The instance's remediation being carried out (QUARANTINING, QUARANTINED or RUNNING),
+    if any: what an executor must be carrying out."""
     if state is None or state.open is None:
         return None
     remediation = state.open.remediation
-    return remediation if remediation.state is RemediationState.RUNNING else None
+    return remediation if remediation.state in EXECUTING_STATES else None

@@ -5,9 +5,12 @@ Rules kept here:
   not in the table raises :class:`IllegalTransition` and the record is left unchanged
   (records are frozen; :func:`apply` returns a new one).
 - ``AUTO_RESOLVE`` applies to automated remediations only.
-- ``ATTACH_SIGNAL`` updates an open remediation without moving it; it is refused on a
-  terminal one. ``STEP_STARTED`` / ``STEP_DONE`` likewise record the executor's progress
-  on a RUNNING one.
+- ``ATTACH_SIGNAL`` (and ``LINK_ALERT``) update an open remediation without moving it;
+  they are refused on a terminal one. ``STEP_STARTED`` / ``STEP_DONE`` likewise record
+  the executor's progress on one being carried out.
+- The modes that cordon the host first (HOST_AWARE, HOST_POWER_CYCLE) start with
+  ``QUARANTINE`` (PENDING -> QUARANTINING), become QUARANTINED when the cordon is done,
+  and RUNNING when their next step starts. Neither state can be cancelled.
 - Bookkeeping is done here and nowhere else: ``update_time`` on every change,
   ``start_time`` on start, ``end_time`` on reaching a terminal state.
 
@@ -34,15 +37,18 @@ class Event(enum.StrEnum):
     CANCEL = "CANCEL"
     AUTO_RESOLVE = "AUTO_RESOLVE"
     START = "START"
+    QUARANTINE = "QUARANTINE"  # start of a cordoning mode: the cordon step comes first
+    QUARANTINED = "QUARANTINED"  # the cordon step is done
     SUCCEED = "SUCCEED"
     FAIL = "FAIL"
     ATTACH_SIGNAL = "ATTACH_SIGNAL"
     STEP_STARTED = "STEP_STARTED"
     STEP_DONE = "STEP_DONE"
     UPGRADE_MODE = "UPGRADE_MODE"
+    LINK_ALERT = "LINK_ALERT"  # a passive alert linked (or resolved) on the open record
 
 
-_OPEN_STATES = (S.PENDING_APPROVAL, S.PENDING, S.RUNNING)
+_OPEN_STATES = (S.PENDING_APPROVAL, S.PENDING, S.QUARANTINING, S.QUARANTINED, S.RUNNING)
 
 TRANSITIONS: Mapping[tuple[RemediationState | None, Event], RemediationState] = {
     (None, Event.CREATE_AUTOMATED): S.PENDING_APPROVAL,
@@ -54,10 +60,18 @@ TRANSITIONS: Mapping[tuple[RemediationState | None, Event], RemediationState] = 
     (S.PENDING_APPROVAL, Event.AUTO_RESOLVE): S.AUTO_RESOLVED,
     (S.PENDING, Event.AUTO_RESOLVE): S.AUTO_RESOLVED,
     (S.PENDING, Event.START): S.RUNNING,
+    (S.PENDING, Event.QUARANTINE): S.QUARANTINING,
+    (S.QUARANTINING, Event.QUARANTINED): S.QUARANTINED,
     (S.RUNNING, Event.SUCCEED): S.SUCCEEDED,
     (S.RUNNING, Event.FAIL): S.FAILED,
+    (S.QUARANTINING, Event.FAIL): S.FAILED,
+    (S.QUARANTINED, Event.FAIL): S.FAILED,
     **{(state, Event.ATTACH_SIGNAL): state for state in _OPEN_STATES},
-    # Progress of the executor's steps: the record changes, the state does not.
+    **{(state, Event.LINK_ALERT): state for state in _OPEN_STATES},
+    # Progress of the executor's steps: the record changes, the state does not, except
+    # that the step after the cordon takes a quarantined host on to RUNNING.
+    (S.QUARANTINING, Event.STEP_STARTED): S.QUARANTINING,
+    (S.QUARANTINED, Event.STEP_STARTED): S.RUNNING,
     (S.RUNNING, Event.STEP_STARTED): S.RUNNING,
     (S.RUNNING, Event.STEP_DONE): S.RUNNING,
     # A worse signal raises the mode of an automated remediation that has not started.
@@ -107,7 +121,7 @@ def apply(
     update: dict[str, Any] = dict(changes or {})
     update["state"] = to_state
     update["update_time"] = now
-    if event is Event.START:
+    if event in (Event.START, Event.QUARANTINE):
         update["start_time"] = now
     if to_state.is_terminal:
         update["end_time"] = now

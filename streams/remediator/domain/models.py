@@ -77,6 +77,9 @@ class RemediationMode(enum.StrEnum):
     HOST_AWARE = "REMEDIATION_MODE_HOST_AWARE"
     EVICT_WITHOUT_REPLACEMENT = "REMEDIATION_MODE_EVICT_WITHOUT_REPLACEMENT"
     REBOOT_VM = "REMEDIATION_MODE_REBOOT_VM"
+    #: Added by the provider's SDK 3.1.1: cordons and power-cycles the bare-metal host,
+    #: keeping host and node identity. Never an approval override.
+    HOST_POWER_CYCLE = "REMEDIATION_MODE_HOST_POWER_CYCLE"
 
 
 class RemediationTrigger(enum.StrEnum):
@@ -87,6 +90,9 @@ class RemediationTrigger(enum.StrEnum):
 class RemediationState(enum.StrEnum):
     PENDING_APPROVAL = "PENDING_APPROVAL"
     PENDING = "PENDING"
+    #: Added by the provider's SDK 3.1.1, for the modes that cordon the host first.
+    QUARANTINING = "QUARANTINING"  # cordoning or preparing the host before remediation
+    QUARANTINED = "QUARANTINED"  # the host is cordoned; the remediation goes on
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
@@ -104,6 +110,15 @@ TERMINAL_STATES = frozenset(
         RemediationState.FAILED,
         RemediationState.CANCELLED,
         RemediationState.AUTO_RESOLVED,
+    }
+)
+
+#: Being carried out through the control plane: they hold one of the cluster's slots.
+EXECUTING_STATES = frozenset(
+    {
+        RemediationState.QUARANTINING,
+        RemediationState.QUARANTINED,
+        RemediationState.RUNNING,
     }
 )
 
@@ -174,6 +189,8 @@ class StepAction(enum.StrEnum):
     DELETE_VM = "DELETE_VM"
     PROVISION_VM = "PROVISION_VM"
     CORDON_HOST = "CORDON_HOST"
+    POWER_CYCLE_HOST = "POWER_CYCLE_HOST"
+    UNCORDON_HOST = "UNCORDON_HOST"
 
 
 class StepState(enum.StrEnum):
@@ -197,6 +214,50 @@ class Operation(_Record):
     start_time: Timestamp | None = None
     end_time: Timestamp | None = None
     error: str | None = None
+
+
+class XidEvent(_Record):
+    xid_code: str
+    count: int
+    mnemonic: str = Field(description="The driver's name for the code; empty if unknown.")
+
+
+class XidAnnotation(_Record):
+    events: list[XidEvent]
+
+
+class SlurmNodeUnavailable(_Record):
+    reason: str
+
+
+class LinkedAlertAnnotation(_Record):
+    """The typed reading of a linked alert's annotations (the SDK's shape)."""
+
+    title: str
+    description: str
+    summary_line: str
+    xid: XidAnnotation | None = None
+    slurm_node_unavailable: SlurmNodeUnavailable | None = None
+
+
+class LinkedAlert(_Record):
+    """A passive alert linked to a remediation (an addition, the provider's SDK 3.1.1)."""
+
+    passive_health_check_alert_id: str = Field(description="The alert occurrence's event_id.")
+    alert_name: str
+    severity: Literal["PHC_SEVERITY_INFO", "PHC_SEVERITY_WARNING", "PHC_SEVERITY_CRITICAL"]
+    cluster_id: str
+    instance_id: str | None = None
+    target_vm: str = Field(description="The instance's name, or its id when it has none.")
+    started_at: Timestamp = Field(description="When it fired (the FIRING event's time).")
+    resolved_at: Timestamp | None = Field(
+        default=None, description="When it resolved, if it did while linked."
+    )
+    annotations: dict[str, str] = Field(default_factory=dict)
+    annotation: LinkedAlertAnnotation
+    node_remediation_intent_id: str | None = Field(
+        default=None, description="The remediation it is linked to."
+    )
 
 
 class Remediation(_Record):
@@ -233,6 +294,11 @@ class Remediation(_Record):
     rule: str | None = Field(
         default=None,
         description="The policy rule that opened an automated remediation (its problem).",
+    )
+    linked_alerts: list[LinkedAlert] = Field(
+        default_factory=list,
+        description="Passive alerts that fired on the instance while it was open (the one "
+        "that opened it first), resolved ones included; at most 100.",
     )
 
 

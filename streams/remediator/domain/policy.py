@@ -50,20 +50,35 @@ M = RemediationMode
 #: The escalation ladder, lightest first (DESIGN.md).
 LADDER: tuple[RemediationMode, ...] = (M.REBOOT_VM, M.VM_ONLY, M.HOST_AWARE)
 
+#: How heavy each mode is. A host power cycle resets the hardware a VM reboot cannot
+#: reach, yet keeps the VM and the host: heavier than a reboot, lighter than replacing
+#: the VM. Eviction is never chosen automatically: heaviest of all.
+_WEIGHT: Mapping[RemediationMode, int] = {
+    M.REBOOT_VM: 0,
+    M.HOST_POWER_CYCLE: 1,
+    M.VM_ONLY: 2,
+    M.HOST_AWARE: 3,
+    M.EVICT_WITHOUT_REPLACEMENT: 4,
+}
+
+#: Where escalation goes when a remediation did not clear the problem (DESIGN.md's
+#: ladder; a power cycle that did not help moves the VM to another host).
+_NEXT: Mapping[RemediationMode, RemediationMode] = {
+    M.REBOOT_VM: M.VM_ONLY,
+    M.HOST_POWER_CYCLE: M.HOST_AWARE,
+    M.VM_ONLY: M.HOST_AWARE,
+    M.HOST_AWARE: M.HOST_AWARE,
+}
+
 
 def heavier(a: RemediationMode, b: RemediationMode) -> bool:
-    """Whether ``a`` is a heavier remediation than ``b`` on the ladder."""
-    return _rank(a) > _rank(b)
+    """Whether ``a`` is a heavier remediation than ``b``."""
+    return _WEIGHT[a] > _WEIGHT[b]
 
 
 def next_mode(mode: RemediationMode) -> RemediationMode:
     """One step up the ladder (HOST_AWARE stays HOST_AWARE)."""
-    rank = _rank(mode)
-    return LADDER[min(rank + 1, len(LADDER) - 1)]
-
-
-def _rank(mode: RemediationMode) -> int:
-    return LADDER.index(mode) if mode in LADDER else len(LADDER)
+    return _NEXT.get(mode, M.HOST_AWARE)
 
 
 def _mode_name(value: Any) -> Any:
@@ -234,6 +249,11 @@ class Policy(_Strict):
             raise ValueError(f"rule names must be unique: {', '.join(duplicates)}")
         if self.fallback_mode is M.EVICT_WITHOUT_REPLACEMENT:
             raise ValueError("fallback_mode: EVICT_WITHOUT_REPLACEMENT is never automatic")
+        if self.fallback_mode is M.HOST_POWER_CYCLE:
+            raise ValueError(
+                "fallback_mode: HOST_POWER_CYCLE fits known host faults only, never an "
+                "unknown one; name it in a rule"
+            )
         return self
 
     @property

@@ -4,7 +4,7 @@ A cluster's instances all live on one partition, so the owner of that partition 
 remediation of the cluster and derives the slots from the instances' own records, with no
 state of their own to drift:
 
-- a RUNNING remediation holds a slot;
+- a remediation being carried out (QUARANTINING, QUARANTINED, RUNNING) holds a slot;
 - a PENDING one waits, first come first served by the time it became PENDING (its review
   time when approved, its creation time when an operator created it), then by id;
 - :func:`due` says how many of the waiting ones start now.
@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from .models import Remediation, RemediationState
+from .models import EXECUTING_STATES, Remediation, RemediationState
 
 
 def holds_slot(remediation: Remediation | None) -> bool:
-    return remediation is not None and remediation.state is RemediationState.RUNNING
+    """Being carried out (QUARANTINING, QUARANTINED or RUNNING)."""
+    return remediation is not None and remediation.state in EXECUTING_STATES
 
 
 def waiting(remediation: Remediation | None) -> bool:
