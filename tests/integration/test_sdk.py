@@ -7,12 +7,9 @@ serves the module; each test works in a cluster of its own. The SDK validates ev
 answer strictly (``_strict_response_validation=True``): a missing required field or an
 enum value it does not know fails the test.
 
-Left out, because they cannot pass yet (see the lead's list in the report of issue 10):
-strict validation of ``GET /v1/compute/clusters`` (the SDK's ``Cluster`` requires some
-thirty fields about the cluster itself, which this service does not know; the CLI reads
-it without strict validation, as tested here), and filtering by the SDK 3.1.1 values this
-service does not have yet (mode ``REMEDIATION_MODE_HOST_POWER_CYCLE``, states
-``QUARANTINING``/``QUARANTINED``), which it answers with a 400.
+Left out: strict validation of ``GET /v1/compute/clusters`` (the SDK's ``Cluster``
+requires some thirty fields about the cluster itself, which this service does not know;
+the CLI reads it without strict validation, as tested here).
 """
 
 from __future__ import annotations
@@ -41,7 +38,7 @@ from together.types import WhoamiProjectAPIKey
 from together.types.clusters import Remediation
 
 from remediator.embedded import EmbeddedBroker
-from tests.builders import run_payload
+from tests.builders import event_payload, run_payload
 from tests.integration.conftest import Kafka, Names, WorkerProcess, launch_worker, unique_names
 
 TOKEN = "sdk-token"
@@ -322,6 +319,60 @@ async def test_approve_with_a_mode_and_a_comment(
     assert (approved.state, approved.mode) == ("PENDING", "REMEDIATION_MODE_REBOOT_VM")
     assert (approved.reviewed_by, approved.review_comment) == ("scripts", "a reboot first")
     assert approved.review_time is not None
+
+
+async def test_a_host_power_cycle_is_created_directly_never_as_an_approval_override(
+    sdk: AsyncTogether, kafka: Kafka, sdk_names: Names, cluster: str
+) -> None:
+    created = await sdk.clusters.remediations.create(
+        "i2", cluster_id=cluster, mode="REMEDIATION_MODE_HOST_POWER_CYCLE"
+    )
+    assert (created.state, created.mode) == ("PENDING", "REMEDIATION_MODE_HOST_POWER_CYCLE")
+    listed = await sdk.clusters.remediations.list(
+        "-", cluster_id=cluster, mode=["REMEDIATION_MODE_HOST_POWER_CYCLE"]
+    )
+    assert [r.id for r in listed.remediations] == [created.id]
+    none = await sdk.clusters.remediations.list(
+        "-", cluster_id=cluster, state=["QUARANTINING", "QUARANTINED"]
+    )
+    assert none.remediations == []  # execution is off in this module's worker
+    opened = await open_automated(kafka, sdk_names, sdk, cluster, "i1")
+    with pytest.raises(BadRequestError, match="cannot be set as an approval override"):
+        await sdk.clusters.remediations.approve(
+            opened.id,
+            cluster_id=cluster,
+            instance_id="i1",
+            mode="REMEDIATION_MODE_HOST_POWER_CYCLE",
+        )
+
+
+async def test_a_remediation_shows_its_linked_alerts_with_parsed_xids(
+    sdk: AsyncTogether, kafka: Kafka, sdk_names: Names, cluster: str
+) -> None:
+    alert = event_payload(
+        cluster_id=cluster,
+        instance_id="i1",
+        alert_name="DmesgXidError",
+        annotations={"xid": "79", "gpu": "3"},
+    )
+    await kafka.produce(sdk_names.passive, alert)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while not (
+        listed := await sdk.clusters.remediations.list("i1", cluster_id=cluster)
+    ).remediations:
+        assert loop.time() < deadline, "the alert opened no remediation"
+        await asyncio.sleep(0.2)
+    (opened,) = listed.remediations
+    got = await sdk.clusters.remediations.retrieve(opened.id, cluster_id=cluster, instance_id="i1")
+    (linked,) = got.linked_alerts or []
+    assert linked.passive_health_check_alert_id == alert["event_id"]
+    assert (linked.alert_name, linked.severity) == ("DmesgXidError", "PHC_SEVERITY_CRITICAL")
+    assert linked.annotation.xid is not None
+    assert [(e.xid_code, e.mnemonic) for e in linked.annotation.xid.events] == [
+        ("79", "GPU has fallen off the bus")
+    ]
+    assert linked.resolved_at is None
 
 
 async def test_reject_with_a_comment(
