@@ -298,7 +298,7 @@ async def test_a_bogus_order_by_or_filter_value_is_a_bad_request_naming_the_allo
             cluster_id=cluster,
             state=["PENDING", "SLEEPING"],  # type: ignore[list-item]  # as a typo would
         )
-    assert "PENDING_APPROVAL, PENDING, RUNNING" in error_of(bad_state.value.body)["message"]
+    assert "PENDING_APPROVAL, PENDING, QUARANTINING" in error_of(bad_state.value.body)["message"]
 
 
 # --- approve, reject, cancel ------------------------------------------------------------
