@@ -346,6 +346,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         clock=clock,
         batch_max=settings.batch_max,
         batch_wait=settings.batch_wait_ms / 1000,
+        max_input_bytes=settings.max_input_bytes,
     )
     register_instances(
         app,

@@ -111,6 +111,13 @@ class Settings(BaseSettings):
         "rocksdict (RocksDB files under REMEDIATOR_DATA_DIR; a restart reads only the "
         "changelogs' tail). rocksdict needs the package of that name.",
     )
+    max_input_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest input message accepted; a larger one goes to the dead-letter "
+        "topic (with a prefix of it, its size and SHA-256).",
+    )
     batch_max: int = Field(
         default=1000,
         ge=1,

@@ -141,3 +141,22 @@ async def test_with_the_rocksdict_store_state_survives_a_restart_on_local_disk(
     assert [r["id"] for r in listed] == [opened["remediation_id"]]
     transitions = await kafka.read(names.transitions, at_least=1, settle=3.0)
     assert len(transitions) == 1
+
+
+async def test_an_oversized_input_is_dead_lettered_whole_and_the_stream_goes_on(
+    start_worker: Callable[..., WorkerProcess], kafka: Kafka, names: Names
+) -> None:
+    """A schema-valid 1 MB event (larger than REMEDIATOR_MAX_INPUT_BYTES) must neither
+    crash ingest nor block what follows: it is dead-lettered with its size and SHA-256."""
+    start_worker()
+    huge = run_payload(cluster_id="cl-big", instance_id="i-1", message="x" * (1000 * 1000))
+    after = run_payload(cluster_id="cl-big", instance_id="i-2")
+    raw = orjson.dumps(huge)
+    await kafka.produce(names.active, raw, key=b"same")
+    await kafka.produce(names.active, after, key=b"same")
+    (letter,) = await kafka.read(names.dead_letter, at_least=1)
+    assert "larger than the limit of 262144 bytes" in letter["error"]
+    assert letter["payload_size"] == len(raw)
+    assert letter["payload_truncated"] is True
+    (transition,) = await kafka.read(names.transitions, at_least=1)
+    assert transition["remediation"]["active_health_check_run_id"] == after["run_id"]

@@ -85,3 +85,29 @@ def test_dead_letter_base64_encodes_binary_payload() -> None:
     assert letter.payload_encoding == "base64"
     assert base64.b64decode(letter.payload) == b"\xff\x00"
     assert letter.key is None
+
+
+def test_an_oversized_payload_keeps_a_prefix_its_size_and_sha256() -> None:
+    import hashlib
+
+    from remediator.pipeline.decode import MAX_KEPT_PAYLOAD, InvalidInput, check_size
+
+    raw = b'{"message": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    with pytest.raises(InvalidInput, match="larger than the limit of 262144 bytes"):
+        check_size(raw, 256 * 1024)
+    letter = dead_letter(
+        source_topic="in",
+        partition=0,
+        offset=7,
+        key=b"k" * 5000,
+        payload=raw,
+        error="too big",
+        received_at=T0,
+    )
+    assert letter.payload_truncated
+    assert letter.payload_size == len(raw)
+    assert letter.payload_sha256 == hashlib.sha256(raw).hexdigest()
+    assert len(letter.payload) == MAX_KEPT_PAYLOAD
+    assert letter.key is not None
+    assert len(letter.key) == 1024
+    assert len(letter.model_dump_json()) < 100 * 1024

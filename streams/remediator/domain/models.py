@@ -373,6 +373,16 @@ class DeadLetter(_Record):
     payload_encoding: Literal["base64"] | None = None
     error: str = Field(description="One readable line.")
     received_at: Timestamp
+    # Additions: a dead letter always fits on its topic, whatever came in.
+    payload_size: int | None = Field(
+        default=None, description="Size of the original payload in bytes."
+    )
+    payload_sha256: str | None = Field(
+        default=None, description="SHA-256 of the original payload (hex)."
+    )
+    payload_truncated: bool = Field(
+        default=False, description="Only a prefix of the payload is kept (see payload_size)."
+    )
 
 
 def dump_json(model: BaseModel) -> bytes:

@@ -6,6 +6,7 @@ Pure functions, no Faust: the agents call them, the unit tests call them directl
 from __future__ import annotations
 
 import base64
+import hashlib
 from datetime import datetime
 
 from pydantic import BaseModel, ValidationError
@@ -19,6 +20,10 @@ from remediator.domain.models import (
 
 _MAX_SHOWN_INPUT = 60
 _MAX_ERRORS_SHOWN = 5
+#: A dead letter keeps at most this much of the payload (and of the key), with the
+#: payload's full size and SHA-256: the dead-letter record itself always fits.
+MAX_KEPT_PAYLOAD = 64 * 1024
+_MAX_KEPT_KEY = 1024
 
 
 class InvalidInput(ValueError):
@@ -68,11 +73,16 @@ def dead_letter(
     error: str,
     received_at: datetime,
 ) -> DeadLetter:
-    """The dead letter for one unusable message; bytes that are not UTF-8 go as base64."""
-    text, encoding = _as_text(payload or b"")
+    """The dead letter for one unusable message; bytes that are not UTF-8 go as base64.
+
+    The payload is kept up to :data:`MAX_KEPT_PAYLOAD` bytes, with its full size and
+    SHA-256, so that an oversized input still leaves a dead letter that fits."""
+    raw = payload or b""
+    kept = raw[:MAX_KEPT_PAYLOAD]
+    text, encoding = _as_text(kept)
     key_text = None
     if key is not None:
-        key_text = key.decode("utf-8", errors="backslashreplace")
+        key_text = key[:_MAX_KEPT_KEY].decode("utf-8", errors="backslashreplace")
     return DeadLetter(
         source_topic=source_topic,
         partition=partition,
@@ -82,7 +92,20 @@ def dead_letter(
         payload_encoding=encoding,
         error=" ".join(error.split()),
         received_at=received_at,
+        payload_size=len(raw),
+        payload_sha256=hashlib.sha256(raw).hexdigest(),
+        payload_truncated=len(kept) < len(raw),
     )
+
+
+def check_size(raw: bytes | None, limit: int) -> None:
+    """Raise :class:`InvalidInput` for a message larger than ``limit`` bytes."""
+    size = len(raw or b"")
+    if size > limit:
+        raise InvalidInput(
+            f"message of {size} bytes is larger than the limit of {limit} bytes "
+            "(REMEDIATOR_MAX_INPUT_BYTES)"
+        )
 
 
 def _as_text(payload: bytes) -> tuple[str, None] | tuple[str, str]:

@@ -28,7 +28,7 @@ from remediator.domain import ids
 from remediator.domain.models import ActiveHealthCheckRun, PassiveHealthCheckEvent, dump_json
 
 from .context import Item, Origin
-from .decode import InvalidInput, dead_letter, decode_signal
+from .decode import InvalidInput, check_size, dead_letter, decode_signal
 from .messages import InboxMessage, cluster_partition
 from .outbox import Record
 from .processor import Processor
@@ -56,6 +56,7 @@ def register_ingest(
     partitions: int,
     batch_max: int,
     batch_wait: float,
+    max_input_bytes: int,
     clock: Callable[[], datetime],
 ) -> faust.types.AgentT[bytes]:
     models: dict[str, type[ActiveHealthCheckRun] | type[PassiveHealthCheckEvent]] = {
@@ -70,6 +71,7 @@ def register_ingest(
         message = event.message
         raw = message.value
         try:
+            check_size(raw, max_input_bytes)
             signal = decode_signal(models[message.topic], raw)
         except InvalidInput as exc:
             letter = dead_letter(
