@@ -122,7 +122,7 @@ def full_config(reps: int) -> Config:
             probes_per_cluster=8,
             seconds=45,
         ),
-        memory=MemoryParams(FleetSpec(instances=10_000, seed=6), 100_000, 1_000_000),
+        memory=MemoryParams(FleetSpec(instances=10_000, seed=6), 100_000, 1_000_000, 100_000),
         recovery=RecoveryParams(FleetSpec(instances=100_000, seed=8)),
     )
 
@@ -145,7 +145,7 @@ def quick_config() -> Config:
             probes_per_cluster=8,
             seconds=5,
         ),
-        memory=MemoryParams(FleetSpec(instances=1_000, seed=6), 1_000, 5_000),
+        memory=MemoryParams(FleetSpec(instances=1_000, seed=6), 1_000, 5_000, 2_000),
         recovery=RecoveryParams(FleetSpec(instances=1_000, seed=8)),
         recovery_stores=("rocksdict",),
     )
@@ -205,6 +205,7 @@ async def run_all(bench: Bench, config: Config, only: set[str]) -> Results:
             bench.log(f"  ({name}: {durations[name]:.0f}s)")
     session.results.put("scenario_seconds", durations)
     session.results.put("worker_logs", bench.log_stats)
+    session.results.put("writes_per_signal", bench.writes)
     return session.results
 
 
@@ -293,7 +294,8 @@ async def run_memory(session: Session) -> None:
     results.put("rss_100k_mb", memory.rss_first_mb, 1)
     results.put("rss_1m_mb", memory.rss_total_mb, 1)
     results.put("rss_growth", memory.growth)
-    results.put("memory_msgs", memory.rest.rate, 1)
+    results.put("rss_curve_mb", [[n, round(mb, 1)] for n, mb in memory.curve])
+    results.put("memory_msgs", memory.rate, 1)
 
 
 async def run_recovery(session: Session) -> None:
@@ -378,6 +380,9 @@ def print_summary(results: Results, config: Config, seconds: float) -> None:
             f"{counts['errors']} errors; remediations opened {counts['opened']}, "
             f"proposals refused {counts['not_opened']}"
         )
+    for scenario, writes in results.figures.get("writes_per_signal", {}).items():
+        text = ", ".join(f"{name} {per:.2f}" for name, per in writes.items())
+        print(f"records written per signal, {scenario}: {text}")
 
 
 def write_results(results: Results, config: Config, quick: bool, seconds: float) -> None:

@@ -208,10 +208,16 @@ class LagProbe:
         if any(committed[tp] < listed.get(tp, 0) for tp in self.others):
             return None
         # Every batch that existed at ``moment`` ends at or before the last batch now.
-        real = await self._last_batch_ends({tp: n for tp, n in listed.items() if n > 0})
+        real = await self.last_batch_ends({tp: n for tp, n in listed.items() if n > 0})
         return None if any(committed[tp] < end for tp, end in real.items()) else moment
 
-    async def _last_batch_ends(self, listed: Ends) -> Ends:
+    async def true_ends(self) -> Ends:
+        """The real end offsets of the ``others`` partitions (0 for an empty one)."""
+        listed = await self._consumer.end_offsets(self.others)
+        real = await self.last_batch_ends({tp: n for tp, n in listed.items() if n > 0})
+        return {tp: real.get(tp, 0) for tp in self.others}
+
+    async def last_batch_ends(self, listed: Ends) -> Ends:
         """The offset after the last record of the batch at ``listed - 1``, per partition."""
         for tp, offset in listed.items():
             self._consumer.seek(tp, offset - 1)
@@ -292,3 +298,15 @@ async def paced(
         await asyncio.gather(*pending)
     produced.seconds = time.perf_counter() - start
     return produced
+
+
+async def records_per_topic(
+    bootstrap: str, topics: Sequence[str], partitions: int
+) -> dict[str, int]:
+    """How many records each topic holds (none are deleted during a run)."""
+    async with LagProbe(bootstrap, "-", [], topics, partitions, {}) as probe:
+        ends = await probe.true_ends()
+    counts = dict.fromkeys(topics, 0)
+    for tp, end in ends.items():
+        counts[tp.topic] += end
+    return counts

@@ -188,11 +188,12 @@ class WorkerConfig:
             self.inbox,
             f"{self.app_id}-replies",
             f"{self.app_id}-__assignor-__leader",
-            *(f"{self.app_id}-{table}-changelog" for table in _TABLES),
+            *(f"{self.app_id}-{table}-changelog" for table in TABLES),
         ]
 
 
-_TABLES = ("instances", "clusters", "archive", "decisions", "claims")
+#: The worker's tables (each has a changelog topic ``{app_id}-{table}-changelog``).
+TABLES = ("instances", "clusters", "archive", "decisions", "claims")
 
 
 @dataclass

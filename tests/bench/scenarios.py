@@ -28,6 +28,7 @@ from remediator.embedded import EmbeddedBroker
 from . import kafka
 from .kafka import InputTopics, LagProbe, Produced
 from .procs import (
+    TABLES,
     Process,
     ProcessDied,
     Processes,
@@ -73,6 +74,8 @@ class Bench:
     log_stats: dict[str, dict[str, int]] = field(default_factory=dict)
     #: The exact end offsets of every partition the bench produced to.
     ends: kafka.Ends = field(default_factory=dict)
+    #: Records the worker wrote per input signal, per output topic, per scenario.
+    writes: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def tag(self, name: str) -> str:
         return f"{name}-{uuid.uuid4().hex[:6]}"
@@ -234,6 +237,28 @@ async def repeat(bench: Bench, label: str, reps: int, once: Callable[[], Awaitab
     return Figure(tuple(runs))
 
 
+async def written(bench: Bench, config: WorkerConfig) -> dict[str, int]:
+    """Records in each topic the worker writes (outputs, inbox, changelogs)."""
+    topics = {
+        "transitions": config.transitions,
+        "policy events": f"{config.app_id}-policy-events",
+        "inbox": config.inbox,
+        **{f"{table} changelog": f"{config.app_id}-{table}-changelog" for table in TABLES},
+    }
+    counts = await kafka.records_per_topic(
+        bench.broker.address, list(topics.values()), bench.partitions
+    )
+    return {name: counts[topic] for name, topic in topics.items()}
+
+
+def per_signal(before: dict[str, int], after: dict[str, int], signals: int) -> dict[str, float]:
+    return {
+        name: round((after[name] - before.get(name, 0)) / signals, 3)
+        for name in after
+        if after[name] > before.get(name, 0)
+    }
+
+
 def log_health(bench: Bench, scenario: str, workers: Sequence[Worker]) -> None:
     """Count the worker logs' lines, warnings and errors (a flooded log costs throughput);
     show the errors."""
@@ -328,8 +353,10 @@ async def steady_once(bench: Bench, data: SteadyInput, workers: int = 1) -> Run:
     started = await bench.start_workers(config, workers)
     try:
         await bench.drain(config, data.warm_up, started)
+        before = await written(bench, config)
         run = await bench.drain(config, data.signals, started)
         log_health(bench, label, started)
+        bench.writes[label] = per_signal(before, await written(bench, config), run.count)
         return run
     finally:
         await bench.finish(started, [config.active, config.passive, *config.owned_topics])
@@ -356,6 +383,7 @@ async def worst_once(bench: Bench, messages: Sequence[Message], label: str = "wo
     try:
         run = await bench.drain(config, messages, started)
         log_health(bench, label, started)
+        bench.writes[label] = per_signal({}, await written(bench, config), run.count)
         return run
     finally:
         await bench.finish(started, [config.active, config.passive, *config.owned_topics])
@@ -530,28 +558,44 @@ async def _read_transitions(bench: Bench, topic: str, seen: dict[str, float]) ->
 
 @dataclass(frozen=True)
 class MemoryParams:
+    """Steady-state signals in drained steps of ``step``; RSS after each."""
+
     fleet: FleetSpec
     first: int
     total: int
+    step: int
     mix: SteadyMix = field(default_factory=SteadyMix)
 
     def describe(self) -> str:
         return (
-            f"{self.fleet.describe()}, steady mix; RSS read once drained after "
-            f"{self.first} and after {self.total} signals"
+            f"{self.fleet.describe()}, steady mix, produced in steps of {self.step:,} "
+            f"each drained before the next; RSS after each (the figures: after "
+            f"{self.first:,} and after {self.total:,})"
         )
 
 
 @dataclass(frozen=True)
 class Memory:
-    rss_first_mb: float
-    rss_total_mb: float
-    first: Run
-    rest: Run
+    #: (signals processed, RSS MiB) from the worker ready (0) to the end.
+    curve: tuple[tuple[int, float], ...]
+    first: int
+    runs: tuple[Run, ...]
+
+    @property
+    def rss_first_mb(self) -> float:
+        return dict(self.curve)[self.first]
+
+    @property
+    def rss_total_mb(self) -> float:
+        return self.curve[-1][1]
 
     @property
     def growth(self) -> float:
         return (self.rss_total_mb - self.rss_first_mb) / self.rss_first_mb
+
+    @property
+    def rate(self) -> float:
+        return sum(r.count for r in self.runs) / sum(r.seconds for r in self.runs)
 
 
 async def memory(bench: Bench, params: MemoryParams) -> Memory:
@@ -561,14 +605,18 @@ async def memory(bench: Bench, params: MemoryParams) -> Memory:
     await bench.create_inputs(config)
     (worker,) = await bench.start_workers(config)
     try:
-        first = await bench.drain(config, itertools.islice(stream, params.first), [worker])
-        rss_first = worker.rss_mb()
-        bench.log(f"  first {first.describe()}; RSS {rss_first:.1f} MiB")
-        rest = await bench.drain(config, stream, [worker])
-        rss_total = worker.rss_mb()
-        bench.log(f"  rest {rest.describe()}; RSS {rss_total:.1f} MiB")
+        curve = [(0, worker.rss_mb())]
+        bench.log(f"  {0:>9,}: RSS {curve[0][1]:6.1f} MiB when ready")
+        runs = []
+        done = 0
+        while done < params.total:
+            size = min(params.first if not done else params.step, params.total - done)
+            runs.append(await bench.drain(config, itertools.islice(stream, size), [worker]))
+            done += size
+            curve.append((done, worker.rss_mb()))
+            bench.log(f"  {done:>9,}: RSS {curve[-1][1]:6.1f} MiB after {runs[-1].describe()}")
         log_health(bench, "memory", [worker])
-        return Memory(rss_first, rss_total, first, rest)
+        return Memory(tuple(curve), params.first, tuple(runs))
     finally:
         await bench.finish([worker], [config.active, config.passive, *config.owned_topics])
 
@@ -678,7 +726,7 @@ async def pad_changelogs(bench: Bench, config: WorkerConfig) -> None:
     """
     tps = [
         TopicPartition(f"{config.app_id}-{table}-changelog", p)
-        for table in ("instances", "clusters", "archive", "decisions", "claims")
+        for table in TABLES
         for p in range(bench.partitions)
     ]
     consumer = AIOKafkaConsumer(bootstrap_servers=bench.broker.address)
