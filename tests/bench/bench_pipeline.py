@@ -1,6 +1,6 @@
 """The pipeline bench (issue 9): figures, not asserts, all from ONE run on ONE broker.
 
-    make bench                 # the full bench (about 21 minutes on a 2-core machine)
+    make bench                 # the full bench (about 16 minutes on an idle 2-core machine)
     make bench ARGS=--quick    # a smoke run of everything, small sizes (about 1.5 minutes)
     python -m tests.bench.bench_pipeline --only steady,worst --reps 1
 
@@ -30,20 +30,27 @@ The figures (keys of ``.bench/latest.json``):
    the budget: still work per signal). ``worst_50_msgs`` / ``worst_500_msgs``: the same
    with all clusters of 50 / of 500; ``worst_50_vs_500`` is their ratio (goal: within
    20 % of 1, cost per signal independent of cluster size).
-4. ``p50_ms``, ``p99_ms``: from handing a failing signal to the producer to its
+4. ``p50_ms``, ``p90_ms``, ``p99_ms``: from handing a failing signal to the producer to its
    CREATE_AUTOMATED transition being read from ``remediation-transitions`` (matched by
    run id / event id), while a paced producer sends a steady background at half the
    steady median rate; probes are failing signals of fresh instances in clusters with
    room for them.
 5. ``rss_100k_mb``, ``rss_1m_mb``, ``rss_growth``: the worker's VmRSS once drained after
-   100 k and after 1 M steady-state signals on a 10 k-instance fleet;
+   100 k and after 1 M steady-state signals on a 10 k-instance fleet (produced in drained
+   steps of 100 k; ``rss_curve_mb`` has every step);
    rss_growth = (RSS@1M - RSS@100k) / RSS@100k (goal <= 0.10).
 6. ``two_workers_msgs``, ``two_workers_ratio``: the steady state with two workers in one
    group (same app id, own web ports and data dirs) against one.
 7. ``recovery_memory_s``, ``recovery_rocksdict_s``: 100 k instances known (one signal
    each), the worker stopped cleanly and started again with the same app id and data dir:
    seconds from process start to ``/healthz`` ready, per table store; with the worker's
-   own "state loaded: N instance(s) ... in X s" line.
+   own "state loaded: N instance(s) ... in X s" line. On Tansu the rocksdict restart
+   crashes (Faust's recovery trusts ListOffsets, which Tansu understates): the bench
+   reports why, pads the changelogs (``scenarios.pad_changelogs``) and times that restart.
+
+Beside the figures: the CPU seconds of subject, broker and bench per run, the worker
+logs' line, warning and error counts, and the records the worker wrote per signal to
+each of its topics (``writes_per_signal``).
 
 ``--quick`` runs every scenario small, once: a smoke test of the bench, not figures.
 """
@@ -330,8 +337,16 @@ def parameters(config: Config) -> dict[str, Any]:
             "others": "defaults (batch max 1000, batch wait 10 ms, fetch max wait 100 ms)",
         },
         "machine": f"{platform.machine()}, {_cpus()} CPU(s), Python {platform.python_version()}",
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load averages: anything else on the machine shows here."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+#: Read once, before the bench loads the machine itself.
+LOAD_AT_START = load_average()
 
 
 def _cpus() -> int:
@@ -392,7 +407,8 @@ def write_results(results: Results, config: Config, quick: bool, seconds: float)
         "quick": quick,
         "bench_seconds": round(seconds, 1),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "load_average_at_start": LOAD_AT_START,
+        "load_average_at_end": load_average(),
         "parameters": parameters(config),
     }
     RESULTS.write_text(json.dumps(document, indent=2, default=str) + "\n")
@@ -441,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, _interrupt)
     print("parameters:", json.dumps(parameters(config), indent=1, default=str))
+    print(f"load average at start: {LOAD_AT_START}")
     work = Path(tempfile.mkdtemp(prefix="remediator-bench-"))
     processes = Processes()
     started = time.perf_counter()
