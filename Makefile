@@ -62,8 +62,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format streams tests
 	$(VENV)/bin/ruff check --fix streams tests
 
-bench: $(STAMP)  ## throughput of the pipeline vs a raw aiokafka baseline, same broker, same run
-	$(PY) -m tests.bench.bench_pipeline
+# ARGS=--quick: a one-minute smoke run; ARGS="--only steady,worst --reps 1": a part.
+bench: $(STAMP)  ## throughput, latency, memory, recovery vs a raw aiokafka baseline, one broker
+	$(PY) -m tests.bench.bench_pipeline $(ARGS)
 
 schemas: $(STAMP)  ## regenerate the JSON Schema files under schemas/
 	$(PY) -m remediator.schemas
