@@ -74,8 +74,7 @@ class Harness:
         self.max_running = max_running
         self.fleet = Fleet()
         self.tables = Tables(
-            instances=MemoryStore("instances"),  # type: ignore[arg-type]
-            clusters=MemoryStore("clusters"),  # type: ignore[arg-type]
+            state=MemoryStore("state"),  # type: ignore[arg-type]
             archive=MemoryStore("archive"),  # type: ignore[arg-type]
             decisions=MemoryStore("decisions"),  # type: ignore[arg-type]
             claims=MemoryStore("claims"),  # type: ignore[arg-type]
@@ -168,7 +167,7 @@ class Harness:
 
     def stored(self, cluster_id: str = "c1", instance_id: str = "i1") -> InstanceState | None:
         """The instance's hot record as written to its table."""
-        raw = self.tables.instances.get(ids.instance_key(cluster_id, instance_id).encode())
+        raw = self.tables.state.get(ids.instance_key(cluster_id, instance_id).encode())
         return None if raw is None else InstanceState.model_validate_json(raw)
 
     def archived(self, cluster_id: str = "c1", instance_id: str = "i1") -> list[dict[str, object]]:

@@ -399,7 +399,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
 
 
 def _tables(app: faust.App, settings: Settings) -> Tables:
-    """One table per kind of value, all partitioned like the inbox (by cluster)."""
+    """The tables, all partitioned like the inbox (by cluster; claims by their id)."""
 
     def table(name: str, help_text: str, partition_of: Callable[[bytes], int]) -> TableStore:
         created = app.Table(
@@ -420,8 +420,12 @@ def _tables(app: faust.App, settings: Settings) -> Tables:
         return key_partition(key, settings.partitions)
 
     return Tables(
-        instances=table("instances", "Per instance: the hot record decisions need.", by_cluster),
-        clusters=table("clusters", "Per cluster: pause, blast radius tripped.", by_cluster),
+        state=table(
+            "state",
+            "The hot records decisions read: per instance, and per cluster (its pause and "
+            "blast radius), in one changelog so that they recover to the same point.",
+            by_cluster,
+        ),
         archive=table("archive", "Per instance: its closed remediations (JSON Lines).", by_cluster),
         decisions=table(
             "decisions", "Per instance: recent policy decisions (JSON Lines).", by_cluster

@@ -212,7 +212,7 @@ class Settings(BaseSettings):
         "held against it: the verdict needs an answer.",
     )
     stall_seconds: float = Field(
-        default=15.0,
+        default=60.0,
         ge=0,
         le=3600,
         description="An assigned partition with lag whose committed offset has not moved "

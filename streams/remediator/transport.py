@@ -1,28 +1,109 @@
-"""Faust's aiokafka transport with a configurable fetch wait.
+"""Faust's aiokafka transport with a configurable fetch wait and true end offsets.
 
-Faust creates its consumer with ``fetch_max_wait_ms=1500`` and no setting to change it.
-Against Kafka that is harmless (a fetch returns as soon as data arrives), but Tansu
-answers a fetch only when the wait is over, so every hop (input -> inbox -> agent, and
-every API request) took 0.75 s on average. A short wait costs a few empty fetches a
-second when idle and makes the embedded broker as responsive as Kafka.
+Two things Faust's transport takes for granted that the embedded broker (Tansu) does not
+give, fixed here so that they hold on any broker:
+
+- **Fetch wait.** Faust creates its consumer with ``fetch_max_wait_ms=1500`` and no
+  setting to change it. Against Kafka that is harmless (a fetch returns as soon as data
+  arrives), but Tansu answers a fetch only when the wait is over, so every hop (input ->
+  inbox -> agent, and every API request) took 0.75 s on average. A short wait costs a
+  few empty fetches a second when idle.
+- **End offsets.** Asked for a partition's latest offset, Tansu answers the first offset
+  of the partition's last record batch + 1, not the end: after one batch of 100 records
+  it says 1. Faust reads a table's changelog up to that offset when it recovers the
+  table, so it would stop short of the last batch's other records (state written just
+  before a restart, forgotten), and its lag figures would be short too. The consumer here
+  checks what it is told: it fetches the last batch and takes the offset after its last
+  record. On Kafka that fetch finds the very record before the end and changes nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Mapping
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as driver
+
+log = logging.getLogger(__name__)
+
+#: How long to wait for the last batch of a partition when checking its end offset.
+_PROBE_SECONDS = 2.0
+
+
+class EndOffsets:
+    """True end offsets: what the broker says, checked against its last record batch."""
+
+    def __init__(self, bootstrap_servers: list[str]) -> None:
+        self._bootstrap = bootstrap_servers
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def check(self, ends: Mapping[Any, int]) -> dict[Any, int]:
+        result = dict(ends)
+        probed = {TopicPartition(tp.topic, tp.partition): tp for tp, end in ends.items() if end}
+        if not probed:
+            return result
+        consumer = await self._ensure()
+        consumer.assign(list(probed))
+        for tp in probed:
+            consumer.seek(tp, ends[probed[tp]] - 1)
+        pending = set(probed)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _PROBE_SECONDS
+        while pending and loop.time() < deadline:
+            fetched = await consumer.getmany(*pending, timeout_ms=200)
+            for tp, records in fetched.items():
+                if records:
+                    original = probed[tp]
+                    result[original] = max(result[original], records[-1].offset + 1)
+                    pending.discard(tp)  # a whole batch comes at once: that is its end
+        return result
+
+    async def _ensure(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                fetch_max_wait_ms=50,
+            )
+            await consumer.start()
+            self._consumer = consumer
+        return self._consumer
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
 
 
 def transport_class(fetch_max_wait_ms: int) -> type[driver.Transport]:
-    """A Faust Kafka transport whose consumer waits at most ``fetch_max_wait_ms``."""
+    """A Faust Kafka transport whose consumer waits at most ``fetch_max_wait_ms`` and
+    reports true end offsets."""
 
     class FetchConsumerThread(driver.AIOKafkaConsumerThread):
+        _ends: EndOffsets | None = None
+
         def _create_worker_consumer(self, transport: Any) -> Any:
             consumer = super()._create_worker_consumer(transport)
             # Read by aiokafka when the consumer starts and creates its fetcher.
             consumer._fetch_max_wait_ms = fetch_max_wait_ms
             return consumer
+
+        async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
+            ends = await super()._highwaters(partitions)
+            if self._ends is None:
+                transport: Any = self.transport
+                servers = driver.server_list(transport.url, transport.default_port)
+                self._ends = EndOffsets(servers)
+            return await self._ends.check(ends)
+
+        async def on_thread_stop(self) -> None:
+            if self._ends is not None:
+                await self._ends.close()
+            await super().on_thread_stop()
 
     class FetchConsumer(driver.Consumer):
         def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:

@@ -165,3 +165,26 @@ async def test_kill_in_the_middle_of_a_batchs_state_writes_replays_it_exactly(
     assert Counter(t[0]["_key"] for t in by_id.values()) == Counter(
         {f"cl-b/{i}": 1 for i in instances}
     )
+
+
+async def test_a_restart_recovers_every_instance_written_in_one_batch(
+    start_worker: Callable[..., WorkerProcess], kafka: Kafka, names: Names
+) -> None:
+    """State written as large batches is read back whole at start (the broker may
+    understate a changelog's end: the transport checks it), so every repeat after a restart
+    is recognised as one."""
+    instances = [f"inst-{n:03d}" for n in range(300)]
+    runs = [run_payload(cluster_id="cl-r", instance_id=i, result="PASSED") for i in instances]
+    failing = run_payload(cluster_id="cl-r", instance_id="inst-x")
+    for run in [*runs, failing]:
+        await kafka.produce(names.active, run, key=run["instance_id"].encode())
+    worker = start_worker()
+    (opened,) = await kafka.read(names.transitions, at_least=1)
+    assert worker.stop() == 0
+
+    restarted = start_worker()
+    assert "state loaded: 301 instance(s)" in restarted.log(), restarted.log()[-3000:]
+    for run in [failing, *runs]:  # all of it again: nothing is new
+        await kafka.produce(names.active, run, key=run["instance_id"].encode())
+    transitions = await kafka.read(names.transitions, at_least=1, settle=4.0)
+    assert [t["transition_id"] for t in transitions] == [opened["transition_id"]]

@@ -157,7 +157,7 @@ def test_a_paused_cluster_admits_nothing_until_resumed() -> None:
     assert [e.kind for e in harness.events()] == [K.CLUSTER_PAUSED, K.CLUSTER_RESUMED]
 
 
-def test_pause_is_written_as_a_barrier_before_anything_after_it() -> None:
+def test_a_pause_is_written_in_order_with_the_instances_it_governs() -> None:
     harness = Harness(policy())
     known(harness, 10)
     pause = Command(
@@ -170,12 +170,14 @@ def test_pause_is_written_as_a_barrier_before_anything_after_it() -> None:
         reason="maintenance",
     )
     batch = harness.apply(
-        InboxMessage(command=pause, route=Route.CLUSTER),
         InboxMessage.of_signal(run(instance_id="i1", completed_at=iso(1))),
+        InboxMessage(command=pause, route=Route.CLUSTER),
+        InboxMessage.of_signal(run(instance_id="i2", completed_at=iso(1))),
     )
-    assert [(w.store.name, w.barrier) for w in batch.writes] == [
-        ("clusters", True),
-        ("instances", False),
+    assert [(w.store.name, w.key) for w in batch.writes] == [
+        ("state", b"c1/i1"),
+        ("state", b"c1"),
+        ("state", b"c1/i2"),
     ]
 
 

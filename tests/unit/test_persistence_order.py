@@ -1,5 +1,6 @@
 """How a batch is made durable: outputs first, then state in the order it changed, a
-cluster's record alone between barriers; and how records are grouped into batches."""
+cluster's record in the same log as its instances; and how records are grouped into
+batches."""
 
 from __future__ import annotations
 
@@ -29,8 +30,7 @@ class RecordingSender:
 
 def processor(sender: RecordingSender) -> tuple[Processor, Tables]:
     tables = Tables(
-        instances=MemoryStore("instances"),  # type: ignore[arg-type]
-        clusters=MemoryStore("clusters"),  # type: ignore[arg-type]
+        state=MemoryStore("state"),  # type: ignore[arg-type]
         archive=MemoryStore("archive"),  # type: ignore[arg-type]
         decisions=MemoryStore("decisions"),  # type: ignore[arg-type]
         claims=MemoryStore("claims"),  # type: ignore[arg-type]
@@ -54,29 +54,34 @@ def processor(sender: RecordingSender) -> tuple[Processor, Tables]:
     return owner, tables
 
 
-def test_outputs_and_logs_go_first_then_state_in_order_with_barriers_alone() -> None:
+def test_outputs_and_logs_go_first_then_state_in_the_order_it_changed() -> None:
     sender = RecordingSender()
     owner, tables = processor(sender)
     batch = Batch(
         outputs=[Record("transitions", b"c1/a", b"t1")],
         writes=[
-            Write(tables.instances, b"c1/a", b"a1"),
-            Write(tables.instances, b"c1/b", b"b1"),
-            Write(tables.clusters, b"c1", b"tripped", barrier=True),
-            Write(tables.instances, b"c1/c", b"c1"),
-            Write(tables.instances, b"c1/a", b"a2"),
+            Write(tables.state, b"c1/a", b"a1"),
+            Write(tables.state, b"c1/b", b"b1"),
+            Write(tables.state, b"c1", b"tripped"),
+            Write(tables.state, b"c1/c", b"c1"),
+            Write(tables.state, b"c1/a", b"a2"),
         ],
     )
     batch.logs[("archive", b"c1/a")] = (tables.archive, b"closed")
     asyncio.run(owner._persist(batch))
     assert [[(r.topic, r.value) for r in d] for d in sender.deliveries] == [
         [("transitions", b"t1"), ("archive-changelog", b"closed")],
-        [("instances-changelog", b"a1"), ("instances-changelog", b"b1")],
-        [("clusters-changelog", b"tripped")],
-        # Not coalesced: the same key twice keeps both, so a crash leaves a prefix.
-        [("instances-changelog", b"c1"), ("instances-changelog", b"a2")],
+        # One log, one round trip; not coalesced: the same key twice keeps both, so that
+        # a crash leaves a prefix of the changes.
+        [
+            ("state-changelog", b"a1"),
+            ("state-changelog", b"b1"),
+            ("state-changelog", b"tripped"),
+            ("state-changelog", b"c1"),
+            ("state-changelog", b"a2"),
+        ],
     ]
-    assert tables.instances.get(b"c1/a") == b"a2"
+    assert tables.state.get(b"c1/a") == b"a2"
 
 
 def test_a_batch_written_through_the_harness_leaves_every_cluster_record_before_the_next() -> None:

@@ -12,9 +12,12 @@ processor then makes durable in the right order:
    decides the rest exactly as the first time: same ids, same content);
 3. then, and only then, the inputs are acknowledged (their offsets may be committed).
 
-A cluster's own record (pause, tripped) is written as a barrier: everything before it is
-durable first, nothing after it is sent until it is, because it lives in another
-changelog and must never be recovered ahead of, or behind, the instances it governs.
+The hot state is one table, ``state``, holding both kinds of record decisions read: one
+per instance (key ``cluster/instance``) and one per cluster (key ``cluster``: its pause
+and whether its blast radius is tripped). They share one changelog on purpose: a
+cluster's record must never be recovered ahead of, or behind, the instances it governs
+(a pause written but not the signals decided before it would decide those again
+differently), and only one ordered log gives that without transactions.
 """
 
 from __future__ import annotations
@@ -78,8 +81,8 @@ class Item:
 
 @dataclass(frozen=True, slots=True)
 class Tables:
-    instances: TableStore
-    clusters: TableStore
+    #: The hot records: instances (``cluster/instance``) and clusters (``cluster``).
+    state: TableStore
     archive: TableStore
     decisions: TableStore
     claims: TableStore
@@ -94,13 +97,11 @@ class Topics:
     dead_letters: str
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Write:
     store: TableStore
     key: bytes
     value: bytes | None
-    #: Written alone, after everything before it is durable (see the module docstring).
-    barrier: bool = False
 
 
 @dataclass
@@ -170,7 +171,7 @@ class Context:
         model.put(state)
         key = state.key.encode()
         batch = self.batch
-        batch.writes.append(Write(self.tables.instances, key, dump_json(state)))
+        batch.writes.append(Write(self.tables.state, key, dump_json(state)))
         batch.written[key] = state
         for transition in transitions:
             batch.outputs.append(Record(self.topics.transitions, key, dump_json(transition)))
@@ -185,10 +186,10 @@ class Context:
             self._append(self.tables.decisions, key, dump_json(decision), MAX_DECISIONS)
 
     def put_cluster(self, model: ClusterModel, record: ClusterRecord) -> None:
-        """A cluster's own record changed (a barrier write: see the module docstring)."""
+        """A cluster's own record changed (in the same log as its instances: see above)."""
         model.record = record
         key = record.cluster_id.encode()
-        self.batch.writes.append(Write(self.tables.clusters, key, dump_json(record), barrier=True))
+        self.batch.writes.append(Write(self.tables.state, key, dump_json(record)))
 
     def publish_events(self, events: Sequence[PolicyEvent]) -> None:
         for event in events:

@@ -9,7 +9,7 @@ serializes them, so every cluster has exactly one writer applying its inputs in 
 For a batch: each input is applied in order against the decoded in-memory fleet by its
 handler (``pipeline/handlers.py``); then the batch is made durable in the order the
 module docstring of ``pipeline/context.py`` explains (outputs and logs acknowledged,
-then the hot state in the order it changed, cluster records as barriers); only then may
+then the hot state in the order it changed); only then may
 the caller acknowledge its inputs. A kill -9 anywhere replays the batch: everything it
 published is published again with the same ids and content, nothing is applied twice.
 
@@ -124,14 +124,16 @@ class Processor:
         owned = self._assigned()
         started = asyncio.get_running_loop().time()
         fleet = Fleet()
-        for key, raw in self.tables.clusters.items(owned):
-            record = ClusterRecord.model_validate_json(raw)
-            fleet.cluster(self.tables.clusters.partition_of(key), record.cluster_id).record = record
         running: list[tuple[bytes, InstanceState]] = []
         count = 0
-        for key, raw in self.tables.instances.items(owned):
+        store = self.tables.state
+        for key, raw in store.items(owned):
+            if b"/" not in key:  # a cluster's own record
+                record = ClusterRecord.model_validate_json(raw)
+                fleet.cluster(store.partition_of(key), record.cluster_id).record = record
+                continue
             state = InstanceState.model_validate_json(raw)
-            fleet.cluster(self.tables.instances.partition_of(key), state.cluster_id).put(state)
+            fleet.cluster(store.partition_of(key), state.cluster_id).put(state)
             count += 1
             if running_remediation(state) is not None:
                 running.append((key, state))
@@ -234,22 +236,12 @@ class Processor:
             self.executor.observe(key, state)
 
     async def _write(self, writes: Sequence[Write]) -> None:
-        """The hot state, in order; a barrier write goes alone (see pipeline/context.py)."""
-        pending: list[Record] = []
-        half = len(writes) // 2 if failpoints.armed("batch.partial_write") else -1
-        for index, write in enumerate(writes):
-            if index == half and index > 0:
-                await self._deliver_state(pending)
-                pending = []
-                await failpoints.hit("batch.partial_write")
-            if write.barrier and pending:
-                await self._deliver_state(pending)
-                pending = []
-            pending.append(write.store.put(write.key, write.value))
-            if write.barrier:
-                await self._deliver_state(pending)
-                pending = []
-        await self._deliver_state(pending)
+        """The hot state, in the order it changed (see pipeline/context.py)."""
+        records = [write.store.put(write.key, write.value) for write in writes]
+        if failpoints.armed("batch.partial_write") and len(records) > 1:
+            await self._deliver_state(records[: len(records) // 2])
+            await failpoints.hit("batch.partial_write")
+        await self._deliver_state(records)
 
     async def _deliver_state(self, records: list[Record]) -> None:
         self._persisted(await self.sender.deliver(records))
@@ -259,13 +251,7 @@ class Processor:
         tables = self.tables
         stores = {
             store.changelog: store
-            for store in (
-                tables.instances,
-                tables.clusters,
-                tables.claims,
-                tables.archive,
-                tables.decisions,
-            )
+            for store in (tables.state, tables.claims, tables.archive, tables.decisions)
         }
         last: dict[tuple[str, int], int] = {}
         for where in delivered:
