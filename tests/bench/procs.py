@@ -193,7 +193,7 @@ class WorkerConfig:
 
 
 #: The worker's tables (each has a changelog topic ``{app_id}-{table}-changelog``).
-TABLES = ("instances", "clusters", "archive", "decisions", "claims")
+TABLES = ("state", "archive", "decisions", "claims")
 
 
 @dataclass
