@@ -44,7 +44,7 @@ def on_signal(ctx: Context, item: Item) -> None:
         ctx.put_cluster(model, decision.cluster)
     ctx.put(model, decision.state, decision.transitions, decision.events, decision.record)
     ctx.settle(model, item.now)
-    if decision.transitions:
+    if decision.outcome is Outcome.OPENED or decision.outcome is Outcome.RESOLVED:
         transition = decision.transitions[-1]
         log.info(
             "%s remediation %s on %s (%s)",
@@ -53,10 +53,11 @@ def on_signal(ctx: Context, item: Item) -> None:
             decision.state.key,
             transition.reason,
         )
-    elif decision.outcome in (Outcome.BLOCKED, Outcome.SHADOWED) and decision.verdict:
-        # Debug only: in a storm every refused signal would be a line; the cluster's
-        # policy event says it once, and explain tells each instance's story.
-        log.debug("%s: %s", decision.state.key, decision.verdict.reason)
+    elif decision.verdict is not None and log.isEnabledFor(logging.DEBUG):
+        # Debug only: a signal attached to an open remediation, or refused in a storm,
+        # would be a line per signal; the transitions, the cluster's policy events and
+        # explain tell each instance's story.
+        log.debug("%s %s: %s", decision.state.key, decision.outcome.value, decision.verdict.reason)
 
 
 def on_report(ctx: Context, item: Item) -> None:

@@ -22,6 +22,7 @@ clusters exist) is sent to every partition, and each owner answers for its own.
 from __future__ import annotations
 
 import enum
+import functools
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -72,9 +73,11 @@ class InboxMessage(BaseModel):
 
     @classmethod
     def of_signal(cls, signal: HealthSignal) -> InboxMessage:
+        # The signal was just validated and the message has exactly one item by
+        # construction: no second validation (one per input signal, on the hot path).
         if isinstance(signal, ActiveHealthCheckRun):
-            return cls(active_run=signal)
-        return cls(passive_event=signal)
+            return cls.model_construct(active_run=signal)
+        return cls.model_construct(passive_event=signal)
 
     @property
     def signal(self) -> HealthSignal | None:
@@ -88,8 +91,10 @@ class InboxMessage(BaseModel):
         return item.cluster_id
 
 
+@functools.lru_cache(maxsize=65536)
 def cluster_partition(cluster_id: str, partitions: int) -> int:
     """The inbox (and table) partition of everything about ``cluster_id``."""
+    # Cached: murmur2 is pure Python, and a fleet has few clusters and many signals.
     return key_partition(cluster_id.encode(), partitions)
 
 
