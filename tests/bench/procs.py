@@ -171,6 +171,13 @@ class WorkerConfig:
             "REMEDIATOR_COMMIT_INTERVAL_SECONDS": str(self.commit_interval),
             "REMEDIATOR_BROKER_SESSION_TIMEOUT": str(self.session_timeout),
             "REMEDIATOR_LOG_LEVEL": self.log_level,
+            # Experiments: BENCH_REMEDIATOR_X=v in the bench's environment sets
+            # REMEDIATOR_X=v for every worker (printed with the parameters).
+            **{
+                k.removeprefix("BENCH_"): v
+                for k, v in os.environ.items()
+                if k.startswith("BENCH_REMEDIATOR_")
+            },
             **self.extra,
         }
 
@@ -266,6 +273,32 @@ def raw_loop_process(
             sink,
             group,
             str(commit_interval),
+        ],
+        env=dict(os.environ),
+        log_path=log_dir / f"{group}.log",
+    )
+
+
+def faust_loop_process(
+    bootstrap: str,
+    source: str,
+    sink: str,
+    group: str,
+    log_dir: Path,
+    commit_interval: float,
+    web_port: int,
+) -> Process:
+    return Process(
+        name=f"faust loop {group}",
+        argv=[
+            sys.executable,
+            str(Path(__file__).with_name("faust_loop.py")),
+            bootstrap,
+            source,
+            sink,
+            group,
+            str(commit_interval),
+            str(web_port),
         ],
         env=dict(os.environ),
         log_path=log_dir / f"{group}.log",

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from remediator.embedded import EmbeddedBroker
+from remediator.embedded import EmbeddedBroker, free_port
 
 from . import kafka
 from .kafka import InputTopics, LagProbe, Produced
@@ -35,6 +35,7 @@ from .procs import (
     Worker,
     WorkerConfig,
     cpu_seconds,
+    faust_loop_process,
     grep,
     raw_loop_process,
     wait_ready,
@@ -301,6 +302,29 @@ async def baseline_once(bench: Bench, messages: Sequence[Message]) -> Run:
     try:
         await _wait_for_line(loop, bench.processes, "ready")
         # Both input kinds go to the one source topic: the loop does not look at them.
+        topics = InputTopics(source, source, bench.partitions)
+        return await bench.timed(group, topics, [], messages, [loop])
+    finally:
+        await bench.finish([loop], [source, sink])
+
+
+async def faust_floor_once(bench: Bench, messages: Sequence[Message]) -> Run:
+    """The bare Faust agent (``tests/bench/faust_loop.py``) on the same payloads."""
+    group = bench.tag("faust")
+    source, sink = f"{group}-in", f"{group}-out"
+    await kafka.create_topics(bench.broker.address, [source, sink], bench.partitions)
+    loop = faust_loop_process(
+        bench.broker.address,
+        source,
+        sink,
+        group,
+        bench.work / "logs",
+        bench.commit_interval,
+        free_port(),
+    )
+    bench.processes.start(loop)
+    try:
+        await _wait_for_line(loop, bench.processes, "ready")
         topics = InputTopics(source, source, bench.partitions)
         return await bench.timed(group, topics, [], messages, [loop])
     finally:

@@ -20,6 +20,7 @@ it is only ever a cache of what the changelogs say, ahead by the batch in flight
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -138,6 +139,10 @@ class Processor:
             if running_remediation(state) is not None:
                 running.append((key, state))
         self.fleet, self._owned, self._generation = fleet, owned, generation
+        # The loaded fleet lives as long as the assignment: keep the collector from
+        # walking it on every full collection (see app.tune_gc).
+        gc.collect()
+        gc.freeze()
         log.info(
             "state loaded: %d instance(s) in %d cluster(s) of partition(s) %s in %.2fs",
             count,
