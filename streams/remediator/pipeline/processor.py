@@ -140,7 +140,9 @@ class Processor:
                 running.append((key, state))
         self.fleet, self._owned, self._generation = fleet, owned, generation
         # The loaded fleet lives as long as the assignment: keep the collector from
-        # walking it on every full collection (see app.tune_gc).
+        # walking it on every full collection (see app.tune_gc). What an earlier load
+        # froze is released first, so that the image it dropped can be collected.
+        gc.unfreeze()
         gc.collect()
         gc.freeze()
         log.info(
