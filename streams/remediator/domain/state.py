@@ -76,7 +76,7 @@ class PastRemediation(BaseModel):
 
 
 class InstanceState(BaseModel):
-    """The hot record of one instance: one value of the ``instances`` table."""
+    """The hot record of one instance: one value of the ``state`` table."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
