@@ -388,7 +388,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         app_id=settings.app_id,
         openapi=openapi.document_bytes,
         executing=lambda: executor.running,
-        policy=settings.policy,
+        policy=settings.policy_in_force,
     )
     app.watched_topics = frozenset(
         {settings.topic_active_runs, settings.topic_passive_events, settings.inbox_topic}

@@ -207,6 +207,7 @@ def _run_faust_worker(settings: Settings, *, embedded: bool) -> int:
 
 def _print_banner(settings: Settings, *, embedded: bool) -> None:
     where = "embedded Tansu broker (memory only)" if embedded else "broker"
+    policy = settings.policy_in_force
     lines = [
         f"remediator {__version__} worker, app id {settings.app_id!r}",
         f"  {where}: {settings.broker}",
@@ -221,6 +222,7 @@ def _print_banner(settings: Settings, *, embedded: bool) -> None:
             + (str(settings.simulator_port) if settings.simulator_port else "<free port, logged>")
             + " (switches at /_sim/config)"
         ),
+        f"  policy: {policy.source} (sha256 {policy.sha256[:12]}, GET /v1/compute/policy shows it)",
         f"  at most {settings.max_running_per_cluster} remediation(s) RUNNING per cluster",
         f"  feed health checks to: {settings.topic_active_runs}, {settings.topic_passive_events}",
         f"  transitions on: {settings.topic_transitions}; "

@@ -10,13 +10,14 @@ makes the whole batch durable afterwards.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 
 from remediator.domain import commands, correlate, execution, ids, safety
 from remediator.domain.commands import Claim, Command, CommandKind
 from remediator.domain.correlate import Outcome
 from remediator.domain.models import dump_json
-from remediator.domain.replies import Reply, SafetyView
+from remediator.domain.replies import ClusterSummary, Reply, SafetyView
 from remediator.domain.safety import ControlKind
 from remediator.domain.state import InstanceState
 
@@ -152,15 +153,27 @@ def on_cluster_command(ctx: Context, item: Item) -> None:
 
 
 def on_fleet_command(ctx: Context, item: Item) -> None:
-    """Asked of every partition: which clusters this partition holds (ones with at least
-    one instance: a read of an unknown cluster leaves nothing behind)."""
+    """Asked of every partition: the clusters it holds (ones with at least one instance:
+    a read of an unknown cluster leaves nothing behind), or a fleet-wide LIST."""
     command = _command(item)
-    clusters = sorted(
-        model.cluster_id
-        for model in ctx.fleet.partitions.get(item.partition, {}).values()
-        if model.instances
-    )
-    ctx.reply(Reply(command_id=command.command_id, cluster_ids=clusters))
+    models = [m for m in ctx.fleet.partitions.get(item.partition, {}).values() if m.instances]
+    if command.kind is CommandKind.LIST:
+        # Closed remediations live in the archive, read per instance: skip it when the
+        # filter asks only for open ones ("what is PENDING_APPROVAL anywhere").
+        closed = not command.states or any(s.is_terminal for s in command.states)
+        records = [
+            record
+            for model in models
+            for state in model.instances.values()
+            for record in commands.all_remediations(
+                state, _archive_of(ctx, state) if closed else tuple
+            )
+        ]
+        remediations = commands.select(records, command)
+        ctx.reply(Reply(command_id=command.command_id, remediations=remediations))
+        return
+    summaries = sorted((summary(ctx, m) for m in models), key=lambda c: c.cluster_id)
+    ctx.reply(Reply(command_id=command.command_id, clusters=summaries))
 
 
 def _archive_of(ctx: Context, state: InstanceState) -> commands.Archived:
@@ -205,6 +218,29 @@ def safety_view(ctx: Context, model: ClusterModel) -> SafetyView:
         rate_budget_per_hour=ctx.policy.rate_budget_per_hour,
         running=sorted(model.running),
         queued=model.next_queued(),
+        as_of=model.latest,
+    )
+
+
+def summary(ctx: Context, model: ClusterModel) -> ClusterSummary:
+    """A cluster in one line of the fleet view: open remediations by state and what
+    holds automation back."""
+    known = len(model.instances)
+    by_state = Counter(
+        state.open.remediation.state.value
+        for state in model.instances.values()
+        if state.open is not None
+    )
+    return ClusterSummary(
+        cluster_id=model.cluster_id,
+        known_instances=known,
+        open_remediations=dict(sorted(by_state.items())),
+        paused=model.record.paused,
+        tripped_at=model.record.tripped_at,
+        blast_radius_open=len(model.unhealthy),
+        blast_radius_limit=ctx.policy.blast_radius.limit(known),
+        opened_last_hour=model.budget_used(),
+        rate_budget_per_hour=ctx.policy.rate_budget_per_hour,
         as_of=model.latest,
     )
 
