@@ -16,23 +16,32 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the project with its dev tools
 
-# The real Prometheus Alertmanager, for tests/integration/test_alertmanager.py (Debian's
-# package). Installed only when missing and we are root with apt-get; otherwise the test
-# skips and says why. Never fails the build.
+# System packages for two integration tests (Debian's, installed with apt-get): the real
+# Prometheus Alertmanager (tests/integration/test_alertmanager.py) and headless Chromium
+# (tests/integration/test_dashboard.py, driven by Playwright with executable_path). Each is
+# installed only when missing and we are root with apt-get; otherwise its test skips and
+# says why. Never fails the build.
 ALERTMANAGER ?= /usr/bin/prometheus-alertmanager
+CHROMIUM     ?= /usr/bin/chromium
 APT_LOG      := $(or $(TMPDIR),/tmp)/remediator-apt.log
-system-deps:  ## install prometheus-alertmanager (Debian, as root) for its integration test
-	@if [ -x "$(ALERTMANAGER)" ]; then :; \
-	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "system-deps: $(ALERTMANAGER) missing and not root with apt-get: the Alertmanager test will skip"; \
-	else \
-	  echo "system-deps: installing prometheus-alertmanager (apt-get, log in $(APT_LOG))"; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  { apt-get install -y -qq --no-install-recommends prometheus-alertmanager \
-	    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus-alertmanager; }; \
-	  } >"$(APT_LOG)" 2>&1 \
-	  || { tail -n 5 "$(APT_LOG)"; echo "system-deps: install failed: the Alertmanager test will skip"; }; \
-	fi
+system-deps:  ## install prometheus-alertmanager and chromium (Debian, as root) for their tests
+	@$(call apt_install,$(ALERTMANAGER),prometheus-alertmanager,the Alertmanager test)
+	@$(call apt_install,$(CHROMIUM),chromium,the dashboard's browser test)
+
+# $(call apt_install,BINARY,PACKAGE,WHAT SKIPS): apt-get install PACKAGE unless BINARY exists.
+define apt_install
+if [ -x "$(1)" ]; then :; \
+elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+  echo "system-deps: $(1) missing and not root with apt-get: $(3) will skip"; \
+else \
+  echo "system-deps: installing $(2) (apt-get, log in $(APT_LOG))"; \
+  export DEBIAN_FRONTEND=noninteractive; \
+  { apt-get install -y -qq --no-install-recommends $(2) \
+    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(2); }; \
+  } >"$(APT_LOG)" 2>&1 \
+  || { tail -n 5 "$(APT_LOG)"; echo "system-deps: install of $(2) failed: $(3) will skip"; }; \
+fi
+endef
 
 # A demo credential for `make run` only; set REMEDIATOR_API_TOKENS to use your own.
 REMEDIATOR_API_TOKENS ?= operator=dev-token

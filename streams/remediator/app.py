@@ -31,7 +31,7 @@ from typing import Any
 
 import faust
 
-from remediator import codec, failpoints
+from remediator import codec, dashboard, failpoints
 from remediator.api import openapi
 from remediator.api.alertmanager import alertmanager_receiver
 from remediator.api.errors import contract_errors
@@ -409,6 +409,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         clock=clock,
     )
     app.web.web_app.add_routes(alertmanager.routes())  # type: ignore[attr-defined]
+    dashboard.install(app, settings, authenticate=api.principal)  # /dashboard/, its stream
     return app
 
 

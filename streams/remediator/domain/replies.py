@@ -75,6 +75,10 @@ class SafetyView(BaseModel):
     as_of: Timestamp | None = Field(
         default=None, description="The newest event time seen in the cluster: the view's clock."
     )
+    opted_out: dict[str, OptOut] = Field(
+        default_factory=dict,
+        description="Instances taken out of automated remediation, by instance id.",
+    )
 
 
 class ClusterSummary(BaseModel):

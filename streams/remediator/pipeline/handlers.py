@@ -219,6 +219,12 @@ def safety_view(ctx: Context, model: ClusterModel) -> SafetyView:
         running=sorted(model.running),
         queued=model.next_queued(),
         as_of=model.latest,
+        # A scan of the cluster's instances: a read an operator asks for, not a decision.
+        opted_out={
+            instance: state.opt_out
+            for instance, state in sorted(model.instances.items())
+            if state.opt_out is not None
+        },
     )
 
 
