@@ -130,11 +130,18 @@ async function call(method, path, body) {
 
 // --- records: newest wins --------------------------------------------------------------
 
-/** Keep the newer of two versions of a record (a reload and a live transition may race). */
+/** An RFC 3339 UTC time that sorts as a string: "…:05Z" and "…:05.25Z" made comparable. */
+function sortable(iso) {
+  const match = /^([^.Z]*)(?:\.(\d+))?Z$/.exec(iso || "");
+  return match ? `${match[1]}.${(match[2] || "").padEnd(6, "0")}` : iso || "";
+}
+
+/** Keep the newer of two versions of a record (a reload, an action's answer and a live
+ * transition may arrive in any order). */
 function newer(a, b) {
   if (!a) return b;
   if (!b) return a;
-  return b.update_time >= a.update_time ? b : a;
+  return sortable(b.update_time) >= sortable(a.update_time) ? b : a;
 }
 
 function byNewest(a, b) {
@@ -344,10 +351,15 @@ function evidence(r) {
     r.error_message ? h("div", { class: "bad" }, r.error_message) : null);
 }
 
-function remediationRow(r, flash) {
+function remediationRow(r, flash, trail) {
   const name = r.instance_name || r.instance_id;
-  return h("tr", { class: `rem${flash ? " flash" : ""}`, dataset: { id: r.id } },
-    h("td", { class: "state" }, badge(r.state), h("div", { class: "small muted" }, "updated ", rel(r.update_time))),
+  return h("tr", {
+    class: `rem${flash ? " flash" : ""}`,
+    dataset: { id: r.id, cluster: r.cluster_id, instance: r.instance_id },
+  },
+    h("td", { class: "state" }, badge(r.state),
+      trail && trail.length > 1 ? h("div", { class: "small trail", title: "seen live in this tab" }, trail.join(" → ")) : null,
+      h("div", { class: "small muted" }, "updated ", rel(r.update_time))),
     h("td", {},
       h("a", { href: `#/instance/${enc(r.cluster_id)}/${enc(r.instance_id)}` }, h("strong", {}, name)),
       name !== r.instance_id ? h("div", { class: "mono small muted" }, r.instance_id) : null,
@@ -364,12 +376,13 @@ function remediationRow(r, flash) {
     h("td", { class: "actions" }, actionsFor(r)));
 }
 
-function remediationTable(records, flashing) {
+function remediationTable(records, flashing, trails) {
   if (!records.length) return h("div", { class: "card empty" }, "No remediations match.");
   return h("table", { class: "remediations" },
     h("thead", {}, h("tr", {}, ["State", "Instance", "Mode", "Evidence", "Requested", "Reviewed", ""]
       .map((t) => h("th", {}, t)))),
-    h("tbody", {}, records.map((r) => remediationRow(r, flashing && flashing.has(r.id)))));
+    h("tbody", {}, records.map((r) =>
+      remediationRow(r, flashing && flashing.has(r.id), trails && trails.get(r.id)))));
 }
 
 // --- the fleet -------------------------------------------------------------------------
@@ -384,6 +397,8 @@ function fleetView(main, params) {
   };
   const records = new Map();
   const flashing = new Set();
+  const trails = new Map(); // id -> the states its transitions went through in this tab
+  const sequences = new Map(); // id -> the last transition applied to its trail
   let clusters = [];
   let nextToken = "";
   let generation = 0;
@@ -480,7 +495,7 @@ function fleetView(main, params) {
 
   function render() {
     const shown = [...records.values()].filter(matches).sort(byNewest);
-    listing.replaceChildren(remediationTable(shown, flashing));
+    listing.replaceChildren(remediationTable(shown, flashing, trails));
     flashing.clear();
     more.replaceChildren(nextToken
       ? h("button", { type: "button", class: "secondary", onclick: loadMore }, "Load more") : "");
@@ -531,6 +546,15 @@ function fleetView(main, params) {
     reload,
     onRecord,
     onTransition(t) {
+      // Transitions of one remediation arrive in order (one partition); a repeat after a
+      // reconnect carries a sequence already seen.
+      if (t.sequence > (sequences.get(t.remediation_id) || 0)) {
+        sequences.set(t.remediation_id, t.sequence);
+        const trail = trails.get(t.remediation_id) || [];
+        if (t.from_state && trail[trail.length - 1] !== t.from_state) trail.push(t.from_state);
+        if (trail[trail.length - 1] !== t.to_state) trail.push(t.to_state);
+        trails.set(t.remediation_id, trail);
+      }
       onRecord(t.remediation);
       refreshClusters();
     },
