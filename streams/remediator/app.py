@@ -399,6 +399,10 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         async def stall_check() -> None:
             await app.check_stalls(settings.stall_seconds, app.watched_topics)
 
+    @app.task  # type: ignore[untyped-decorator]
+    async def announce() -> None:
+        await _announce_readiness(app, settings)
+
     app.web.web_app.add_routes(api.routes())  # type: ignore[attr-defined]  # aiohttp driver
     # Alertmanager's webhook (POST /v1/alertmanager), with the REST API's tokens.
     alertmanager = alertmanager_receiver(
@@ -483,6 +487,42 @@ def _topics(app: faust.App, settings: Settings) -> Topics:
 
 def _owned_partitions(app: faust.App, topic: str) -> list[int]:
     return sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == topic)
+
+
+async def _announce_readiness(app: faust.App, settings: Settings) -> None:
+    """One line when the worker starts serving, and one whenever what it owns changes:
+    the frameworks' own lines about it are at debug (see logs.py)."""
+    served = f"http://{settings.web_host}:{settings.web_port}"
+    announced: list[int] | None = None
+    while True:
+        await asyncio.sleep(0.25)
+        if not _ready(app):
+            continue
+        owned = _owned_partitions(app, settings.inbox_topic)
+        if announced is None:
+            log.info(
+                "ready: API at %s/v1/compute, dashboard at %s/ (%s of %d partitions)",
+                served,
+                served,
+                _ranges(owned),
+                settings.partitions,
+            )
+        elif owned != announced:
+            log.info(
+                "rebalanced: now serving partitions %s of %d", _ranges(owned), settings.partitions
+            )
+        announced = owned
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``[0, 1, 2, 5]`` → ``"0-2,5"``; ``"none"`` when empty."""
+    spans: list[list[int]] = []
+    for n in sorted(numbers):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in spans) or "none"
 
 
 def _ready(app: faust.App) -> bool:

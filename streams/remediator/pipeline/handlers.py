@@ -20,6 +20,7 @@ from remediator.domain.models import dump_json
 from remediator.domain.replies import ClusterSummary, Reply, SafetyView
 from remediator.domain.safety import ControlKind
 from remediator.domain.state import InstanceState
+from remediator.logs import about
 
 from .context import Context, Item, Write
 from .fleet import ClusterModel
@@ -53,6 +54,7 @@ def on_signal(ctx: Context, item: Item) -> None:
             transition.remediation_id,
             decision.state.key,
             transition.reason,
+            extra=about(signal.cluster_id, signal.instance_id, transition.remediation_id),
         )
     elif decision.verdict is not None and log.isEnabledFor(logging.DEBUG):
         # Debug only: a signal attached to an open remediation, or refused in a storm,
@@ -79,6 +81,7 @@ def on_report(ctx: Context, item: Item) -> None:
             transition.remediation_id,
             applied.state.key,
             transition.reason,
+            extra=about(report.cluster_id, report.instance_id, transition.remediation_id),
         )
 
 
@@ -116,6 +119,7 @@ def on_command(ctx: Context, item: Item) -> None:
             transition.from_state,
             transition.to_state.value,
             transition.actor,
+            extra=about(command.cluster_id, command.instance_id, transition.remediation_id),
         )
     ctx.reply(handled.reply)
 
@@ -148,7 +152,9 @@ def on_cluster_command(ctx: Context, item: Item) -> None:
             ctx.put_cluster(model, record)
             ctx.publish_events(events)
             for event in events:
-                log.warning("%s: %s", event.kind.value, event.reason)
+                log.warning(
+                    "%s: %s", event.kind.value, event.reason, extra=about(command.cluster_id)
+                )
     ctx.reply(Reply(command_id=command.command_id, safety=safety_view(ctx, model)))
 
 
