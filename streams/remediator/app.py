@@ -410,6 +410,13 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
             await app.check_stalls(settings.stall_seconds, app.watched_topics)
 
     app.web.web_app.add_routes(api.routes())  # type: ignore[attr-defined]  # aiohttp driver
+    metrics.watch(
+        clusters=processor.owned_clusters,
+        consumer=lambda: app.consumer,
+        input_topics=app.watched_topics,
+        executing=lambda: executor.running,
+    )
+    app.web.web_app.add_routes(metrics.routes())  # type: ignore[attr-defined]  # GET /metrics
     # Alertmanager's webhook (POST /v1/alertmanager), with the REST API's tokens.
     alertmanager = alertmanager_receiver(
         settings,
@@ -419,13 +426,6 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         clock=clock,
     )
     app.web.web_app.add_routes(alertmanager.routes())  # type: ignore[attr-defined]
-    metrics.watch(
-        clusters=processor.owned_clusters,
-        consumer=lambda: app.consumer,
-        input_topics=app.watched_topics,
-        executing=lambda: executor.running,
-    )
-    app.web.web_app.add_routes(metrics.routes())  # type: ignore[attr-defined]  # GET /metrics
     return app
 
 
