@@ -16,6 +16,7 @@ from collections.abc import Callable
 from remediator.domain import commands, correlate, execution, ids, safety
 from remediator.domain.commands import Claim, Command, CommandKind
 from remediator.domain.correlate import Outcome
+from remediator.domain.execution import ReportKind
 from remediator.domain.models import dump_json
 from remediator.domain.replies import ClusterSummary, Reply, SafetyView
 from remediator.domain.safety import ControlKind
@@ -41,11 +42,13 @@ def on_signal(ctx: Context, item: Item) -> None:
     )
     if decision.outcome in (Outcome.DUPLICATE, Outcome.STALE):
         log.debug("%s %s", decision.outcome.value.lower(), correlate.signal_key(signal))
+        ctx.batch.tally.decided(signal, decision)
         return
     if decision.cluster is not None:
         ctx.put_cluster(model, decision.cluster)
     ctx.put(model, decision.state, decision.transitions, decision.events, decision.record)
     ctx.settle(model, item.now)
+    ctx.batch.tally.decided(signal, decision)
     if decision.outcome is Outcome.OPENED or decision.outcome is Outcome.RESOLVED:
         transition = decision.transitions[-1]
         log.info(
@@ -75,6 +78,8 @@ def on_report(ctx: Context, item: Item) -> None:
         return
     ctx.put(model, applied.state, applied.transitions)
     ctx.settle(model, item.now)
+    if report.kind is not ReportKind.STARTED:
+        ctx.batch.tally.step(applied.transitions[0].remediation.operations[report.step])
     for transition in applied.transitions:
         log.info(
             "remediation %s on %s: %s",
