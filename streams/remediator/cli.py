@@ -217,7 +217,7 @@ def _print_banner(settings: Settings, *, embedded: bool) -> None:
         f"remediator {__version__} worker, app id {settings.app_id!r}",
         f"  {where}: {settings.broker}",
         f"  REST API: http://{settings.web_host}:{settings.web_port}/v1/compute "
-        f"(OpenAPI at /openapi.json, health at /healthz)",
+        f"(OpenAPI at /openapi.json, health at /healthz, metrics at /metrics)",
         f"  API principals: {', '.join(sorted(set(settings.tokens.values()))) or 'none'}"
         + ("" if settings.tokens else " (REMEDIATOR_API_TOKENS is empty: every API call is 401)"),
         "  control plane: "

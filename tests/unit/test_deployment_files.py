@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client import generate_latest
 
 from remediator.settings import load_settings, unknown_variables
 
@@ -82,7 +83,9 @@ def test_compose_feeds_a_simulated_fleet_to_the_workers_broker() -> None:
 def test_prometheus_scrapes_every_worker() -> None:
     services = compose()["services"]
     prometheus = services["prometheus"]
-    (mount,) = [v for v in prometheus["volumes"] if v.startswith("./")]
+    (mount,) = [
+        v for v in prometheus["volumes"] if v.endswith(":/etc/prometheus/prometheus.yml:ro")
+    ]
     config = yaml.safe_load((ROOT / mount.split(":")[0]).read_text())
     (job,) = config["scrape_configs"]
     assert job["metrics_path"] == "/metrics"
@@ -91,3 +94,29 @@ def test_prometheus_scrapes_every_worker() -> None:
         f"{name}:{w['environment']['REMEDIATOR_WEB_PORT']}" for name, w in worker_services().items()
     }
     assert targets == expected
+
+
+def test_prometheus_alert_rules_name_only_metrics_a_worker_exports() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from remediator.metrics import Metrics
+
+    exported = set()
+    metrics = Metrics(app_id="check")
+    metrics.watch(clusters=list, consumer=lambda: None, input_topics=frozenset(), executing=list)
+    for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
+        exported.update(sample.name for sample in family.samples)
+        exported.add(family.name)
+        if family.type == "counter":  # the parser names the family without _total
+            exported.add(f"{family.name}_total")
+    config = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())
+    (rules_path,) = config["rule_files"]
+    mounted = {
+        v.split(":")[1]: v.split(":")[0] for v in compose()["services"]["prometheus"]["volumes"]
+    }
+    rules = yaml.safe_load((ROOT / mounted[rules_path]).read_text())
+    expressions = [r["expr"] for group in rules["groups"] for r in group["rules"]]
+    assert expressions
+    for expr in expressions:
+        for name in re.findall(r"\b(remediator_[a-z_]+)", expr):
+            assert name in exported, f"{name} in an alert rule is not a metric"
