@@ -176,6 +176,7 @@ def run_worker() -> int:
 def _run_faust_worker(settings: Settings, *, embedded: bool) -> int:
     import faust
 
+    from . import logs
     from .admin import BrokerUnavailable, ensure_topics
     from .app import create_app, external_topic_names
 
@@ -194,10 +195,14 @@ def _run_faust_worker(settings: Settings, *, embedded: bool) -> int:
             )
         except BrokerUnavailable as exc:
             return _fail(f"REMEDIATOR_BROKER: {exc}", EXIT_START)
+    # Our own handler and formats (see logs.py); Faust's would replace them.
+    logs.configure(settings.log_level, settings.log_format)
     _print_banner(settings, embedded=embedded)
     app = create_app(settings)
-    worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, quiet=True)
-    logging.captureWarnings(True)
+    worker = faust.Worker(
+        app, loop=loop, loglevel=settings.log_level, quiet=True, override_logging=False
+    )
+    worker.spinner = None  # a terminal spinner; with our logging it only writes escapes
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
@@ -212,7 +217,7 @@ def _print_banner(settings: Settings, *, embedded: bool) -> None:
         f"remediator {__version__} worker, app id {settings.app_id!r}",
         f"  {where}: {settings.broker}",
         f"  REST API: http://{settings.web_host}:{settings.web_port}/v1/compute "
-        f"(OpenAPI at /openapi.json, health at /healthz)",
+        f"(OpenAPI at /openapi.json, health at /healthz, metrics at /metrics)",
         f"  API principals: {', '.join(sorted(set(settings.tokens.values()))) or 'none'}"
         + ("" if settings.tokens else " (REMEDIATOR_API_TOKENS is empty: every API call is 401)"),
         "  control plane: "
@@ -228,7 +233,10 @@ def _print_banner(settings: Settings, *, embedded: bool) -> None:
         f"  transitions on: {settings.topic_transitions}; "
         f"dead letters on: {settings.topic_dead_letter}",
     ]
-    print("\n".join(lines), flush=True)
+    if settings.log_format == "json":  # one object per line, even for the banner
+        logging.getLogger("remediator").info("\n".join(lines))
+    else:
+        print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

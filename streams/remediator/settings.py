@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of the worker."
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: readable lines; json: one JSON object per line, with "
+        "remediation_id, cluster_id and instance_id where they apply.",
+    )
     partitions: int = Field(
         default=8,
         ge=1,

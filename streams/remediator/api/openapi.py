@@ -423,6 +423,14 @@ def _remediations_api() -> dict[str, Any]:
                 "responses": {"200": {"description": "OK"}},
             },
         },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text format; README, Metrics)",
+                "operationId": "metrics",
+                "security": [],
+                "responses": {"200": {"description": "OK"}},
+            },
+        },
     }
     return {
         "openapi": "3.1.0",

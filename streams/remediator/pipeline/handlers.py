@@ -16,10 +16,12 @@ from collections.abc import Callable
 from remediator.domain import commands, correlate, execution, ids, safety
 from remediator.domain.commands import Claim, Command, CommandKind
 from remediator.domain.correlate import Outcome
+from remediator.domain.execution import ReportKind
 from remediator.domain.models import dump_json
 from remediator.domain.replies import ClusterSummary, Reply, SafetyView
 from remediator.domain.safety import ControlKind
 from remediator.domain.state import InstanceState
+from remediator.logs import about
 
 from .context import Context, Item, Write
 from .fleet import ClusterModel
@@ -40,11 +42,13 @@ def on_signal(ctx: Context, item: Item) -> None:
     )
     if decision.outcome in (Outcome.DUPLICATE, Outcome.STALE):
         log.debug("%s %s", decision.outcome.value.lower(), correlate.signal_key(signal))
+        ctx.batch.tally.decided(signal, decision)
         return
     if decision.cluster is not None:
         ctx.put_cluster(model, decision.cluster)
     ctx.put(model, decision.state, decision.transitions, decision.events, decision.record)
     ctx.settle(model, item.now)
+    ctx.batch.tally.decided(signal, decision)
     if decision.outcome is Outcome.OPENED or decision.outcome is Outcome.RESOLVED:
         transition = decision.transitions[-1]
         log.info(
@@ -53,6 +57,7 @@ def on_signal(ctx: Context, item: Item) -> None:
             transition.remediation_id,
             decision.state.key,
             transition.reason,
+            extra=about(signal.cluster_id, signal.instance_id, transition.remediation_id),
         )
     elif decision.verdict is not None and log.isEnabledFor(logging.DEBUG):
         # Debug only: a signal attached to an open remediation, or refused in a storm,
@@ -73,12 +78,15 @@ def on_report(ctx: Context, item: Item) -> None:
         return
     ctx.put(model, applied.state, applied.transitions)
     ctx.settle(model, item.now)
+    if report.kind is not ReportKind.STARTED:
+        ctx.batch.tally.step(applied.transitions[0].remediation.operations[report.step])
     for transition in applied.transitions:
         log.info(
             "remediation %s on %s: %s",
             transition.remediation_id,
             applied.state.key,
             transition.reason,
+            extra=about(report.cluster_id, report.instance_id, transition.remediation_id),
         )
 
 
@@ -116,6 +124,7 @@ def on_command(ctx: Context, item: Item) -> None:
             transition.from_state,
             transition.to_state.value,
             transition.actor,
+            extra=about(command.cluster_id, command.instance_id, transition.remediation_id),
         )
     ctx.reply(handled.reply)
 
@@ -148,7 +157,9 @@ def on_cluster_command(ctx: Context, item: Item) -> None:
             ctx.put_cluster(model, record)
             ctx.publish_events(events)
             for event in events:
-                log.warning("%s: %s", event.kind.value, event.reason)
+                log.warning(
+                    "%s: %s", event.kind.value, event.reason, extra=about(command.cluster_id)
+                )
     ctx.reply(Reply(command_id=command.command_id, safety=safety_view(ctx, model)))
 
 
