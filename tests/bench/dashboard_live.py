@@ -159,9 +159,14 @@ async def main(args: argparse.Namespace) -> None:
     broker.start()
     names = unique_names()
     worker = launch_worker(
-        broker, names, directory, REMEDIATOR_API_TOKENS=f"bench={TOKEN}", REMEDIATOR_LOG_LEVEL="warning"
+        broker,
+        names,
+        directory,
+        REMEDIATOR_API_TOKENS=f"bench={TOKEN}",
+        REMEDIATOR_LOG_LEVEL="warning",
     )
-    assert worker.process is not None and broker._process is not None  # noqa: S101
+    assert worker.process is not None
+    assert broker._process is not None
     pids = {"worker": worker.process.pid, "broker": broker._process.pid}
     producer = AIOKafkaProducer(bootstrap_servers=broker.address, linger_ms=5)
     await producer.start()
@@ -182,7 +187,8 @@ async def main(args: argparse.Namespace) -> None:
             await run_phase(name, tab, args, producer, names.passive, pids) for name, tab in phases
         ]
         print(f"{args.tabs} tab(s), {args.instances} remediations, a new one every {args.every}s")
-        print(f"{'phase':<10} {'worker CPU':>10} {'broker CPU':>10} {'seen':>7} {'p50 s':>6} {'max s':>6}")
+        head = ("phase", "worker CPU", "broker CPU", "seen", "p50 s", "max s")
+        print("{:<10} {:>10} {:>10} {:>7} {:>6} {:>6}".format(*head))
         for r in rows:
             print(
                 f"{r['phase']:<10} {r['worker_cpu']:>10.3f} {r['broker_cpu']:>10.3f} "

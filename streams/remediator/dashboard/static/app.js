@@ -136,12 +136,19 @@ function sortable(iso) {
   return match ? `${match[1]}.${(match[2] || "").padEnd(6, "0")}` : iso || "";
 }
 
+/** How far along the lifecycle a state is: the tie-break of two versions of one time. */
+const RANK = Object.fromEntries(STATES.map((s, i) => [s, Math.min(i, 5)]));
+
 /** Keep the newer of two versions of a record (a reload, an action's answer and a live
- * transition may arrive in any order). */
+ * transition may arrive in any order). One change can make two versions with the same
+ * update_time (approved, and started by the executor in the same batch): the one further
+ * along the lifecycle is the later. */
 function newer(a, b) {
   if (!a) return b;
   if (!b) return a;
-  return sortable(b.update_time) >= sortable(a.update_time) ? b : a;
+  const [ta, tb] = [sortable(a.update_time), sortable(b.update_time)];
+  if (ta !== tb) return tb > ta ? b : a;
+  return RANK[b.state] >= RANK[a.state] ? b : a;
 }
 
 function byNewest(a, b) {
