@@ -367,7 +367,7 @@ function remediationRow(r, flash, trail) {
     h("td", { class: "state" }, badge(r.state),
       trail && trail.length > 1 ? h("div", { class: "small trail", title: "seen live in this tab" }, trail.join(" → ")) : null,
       h("div", { class: "small muted" }, "updated ", rel(r.update_time))),
-    h("td", {},
+    h("td", { class: "instance" },
       h("a", { href: `#/instance/${enc(r.cluster_id)}/${enc(r.instance_id)}` }, h("strong", {}, name)),
       name !== r.instance_id ? h("div", { class: "mono small muted" }, r.instance_id) : null,
       h("div", { class: "small" }, h("a", { href: `#/cluster/${enc(r.cluster_id)}` }, r.cluster_id))),
@@ -392,6 +392,11 @@ function remediationTable(records, flashing, trails) {
       remediationRow(r, flashing && flashing.has(r.id), trails && trails.get(r.id)))));
 }
 
+/** "3 / 20", or "3 (no budget)": a budget of 0 (or none) in the policy means no limit. */
+function budget(opened, perHour) {
+  return perHour ? `${opened} / ${perHour}` : `${opened} (no budget)`;
+}
+
 // --- the fleet -------------------------------------------------------------------------
 
 function fleetView(main, params) {
@@ -409,6 +414,8 @@ function fleetView(main, params) {
   let clusters = [];
   let nextToken = "";
   let generation = 0;
+  // Records changed live while a reload is in flight: newer than its snapshot may be.
+  let changedDuringLoad = new Map();
 
   const summary = h("div", { id: "clusters" });
   const chips = h("div", { class: "chips", id: "state-chips" });
@@ -465,10 +472,15 @@ function fleetView(main, params) {
 
   async function reload() {
     const mine = ++generation;
+    changedDuringLoad = new Map();
     try {
       const [list, fleet] = await Promise.all([call("GET", listUrl()), call("GET", `${API}/clusters`)]);
       if (mine !== generation) return;
       const fresh = new Map(list.remediations.map((r) => [r.id, newer(records.get(r.id), r)]));
+      for (const [id, r] of changedDuringLoad) {
+        if (matches(r)) fresh.set(id, newer(fresh.get(id), r));
+        else fresh.delete(id);
+      }
       records.clear();
       for (const [id, r] of fresh) records.set(id, r);
       nextToken = list.has_next ? list.next_page_token : "";
@@ -535,14 +547,14 @@ function fleetView(main, params) {
         h("td", {}, Object.entries(c.open_remediations || {}).map(([s, n]) => h("span", {}, badge(s), ` ${n} `))),
         h("td", { class: c.tripped_at ? "bad" : "" }, `${c.blast_radius_open} / ${c.blast_radius_limit}`,
           c.tripped_at ? h("div", {}, "tripped ", rel(c.tripped_at)) : null),
-        h("td", {}, c.rate_budget_per_hour == null ? `${c.opened_last_hour}`
-          : `${c.opened_last_hour} / ${c.rate_budget_per_hour}`),
+        h("td", {}, budget(c.opened_last_hour, c.rate_budget_per_hour)),
         h("td", {}, c.paused
           ? h("span", { class: "bad", title: `paused by ${c.paused.paused_by}` }, `paused: ${c.paused.reason}`)
           : h("span", { class: "good" }, "on")))))));
   }
 
   function onRecord(r) {
+    changedDuringLoad.set(r.id, newer(changedDuringLoad.get(r.id), r));
     if (matches(r)) records.set(r.id, newer(records.get(r.id), r));
     else records.delete(r.id);
     flashing.add(r.id);
@@ -768,7 +780,7 @@ function clusterView(main, clusterId) {
           h("div", { class: "small muted" }, `resumes at ${s.resume_at} once tripped · ${s.known_instances} known instances`),
           s.tripped_at ? h("div", { class: "bad" }, "Tripped ", rel(s.tripped_at), ": new automated remediations are held") : null),
         h("div", { class: "card" }, h("label", {}, "Budget: automated remediations opened in the last hour"),
-          h("div", { class: "stat" }, s.rate_budget_per_hour == null ? `${s.opened_last_hour}` : `${s.opened_last_hour} / ${s.rate_budget_per_hour}`),
+          h("div", { class: "stat" }, budget(s.opened_last_hour, s.rate_budget_per_hour)),
           h("div", { class: "small muted" }, "as of ", rel(s.as_of), " (the cluster's event time)")),
         h("div", { class: "card" }, h("label", {}, "Executing"),
           h("div", {}, `running: ${s.running.length ? s.running.join(", ") : "none"}`),
