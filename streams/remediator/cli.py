@@ -91,9 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "passing test runs, some failures, alerts that resolve or flap, bursts. Exit status: "
         "0 done or stopped, 1 broker unreachable, 2 bad options.",
     )
-    from .fleetsim import runner as fleet_simulator
+    from .fleetsim import options as fleet_options
 
-    fleet_simulator.add_arguments(simulate)
+    fleet_options.add_arguments(simulate)
     from .console import commands as console
 
     console.add_commands(commands)
@@ -105,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "control-plane":
         return simulator.run(args)
     if args.command == "simulate":
+        from .fleetsim import runner as fleet_simulator
+
         return fleet_simulator.run(args)
     if hasattr(args, "console_handler"):
         return _quiet_on_closed_pipe(lambda: console.run(args))
@@ -184,10 +186,10 @@ def run_worker(*, simulate: bool = False, simulate_args: str = "") -> int:
         return _fail(str(exc), EXIT_CONFIG)
     simulator_argv: list[str] | None = None
     if simulate:
-        from .fleetsim import runner
+        from .fleetsim import options as fleet_options
 
         try:
-            simulator_argv = runner.check_extra(simulate_args)
+            simulator_argv = fleet_options.check_extra(simulate_args)
         except ValueError as exc:
             return _fail(str(exc), EXIT_CONFIG)
     for name in unknown_variables():
@@ -276,11 +278,11 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
 
 def _start_fleet_simulator(settings: Settings, extra: list[str]) -> subprocess.Popen[bytes]:
     """``worker --simulate``: a fleet simulator feeding this worker, sending once it is ready."""
-    from .fleetsim import runner
+    from .fleetsim import options, runner
 
     host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::", "") else settings.web_host  # noqa: S104
     health = f"http://{host}:{settings.web_port}/healthz"
-    return runner.start_child(runner.child_argv(settings.broker or "", health, extra))
+    return runner.start_child(options.child_argv(settings.broker or "", health, extra))
 
 
 def _print_banner(settings: Settings, *, embedded: bool) -> None:

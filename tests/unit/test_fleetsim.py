@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from remediator.domain.models import ActiveHealthCheckRun, PassiveHealthCheckEvent
-from remediator.fleetsim import runner
+from remediator.fleetsim import options as runner
 from remediator.fleetsim.generator import (
     BURST_ALERT,
     FleetConfig,

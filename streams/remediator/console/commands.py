@@ -13,19 +13,15 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any
-
-import orjson
+from typing import TYPE_CHECKING, Any
 
 from remediator.console import table
-from remediator.console.client import (
-    DEFAULT_URL,
-    JSON,
-    ApiError,
-    RemediatorClient,
-    Unreachable,
-)
 from remediator.domain.models import RemediationMode, RemediationState, RemediationTrigger
+
+if TYPE_CHECKING:  # httpx is imported when a command runs, not to build the parser
+    from remediator.console.client import JSON, RemediatorClient
+
+DEFAULT_URL = "http://127.0.0.1:6066"
 
 EXIT_OK = 0
 EXIT_API = 1
@@ -37,7 +33,7 @@ EXIT_CODES_HELP = (
     "3 the API could not be reached or did not answer"
 )
 
-Handler = Callable[[RemediatorClient, argparse.Namespace], int]
+Handler = Callable[["RemediatorClient", argparse.Namespace], int]
 
 
 class Usage(Exception):
@@ -233,6 +229,8 @@ def add_commands(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command ``args`` were parsed for; returns the exit status."""
+    from remediator.console.client import ApiError, RemediatorClient, Unreachable
+
     url = args.url or os.environ.get("REMEDIATOR_URL") or DEFAULT_URL
     token = args.token if args.token is not None else os.environ.get("REMEDIATOR_TOKEN")
     handler: Handler = args.console_handler
@@ -257,6 +255,8 @@ def _error(message: str) -> None:
 
 
 def _emit(args: argparse.Namespace, answer: JSON, as_table: Callable[[JSON], str]) -> int:
+    import orjson
+
     if args.output == "json":
         sys.stdout.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
