@@ -106,7 +106,7 @@ def test_the_fleet_is_every_instance_of_every_cluster() -> None:
     instances = fleet(FleetConfig(clusters=30, instances=4))
     assert len({i.instance_id for i in instances}) == 120
     assert len({i.cluster_id for i in instances}) == 30
-    assert instances[0].cluster_id == "cl-us-east-1a"
+    assert instances[0].cluster_id == "cl-us-west-2a"
     assert instances[0].instance_id == "inst-a000"
     assert instances[-1].cluster_id == "cl-sim-30"
     assert instances[-1].instance_id == "inst-ad003"

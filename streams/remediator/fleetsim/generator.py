@@ -44,10 +44,11 @@ from typing import Any, Literal
 
 from remediator.domain.models import format_timestamp
 
-#: Clusters get these names first, then ``cl-sim-<n>``.
+#: Clusters get these names first, then ``cl-sim-<n>`` (none is the README's sample
+#: cluster, ``cl-us-east-1a``, so that its examples work beside a simulation).
 CLUSTER_NAMES = (
-    "cl-us-east-1a",
-    "cl-us-west-2b",
+    "cl-us-west-2a",
+    "cl-us-east-1b",
     "cl-eu-west-1c",
     "cl-ap-northeast-1a",
     "cl-us-central-1b",
