@@ -37,6 +37,7 @@ from remediator.api.alertmanager import alertmanager_receiver
 from remediator.api.errors import contract_errors
 from remediator.api.views import Api
 from remediator.domain.correlate import CorrelationConfig
+from remediator.metrics import Metrics
 from remediator.pipeline.context import Tables
 from remediator.pipeline.context import Topics as ProcessorTopics
 from remediator.pipeline.controlplane import Backoff, ControlPlaneClient
@@ -254,6 +255,11 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         raise ValueError("create_app needs settings.broker; the CLI starts an embedded one")
     codec.register()
     tune_gc()
+    metrics = Metrics(
+        active_topic=settings.topic_active_runs,
+        passive_topic=settings.topic_passive_events,
+        app_id=settings.app_id,
+    )
     session_timeout = settings.session_timeout
     app = RemediatorApp(
         settings.app_id,
@@ -281,7 +287,8 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         web_port=settings.web_port,
         web_in_thread=False,
         web_application_options={
-            "middlewares": [contract_errors],
+            # Metrics outermost: they see the status the client gets.
+            "middlewares": [metrics.middleware, contract_errors],
             "client_max_size": MAX_REQUEST_BODY,
         },
         # Faust's own introspection pages (tables, router, stats) are unauthenticated.
@@ -317,6 +324,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
             control_plane_url,
             timeout=settings.control_plane_timeout_seconds,
             backoff=Backoff(base=0.5, cap=settings.control_plane_retry_max_seconds),
+            metrics=metrics,
         ),
         poll=Backoff(
             base=settings.poll_interval_seconds,
@@ -347,6 +355,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         partitions=settings.partitions,
         executor=executor,
         clock=clock,
+        metrics=metrics,
     )
     app.processor = processor
     register_ingest(
@@ -361,6 +370,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         batch_max=settings.batch_max,
         batch_wait=settings.batch_wait_ms / 1000,
         max_input_bytes=settings.max_input_bytes,
+        metrics=metrics,
     )
     register_instances(
         app,
@@ -388,7 +398,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         app_id=settings.app_id,
         openapi=openapi.document_bytes,
         executing=lambda: executor.running,
-        policy=settings.policy,
+        policy=settings.policy_in_force,
     )
     app.watched_topics = frozenset(
         {settings.topic_active_runs, settings.topic_passive_events, settings.inbox_topic}
@@ -399,7 +409,18 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         async def stall_check() -> None:
             await app.check_stalls(settings.stall_seconds, app.watched_topics)
 
+    @app.task  # type: ignore[untyped-decorator]
+    async def announce() -> None:
+        await _announce_readiness(app, settings)
+
     app.web.web_app.add_routes(api.routes())  # type: ignore[attr-defined]  # aiohttp driver
+    metrics.watch(
+        clusters=processor.owned_clusters,
+        consumer=lambda: app.consumer,
+        input_topics=app.watched_topics,
+        executing=lambda: executor.running,
+    )
+    app.web.web_app.add_routes(metrics.routes())  # type: ignore[attr-defined]  # GET /metrics
     # Alertmanager's webhook (POST /v1/alertmanager), with the REST API's tokens.
     alertmanager = alertmanager_receiver(
         settings,
@@ -483,6 +504,42 @@ def _topics(app: faust.App, settings: Settings) -> Topics:
 
 def _owned_partitions(app: faust.App, topic: str) -> list[int]:
     return sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == topic)
+
+
+async def _announce_readiness(app: faust.App, settings: Settings) -> None:
+    """One line when the worker starts serving, and one whenever what it owns changes:
+    the frameworks' own lines about it are at debug (see logs.py)."""
+    served = f"http://{settings.web_host}:{settings.web_port}"
+    announced: list[int] | None = None
+    while True:
+        await asyncio.sleep(0.25)
+        if not _ready(app):
+            continue
+        owned = _owned_partitions(app, settings.inbox_topic)
+        if announced is None:
+            log.info(
+                "ready: API at %s/v1/compute, dashboard at %s/ (%s of %d partitions)",
+                served,
+                served,
+                _ranges(owned),
+                settings.partitions,
+            )
+        elif owned != announced:
+            log.info(
+                "rebalanced: now serving partitions %s of %d", _ranges(owned), settings.partitions
+            )
+        announced = owned
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``[0, 1, 2, 5]`` → ``"0-2,5"``; ``"none"`` when empty."""
+    spans: list[list[int]] = []
+    for n in sorted(numbers):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in spans) or "none"
 
 
 def _ready(app: faust.App) -> bool:

@@ -241,6 +241,7 @@ def run_worker(*, simulate: bool = False, simulate_args: str = "") -> int:
 def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str] | None) -> int:
     import faust
 
+    from . import logs
     from .admin import BrokerUnavailable, ensure_topics
     from .app import create_app, external_topic_names
 
@@ -259,10 +260,14 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
             )
         except BrokerUnavailable as exc:
             return _fail(f"REMEDIATOR_BROKER: {exc}", EXIT_START)
+    # Our own handler and formats (see logs.py); Faust's would replace them.
+    logs.configure(settings.log_level, settings.log_format)
     _print_banner(settings, embedded=embedded)
     app = create_app(settings)
-    worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, quiet=True)
-    logging.captureWarnings(True)
+    worker = faust.Worker(
+        app, loop=loop, loglevel=settings.log_level, quiet=True, override_logging=False
+    )
+    worker.spinner = None  # a terminal spinner; with our logging it only writes escapes
     fleet = _start_fleet_simulator(settings, simulate) if simulate is not None else None
     try:
         worker.execute_from_commandline()
@@ -282,16 +287,20 @@ def _start_fleet_simulator(settings: Settings, extra: list[str]) -> subprocess.P
 
     host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::", "") else settings.web_host  # noqa: S104
     health = f"http://{host}:{settings.web_port}/healthz"
-    return runner.start_child(options.child_argv(settings.broker or "", health, extra))
+    argv = options.child_argv(
+        settings.broker or "", health, extra, json_logs=settings.log_format == "json"
+    )
+    return runner.start_child(argv)
 
 
 def _print_banner(settings: Settings, *, embedded: bool) -> None:
     where = "embedded Tansu broker (memory only)" if embedded else "broker"
+    policy = settings.policy_in_force
     lines = [
         f"remediator {__version__} worker, app id {settings.app_id!r}",
         f"  {where}: {settings.broker}",
         f"  REST API: http://{settings.web_host}:{settings.web_port}/v1/compute "
-        f"(OpenAPI at /openapi.json, health at /healthz)",
+        f"(OpenAPI at /openapi.json, health at /healthz, metrics at /metrics)",
         f"  API principals: {', '.join(sorted(set(settings.tokens.values()))) or 'none'}"
         + ("" if settings.tokens else " (REMEDIATOR_API_TOKENS is empty: every API call is 401)"),
         "  control plane: "
@@ -301,12 +310,16 @@ def _print_banner(settings: Settings, *, embedded: bool) -> None:
             + (str(settings.simulator_port) if settings.simulator_port else "<free port, logged>")
             + " (switches at /_sim/config)"
         ),
+        f"  policy: {policy.source} (sha256 {policy.sha256[:12]}, GET /v1/compute/policy shows it)",
         f"  at most {settings.max_running_per_cluster} remediation(s) RUNNING per cluster",
         f"  feed health checks to: {settings.topic_active_runs}, {settings.topic_passive_events}",
         f"  transitions on: {settings.topic_transitions}; "
         f"dead letters on: {settings.topic_dead_letter}",
     ]
-    print("\n".join(lines), flush=True)
+    if settings.log_format == "json":  # one object per line, even for the banner
+        logging.getLogger("remediator").info("\n".join(lines))
+    else:
+        print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

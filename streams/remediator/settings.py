@@ -19,7 +19,13 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from remediator.domain.policy import Policy, PolicyError, load_policy
+from remediator.domain.policy import (
+    Policy,
+    PolicyError,
+    PolicyInForce,
+    load_policy,
+    load_policy_in_force,
+)
 
 ENV_PREFIX = "REMEDIATOR_"
 
@@ -65,6 +71,11 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of the worker."
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: readable lines; json: one JSON object per line, with "
+        "remediation_id, cluster_id and instance_id where they apply.",
     )
     partitions: int = Field(
         default=8,
@@ -271,6 +282,11 @@ class Settings(BaseSettings):
     def policy(self) -> Policy:
         """The policy in force (checked when the settings were loaded)."""
         return load_policy(self.policy_file)
+
+    @property
+    def policy_in_force(self) -> PolicyInForce:
+        """The policy with its source and the SHA-256 of its text."""
+        return load_policy_in_force(self.policy_file)
 
     @field_validator("broker")
     @classmethod

@@ -7,6 +7,7 @@ both the API's answers and what landed on ``remediation-transitions``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -443,3 +444,68 @@ def test_checked_in_openapi_document_is_what_the_worker_serves(worker: WorkerPro
     served = httpx.get(f"{worker.base_url}/openapi.json").json()
     checked_in = Path(__file__).resolve().parents[2] / "schemas" / "openapi.json"
     assert served == httpx.Response(200, content=checked_in.read_bytes()).json()
+
+
+async def test_fleet_wide_list_and_cluster_summaries(client: httpx.AsyncClient) -> None:
+    """cluster_id '-' lists every cluster, with the same filters and paging; the clusters
+    list says what is open where and what holds automation back (additions)."""
+    a, b = f"cl-{uuid.uuid4().hex[:8]}", f"cl-{uuid.uuid4().hex[:8]}"
+    mine = []
+    for cluster, instance in [(a, "i1"), (b, "i1"), (a, "i2"), (b, "i2"), (a, "i3")]:
+        rem = (await client.post(path(cluster, instance), json={"reason": "fleet"})).json()
+        mine.append(rem)
+    cancelled = (await client.post(path(a, "i3", mine[-1]["id"], "cancel"))).json()
+    mine[-1] = cancelled
+    paused = await client.put(f"/v1/compute/clusters/{b}/pause", json={"reason": "maintenance"})
+    assert paused.status_code == 200, paused.text
+
+    # Every page of the fleet, newest first across clusters; other tests' records too.
+    seen, token = [], ""
+    while True:
+        params: dict[str, Any] = {"page_size": 2}
+        if token:
+            params["page_token"] = token
+        page = (await client.get(path("-", "-"), params=params)).json()
+        seen.extend(page["remediations"])
+        if not page["has_next"]:
+            break
+        token = page["next_page_token"]
+    keys = [(r["create_time"], r["id"]) for r in seen]
+    assert keys == sorted(keys, reverse=True)
+    assert len(set(keys)) == len(keys)
+    ours = [r["id"] for r in seen if r["cluster_id"] in (a, b)]
+    assert ours == [r["id"] for r in sorted(mine, key=lambda r: (r["create_time"], r["id"]))][::-1]
+
+    pending = await client.get(path("-", "-"), params={"state": "PENDING", "page_size": 100})
+    pending_ids = {r["id"] for r in pending.json()["remediations"]}
+    assert {r["id"] for r in mine if r["state"] == "PENDING"} <= pending_ids
+    assert cancelled["id"] not in pending_ids
+    assert all(r["state"] == "PENDING" for r in pending.json()["remediations"])
+
+    clusters = {
+        c["cluster_id"]: c for c in (await client.get("/v1/compute/clusters")).json()["clusters"]
+    }
+    assert clusters[a]["known_instances"] == 3
+    assert clusters[a]["open_remediations"] == {"PENDING": 2}
+    assert clusters[a]["paused"] is None
+    assert clusters[b]["open_remediations"] == {"PENDING": 2}
+    assert clusters[b]["paused"]["reason"] == "maintenance"
+    assert clusters[b]["paused"]["by"] == "alice"
+    assert clusters[b]["blast_radius_limit"] >= 1
+
+    refused = await client.get(path("-", "i1"))
+    assert "every cluster" in assert_error(refused, 400, "INVALID_ARGUMENT")["message"]
+    assert_error(await client.get("/v1/compute/clusters/-/safety"), 400, "INVALID_ARGUMENT")
+    assert_error(await client.post(path("-", "-"), json={}), 400, "INVALID_ARGUMENT")
+
+
+def test_the_policy_in_force_and_its_hash_in_the_banner(worker: WorkerProcess) -> None:
+    answer = httpx.get(f"{worker.base_url}/v1/compute/policy", headers=ALICE)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    source = Path(body["source"])
+    assert source.name == "permissive-policy.toml"
+    assert body["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert body["policy"]["rules"], "the effective rules are shown"
+    assert f"sha256 {body['sha256'][:12]}" in worker.log()
+    assert httpx.get(f"{worker.base_url}/v1/compute/policy").status_code == 401

@@ -166,6 +166,12 @@ async def test_embedded_broker_end_to_end_and_ctrl_c_stops_everything(tmp_path: 
             performed = (await client.get(f"{simulator}/_sim/log")).json()["requests"]
             assert [r["action"] for r in performed] == ["REBOOT_VM"]
 
+        # Readable by default: no framework tables or per-request lines at info.
+        log = worker.log()
+        assert f"ready: API at http://127.0.0.1:{web_port}/v1/compute" in log
+        for chatter in ("Starting...", "+-----", "HTTP Request:", "Joined group"):
+            assert chatter not in log, chatter
+
         worker.process.send_signal(signal.SIGINT)
         assert worker.process.wait(timeout=30) == 0, worker.log()[-2000:]
         deadline = time.monotonic() + 10

@@ -133,6 +133,14 @@ async def test_list_prints_a_table_and_the_api_answer_as_json(
     assert ok(remediator(worker, "remediations", "list", "-c", cluster, "--state", "RUNNING")) == (
         "no remediations\n"
     )
+    # Without --cluster: the whole fleet, with the same filters.
+    fleet = as_json(
+        remediator(worker, "remediations", "list", "--state", "PENDING_APPROVAL", "-o", "json")
+    )
+    ids = [r["id"] for r in fleet["remediations"]]
+    assert ids.index(second["id"]) < ids.index(first["id"])
+    assert {r["state"] for r in fleet["remediations"]} == {"PENDING_APPROVAL"}
+
     paged = remediator(worker, "remediations", "list", "-c", cluster, "--page-size", "1")
     assert paged.returncode == 0
     assert len(paged.stdout.splitlines()) == 2
@@ -228,8 +236,12 @@ async def test_clusters_list_names_the_clusters_the_worker_knows(
     known = as_json(remediator(worker, "clusters", "list", "-o", "json"))
     assert cluster in [c["cluster_id"] for c in known["clusters"]]
     rows = ok(remediator(worker, "clusters", "list")).splitlines()
-    assert rows[0].split()[0] == "CLUSTER"
-    assert cluster in [row.split()[0] for row in rows[1:]]
+    assert rows[0].split()[:3] == ["CLUSTER", "INSTANCES", "OPEN"]
+    (row,) = [row for row in rows[1:] if row.split()[0] == cluster]
+    (summary,) = [c for c in known["clusters"] if c["cluster_id"] == cluster]
+    # One known instance with one recommendation waiting, counted in the blast radius.
+    assert row.split()[1:4] == ["1", "PENDING_APPROVAL", "1"]
+    assert f"  1/{summary['blast_radius_limit']}  " in row
 
 
 async def test_explain_shows_the_decision_that_opened_it(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
 import sys
 import time
@@ -246,7 +247,8 @@ async def test_an_approved_automated_remediation_is_carried_out(
     control_plane: Any, start_worker: Any, api: Any, kafka: Kafka, names: Names, cluster: str
 ) -> None:
     cp = control_plane("--latency", "REBOOT_VM=0.2")
-    worker = start_worker(**executor_env(cp))
+    # In JSON log format: the log of the whole story is checked at the end.
+    worker = start_worker(**executor_env(cp), REMEDIATOR_LOG_FORMAT="json")
     client = api(worker)
     await kafka.produce(
         names.active, run_payload(cluster_id=cluster, instance_id="i-1"), key=b"i-1"
@@ -271,6 +273,16 @@ async def test_an_approved_automated_remediation_is_carried_out(
     assert done["reviewed_by"] == "operator"
     assert done["active_health_check_run_id"]
     assert [r["action"] for r in cp.performed("i-1")] == ["REBOOT_VM"]
+
+    entries = [json.loads(line) for line in worker.log().splitlines() if line.strip()]
+    about_it = [e for e in entries if e.get("remediation_id") == pending["id"]]
+    assert {(e["cluster_id"], e["instance_id"]) for e in about_it} == {(cluster, "i-1")}
+    told = " | ".join(e["message"] for e in about_it)
+    for part in ("opened remediation", "PENDING_APPROVAL -> PENDING", "REBOOT_VM on"):
+        assert part in told, told
+    assert any(e["message"].startswith("ready: API at") for e in entries)
+    chatter = [e for e in entries if e["level"] == "INFO" and "Starting..." in e["message"]]
+    assert chatter == [], "framework start-up lines are at debug"
 
 
 async def test_a_failed_step_fails_the_remediation_with_that_error(

@@ -109,7 +109,7 @@ async def test_worker_simulate_feeds_itself_and_stops_its_simulator(
     (simulator_pid,) = children_of(worker.process.pid)
     opened = await remediations_of(api(worker), [cluster_name(0), cluster_name(1)])
     assert opened
-    assert f"the worker is ready; dashboard at {worker.base_url}/" in worker.log()
+    assert "simulate 2x5: 2 cluster(s) of 5 instance(s) to kafka://" in worker.log()
 
     worker.process.send_signal(signal.SIGINT)
     assert await asyncio.to_thread(worker.process.wait, 30) == 0, worker.log()[-2000:]

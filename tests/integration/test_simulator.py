@@ -133,6 +133,8 @@ async def test_latency_is_per_action_and_configurable(
         "DELETE_VM": 2.0,
         "PROVISION_VM": 5.0,
         "CORDON_HOST": 0.0,
+        "POWER_CYCLE_HOST": 4.0,
+        "UNCORDON_HOST": 1.0,
     }
 
     assert (await post_op(client, "cordon", "CORDON_HOST")).json()["state"] == "DONE"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client import generate_latest
 
 from remediator.settings import load_settings, unknown_variables
 
@@ -55,3 +56,67 @@ def test_dockerfile_runs_the_worker_console_script() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["remediator"]' in dockerfile
     assert 'CMD ["worker"]' in dockerfile
+
+
+def test_compose_workers_share_one_simulated_control_plane() -> None:
+    """Two simulators would make a step both workers attempted look like two operations."""
+    services = compose()["services"]
+    (control_plane,) = [
+        s for s in services.values() if s.get("command", [None])[0] == "control-plane"
+    ]
+    port = control_plane["command"][control_plane["command"].index("--port") + 1]
+    name = next(n for n, s in services.items() if s is control_plane)
+    for worker in worker_services().values():
+        url = str(worker["environment"]["REMEDIATOR_CONTROL_PLANE_URL"])
+        assert f"http://{name}:{port}" in url
+        assert name in worker["depends_on"]
+
+
+def test_compose_feeds_a_simulated_fleet_to_the_workers_broker() -> None:
+    services = compose()["services"]
+    (fleet,) = [s for s in services.values() if s.get("command", [None])[0] == "simulate"]
+    command = fleet["command"]
+    broker = {str(w["environment"]["REMEDIATOR_BROKER"]) for w in worker_services().values()}
+    assert command[command.index("--broker") + 1] in broker
+
+
+def test_prometheus_scrapes_every_worker() -> None:
+    services = compose()["services"]
+    prometheus = services["prometheus"]
+    (mount,) = [
+        v for v in prometheus["volumes"] if v.endswith(":/etc/prometheus/prometheus.yml:ro")
+    ]
+    config = yaml.safe_load((ROOT / mount.split(":")[0]).read_text())
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    targets = {t for group in job["static_configs"] for t in group["targets"]}
+    expected = {
+        f"{name}:{w['environment']['REMEDIATOR_WEB_PORT']}" for name, w in worker_services().items()
+    }
+    assert targets == expected
+
+
+def test_prometheus_alert_rules_name_only_metrics_a_worker_exports() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from remediator.metrics import Metrics
+
+    exported = set()
+    metrics = Metrics(app_id="check")
+    metrics.watch(clusters=list, consumer=lambda: None, input_topics=frozenset(), executing=list)
+    for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
+        exported.update(sample.name for sample in family.samples)
+        exported.add(family.name)
+        if family.type == "counter":  # the parser names the family without _total
+            exported.add(f"{family.name}_total")
+    config = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())
+    (rules_path,) = config["rule_files"]
+    mounted = {
+        v.split(":")[1]: v.split(":")[0] for v in compose()["services"]["prometheus"]["volumes"]
+    }
+    rules = yaml.safe_load((ROOT / mounted[rules_path]).read_text())
+    expressions = [r["expr"] for group in rules["groups"] for r in group["rules"]]
+    assert expressions
+    for expr in expressions:
+        for name in re.findall(r"\b(remediator_[a-z_]+)", expr):
+            assert name in exported, f"{name} in an alert rule is not a metric"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from remediator.domain.models import Remediation, RemediationMode
-from remediator.domain.replies import SafetyView
+from remediator.domain.replies import ClusterSummary, SafetyView
 
 #: Client-specified remediation ids: short, URL-safe, no slash.
 RemediationId = Annotated[
@@ -100,15 +100,21 @@ class WhoamiResponse(BaseModel):
     )
 
 
-class ClusterRef(BaseModel):
-    cluster_id: str
-
-
 class ListClustersResponse(BaseModel):
     """``GET /v1/compute/clusters`` (an addition): every cluster the service knows, that
-    is, every cluster with an instance that a health signal or an API call has named."""
+    is, every cluster with an instance that a health signal or an API call has named,
+    with what an operator scanning the fleet wants first. The provider's SDK reads only
+    ``clusters[].cluster_id``."""
 
-    clusters: list[ClusterRef]
+    clusters: list[ClusterSummary]
+
+
+class PolicyResponse(BaseModel):
+    """``GET /v1/compute/policy`` (an addition): the policy in force and where it came from."""
+
+    source: str = Field(description="The policy file, or the built-in default's name.")
+    sha256: str = Field(description="SHA-256 of the file's bytes, as the start-up banner shows.")
+    policy: dict[str, Any] = Field(description="The effective policy, as JSON.")
 
 
 class ReasonBody(_Body):

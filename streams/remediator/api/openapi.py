@@ -24,6 +24,7 @@ from remediator.api.models import (
     ErrorBody,
     ListClustersResponse,
     ListRemediationsResponse,
+    PolicyResponse,
     ReasonBody,
     RejectBody,
     WhoamiResponse,
@@ -39,6 +40,7 @@ from remediator.api.views import (
     CLUSTERS,
     COLLECTION,
     INSTANCE,
+    POLICY,
     RESOURCE,
     WHOAMI,
 )
@@ -93,7 +95,7 @@ _SHOULD_RETRY = {
 
 def _path_params(*names: str) -> list[dict[str, Any]]:
     descriptions = {
-        "cluster_id": "The cluster.",
+        "cluster_id": "The cluster; '-' (with instance_id '-') means every cluster (list only).",
         "instance_id": "The instance; '-' means every instance of the cluster (list only).",
         "remediation_id": "The remediation.",
     }
@@ -180,6 +182,7 @@ def _remediations_api() -> dict[str, Any]:
         ClusterSafetyResponse,
         ReasonBody,
         ListClustersResponse,
+        PolicyResponse,
         WhoamiResponse,
     ]
     _, schemas = models_json_schema(
@@ -195,6 +198,7 @@ def _remediations_api() -> dict[str, Any]:
                     Explanation,
                     ClusterSafetyResponse,
                     ListClustersResponse,
+                    PolicyResponse,
                     WhoamiResponse,
                 )
                 else "validation",
@@ -372,12 +376,24 @@ def _remediations_api() -> dict[str, Any]:
         },
         CLUSTERS: {
             "get": _operation(
-                "List the clusters the service knows (an addition: the SDK's CLI finds a "
-                "remediation through it)",
+                "List the clusters the service knows, with open remediations by state and "
+                "what holds automation back (an addition: the SDK's CLI finds a remediation "
+                "through it)",
                 "listClusters",
                 ListClustersResponse,
                 None,
                 (401, 503),
+                [],
+            ),
+        },
+        POLICY: {
+            "get": _operation(
+                "The policy in force: its source, the SHA-256 of its text (as the start-up "
+                "banner shows it) and the effective rules (an addition)",
+                "getPolicy",
+                PolicyResponse,
+                None,
+                (401,),
                 [],
             ),
         },
@@ -403,6 +419,14 @@ def _remediations_api() -> dict[str, Any]:
             "get": {
                 "summary": "This document",
                 "operationId": "openapi",
+                "security": [],
+                "responses": {"200": {"description": "OK"}},
+            },
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text format; README, Metrics)",
+                "operationId": "metrics",
                 "security": [],
                 "responses": {"200": {"description": "OK"}},
             },

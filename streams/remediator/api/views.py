@@ -24,11 +24,11 @@ from remediator.api.errors import ApiError
 from remediator.api.models import (
     ApproveBody,
     CancelBody,
-    ClusterRef,
     ClusterSafetyResponse,
     CreateRemediationBody,
     ListClustersResponse,
     ListRemediationsResponse,
+    PolicyResponse,
     ReasonBody,
     RejectBody,
     RemediationId,
@@ -37,7 +37,7 @@ from remediator.api.models import (
     WhoamiProject,
     WhoamiResponse,
 )
-from remediator.domain.commands import Command, CommandKind
+from remediator.domain.commands import EVERYWHERE, Command, CommandKind
 from remediator.domain.models import (
     Identifier,
     Remediation,
@@ -45,7 +45,7 @@ from remediator.domain.models import (
     RemediationState,
     RemediationTrigger,
 )
-from remediator.domain.policy import DEFAULT_POLICY, Policy
+from remediator.domain.policy import PolicyInForce, load_policy_in_force
 from remediator.domain.replies import Reply
 from remediator.pipeline.gateway import Gateway, GatewayTimeout, new_command_id
 from remediator.pipeline.messages import Route
@@ -55,12 +55,13 @@ INSTANCE = BASE + "/clusters/{cluster_id}/instances/{instance_id}"
 COLLECTION = INSTANCE + "/remediations"
 RESOURCE = COLLECTION + "/{remediation_id}"
 CLUSTERS = BASE + "/clusters"
+POLICY = BASE + "/policy"
 CLUSTER = CLUSTERS + "/{cluster_id}"
 #: Outside the base path, where the provider's SDK asks it (``client.whoami()``).
 WHOAMI = "/v3/whoami"
+#: The path's wildcard: every instance of a cluster, or (as cluster_id, with instance_id
+#: ``-`` too) every cluster, when listing.
 ALL_INSTANCES = "-"
-#: cluster_id and instance_id of a command about no one cluster (CLUSTERS).
-EVERYWHERE = "*"
 
 B = TypeVar("B", bound=BaseModel)
 
@@ -89,7 +90,7 @@ class Api:
         app_id: str,
         openapi: Callable[[], bytes],
         executing: Callable[[], list[str]] = list,
-        policy: Policy = DEFAULT_POLICY,
+        policy: PolicyInForce | None = None,
     ) -> None:
         self.gateway = gateway
         self.tokens = dict(tokens)
@@ -99,7 +100,7 @@ class Api:
         self.app_id = app_id
         self.openapi = openapi
         self.executing = executing
-        self.policy = policy
+        self.policy = policy or load_policy_in_force(None)
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -144,6 +145,12 @@ class Api:
         instance_id = request.match_info["instance_id"]
         if instance_id == ALL_INSTANCES and kind is not CommandKind.LIST:
             raise ApiError.invalid("instance_id '-' (all instances) is only allowed when listing")
+        if cluster_id == ALL_INSTANCES:
+            if instance_id != ALL_INSTANCES:
+                raise ApiError.invalid(
+                    "cluster_id '-' (every cluster) is only allowed with instance_id '-'"
+                )
+            cluster_id = EVERYWHERE
         if instance_id != ALL_INSTANCES:
             _check(_identifier, "instance_id", instance_id)
         if "remediation_id" in request.match_info:
@@ -262,7 +269,7 @@ class Api:
             after=after,
             limit=page_size + 1,
         )
-        if request.match_info["instance_id"] == ALL_INSTANCES:
+        if command.instance_id == EVERYWHERE:
             # Each partition answers its best page_size + 1; the page is the best of those.
             replies = await self._scan(command)
             records = order.sort(r for reply in replies for r in reply.remediations or [])
@@ -316,8 +323,22 @@ class Api:
             issued_at=self.clock(),
         )
         replies = await self._scan(command)
-        known = sorted({c for reply in replies for c in reply.cluster_ids or []})
-        return self.ok(ListClustersResponse(clusters=[ClusterRef(cluster_id=c) for c in known]))
+        clusters = sorted(
+            (c for reply in replies for c in reply.clusters or []), key=lambda c: c.cluster_id
+        )
+        return self.ok(ListClustersResponse(clusters=clusters))
+
+    async def policy_in_force(self, request: web.Request) -> web.Response:
+        """The policy this worker runs: its source, the hash the banner shows, the rules."""
+        self.principal(request)
+        policy = self.policy
+        return self.ok(
+            PolicyResponse(
+                source=policy.source,
+                sha256=policy.sha256,
+                policy=policy.policy.model_dump(mode="json"),
+            )
+        )
 
     # --- policy: explain, opt-out, cluster safety and pause (additions) ----------------
 
@@ -347,6 +368,8 @@ class Api:
         self, request: web.Request, kind: CommandKind, principal: str, **fields: Any
     ) -> Command:
         cluster_id = _check(_identifier, "cluster_id", request.match_info["cluster_id"])
+        if cluster_id == ALL_INSTANCES:
+            raise ApiError.invalid("cluster_id '-' (every cluster) is only allowed when listing")
         return Command(
             command_id=new_command_id(),
             kind=kind,
@@ -384,6 +407,7 @@ class Api:
             web.get("/openapi.json", self.openapi_document),
             web.get(WHOAMI, self.whoami),
             web.get(CLUSTERS, self.list_clusters),
+            web.get(POLICY, self.policy_in_force),
             web.post(COLLECTION, self.create),
             web.get(COLLECTION, self.list_remediations),
             web.get(RESOURCE, self.get),

@@ -58,6 +58,10 @@ def _nothing_archived() -> Sequence[Remediation]:
 #: Replies remembered per instance for replayed commands.
 MAX_REMEMBERED_REPLIES = 32
 
+#: cluster_id (and instance_id) of a command about no one cluster: CLUSTERS, and a LIST
+#: of the whole fleet (the API's cluster id ``-``).
+EVERYWHERE = "*"
+
 
 class CommandKind(enum.StrEnum):
     CREATE = "CREATE"

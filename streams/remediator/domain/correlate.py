@@ -46,7 +46,7 @@ from .models import (
     format_timestamp,
 )
 from .policy import DEFAULT_POLICY, Action, Policy, Verdict, classify, heavier, next_mode
-from .safety import ClusterRecord, ClusterView, Proposal
+from .safety import BlockReason, ClusterRecord, ClusterView, Proposal
 from .state import InstanceState, PastRemediation, record_change, record_creation
 
 #: Who the pipeline's own changes are recorded as (``requested_by``, ``actor``).
@@ -96,6 +96,8 @@ class Decision:
     #: What ``explain`` shows for this signal; None for repeats, stale signals and
     #: healthy signals that changed nothing (they would crowd out the ones that matter).
     record: DecisionRecord | None = None
+    #: Why a ``BLOCKED`` signal opened nothing, as a bounded label (metrics).
+    blocked: BlockReason | None = None
 
 
 def signal_key(signal: HealthSignal) -> str:
@@ -182,6 +184,7 @@ def decide(
         decision.events,
         decision.cluster,
         record,
+        decision.blocked,
     )
 
 
@@ -279,12 +282,14 @@ def _open_if_allowed(
     policy = config.policy
     if state.opt_out is not None:
         opt = state.opt_out
-        return _held(state, verdict, f"instance opted out by {opt.by}: {opt.reason}")
+        why = f"instance opted out by {opt.by}: {opt.reason}"
+        return _held(state, verdict, why, BlockReason.OPT_OUT)
     last = state.past[0] if state.past else None
     ended = state.cooldown_from or (last.end_time if last is not None else None)
     if last is not None and ended is not None and at < ended + policy.cooldown:
         until = format_timestamp(ended + policy.cooldown)
-        return _held(state, verdict, f"cooldown after {last.id} until {until}")
+        why = f"cooldown after {last.id} until {until}"
+        return _held(state, verdict, why, BlockReason.COOLDOWN)
 
     rule = policy.rule(verdict.rule)
     if rule is not None and rule.debounce_count > 1:
@@ -313,8 +318,8 @@ def _open_if_allowed(
             kind = PolicyEventKind.HELD_FOR_HUMAN
             events = (_policy_event(state, kind, key, signal, verdict, reason, now),)
             state = state.model_copy(update={"held_for_human_at": at})
-        held = _held(state, verdict, reason)
-        return Decision(held.state, (), held.outcome, held.verdict, events)
+        held = _held(state, verdict, reason, BlockReason.HELD_FOR_HUMAN)
+        return Decision(held.state, (), held.outcome, held.verdict, events, blocked=held.blocked)
 
     mode = verdict.mode or policy.fallback_mode
     escalated_from = _previous_attempt(state, verdict.rule, at, policy.escalation_window)
@@ -356,8 +361,16 @@ def _open_if_allowed(
     admission = safety.admit(cluster, proposal, policy, now)
     changed = admission.record if admission.record != cluster.record else None
     if not admission.admitted:
-        held = _held(state, verdict, admission.reason)
-        return Decision(held.state, (), held.outcome, held.verdict, admission.events, changed)
+        held = _held(state, verdict, admission.reason, admission.blocked)
+        return Decision(
+            held.state,
+            (),
+            held.outcome,
+            held.verdict,
+            admission.events,
+            changed,
+            blocked=held.blocked,
+        )
     # Built only once admitted: in a storm most proposals are refused.
     remediation = _automated(rid, signal, mode, verdict, now)
     state, opened = _open(state.admit(at), remediation, policy, now)
@@ -429,9 +442,11 @@ def _short(mode: RemediationMode) -> str:
     return mode.value.removeprefix("REMEDIATION_MODE_")
 
 
-def _held(state: InstanceState, verdict: Verdict, why: str) -> Decision:
+def _held(
+    state: InstanceState, verdict: Verdict, why: str, blocked: BlockReason | None
+) -> Decision:
     reason = f"{verdict.reason}: not opened, {why} [rule {verdict.rule}]"
-    return Decision(state, (), Outcome.BLOCKED, _with_reason(verdict, reason))
+    return Decision(state, (), Outcome.BLOCKED, _with_reason(verdict, reason), blocked=blocked)
 
 
 def _clears(remediation: Remediation, signal: HealthSignal, at: datetime, policy: Policy) -> bool:

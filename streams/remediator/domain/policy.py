@@ -25,6 +25,7 @@ shadow mode) is applied is in :mod:`correlate`; this module only describes it.
 from __future__ import annotations
 
 import enum
+import hashlib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -311,15 +312,36 @@ def default_policy_text() -> str:
     return (resources.files("remediator") / "default-policy.toml").read_text(encoding="utf-8")
 
 
-def load_policy(path: Path | None) -> Policy:
+DEFAULT_SOURCE = "built-in default-policy.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInForce:
+    """A loaded policy with where it came from and a hash of its text, so an operator can
+    tell which policy a worker runs (the banner and ``GET /v1/compute/policy`` show both)."""
+
+    policy: Policy
+    source: str
+    sha256: str
+
+
+def load_policy_in_force(path: Path | None) -> PolicyInForce:
     """The policy in ``path``, or the default shipped with the package when None."""
     if path is None:
-        return parse_policy(default_policy_text(), "default-policy.toml")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(f"{path}: cannot read it ({exc.strerror})") from None
-    return parse_policy(text, str(path))
+        text, source = default_policy_text(), DEFAULT_SOURCE
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PolicyError(f"{path}: cannot read it ({exc.strerror})") from None
+        source = str(path)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return PolicyInForce(parse_policy(text, source), source, digest)
+
+
+def load_policy(path: Path | None) -> Policy:
+    """The policy in ``path``, or the default shipped with the package when None."""
+    return load_policy_in_force(path).policy
 
 
 class Action(enum.StrEnum):

@@ -77,6 +77,34 @@ class SafetyView(BaseModel):
     )
 
 
+class ClusterSummary(BaseModel):
+    """One cluster as ``GET /v1/compute/clusters`` lists it: what an operator scanning the
+    fleet wants first (what is open, what holds automation back)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    cluster_id: Identifier
+    known_instances: int
+    open_remediations: dict[str, int] = Field(
+        default_factory=dict, description="Open remediations by state (only states with some)."
+    )
+    paused: Pause | None = Field(
+        default=None, description="Set while automated remediation is paused."
+    )
+    tripped_at: Timestamp | None = Field(
+        default=None, description="Set while the blast-radius limit holds new ones back."
+    )
+    blast_radius_open: int = Field(
+        default=0, description="Instances with an open automated remediation."
+    )
+    blast_radius_limit: int = Field(default=0, description="How many of those are allowed.")
+    opened_last_hour: int = Field(default=0, description="Automated ones admitted (event time).")
+    rate_budget_per_hour: int | None = None
+    as_of: Timestamp | None = Field(
+        default=None, description="The newest event time seen in the cluster."
+    )
+
+
 class Reply(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -85,7 +113,7 @@ class Reply(BaseModel):
     remediations: list[Remediation] | None = None
     explanation: Explanation | None = None
     safety: SafetyView | None = None
-    cluster_ids: list[str] | None = Field(
+    clusters: list[ClusterSummary] | None = Field(
         default=None, description="CLUSTERS: the clusters the answering partition holds."
     )
     created: bool = False

@@ -89,12 +89,27 @@ class Proposal:
     at: datetime  # event time of the signal behind it
 
 
+class BlockReason(enum.StrEnum):
+    """Why a remediation the policy wanted was not opened, in one word: the reason text
+    carries the detail, this a bounded label (metrics, dashboards) that never needs parsing.
+    """
+
+    PAUSED = "paused"  # an operator paused the cluster
+    BLAST_RADIUS = "blast_radius"  # the cluster's limit tripped now or earlier
+    RATE_BUDGET = "rate_budget"  # the cluster's hourly budget is spent
+    OPT_OUT = "opt_out"  # the instance is opted out
+    COOLDOWN = "cooldown"  # the instance's last remediation ended too recently
+    HELD_FOR_HUMAN = "held_for_human"  # too many remediations of the instance lately
+
+
 @dataclass(frozen=True, slots=True)
 class Admission:
     admitted: bool
     reason: str
     record: ClusterRecord
     events: tuple[PolicyEvent, ...] = ()
+    #: Why it was refused (None when admitted).
+    blocked: BlockReason | None = None
 
 
 def admit(view: ClusterView, proposal: Proposal, policy: Policy, now: datetime) -> Admission:
@@ -102,7 +117,8 @@ def admit(view: ClusterView, proposal: Proposal, policy: Policy, now: datetime) 
     record, events = reconcile(view, policy, now)
     if record.paused is not None:
         pause = record.paused
-        return Admission(False, f"cluster paused by {pause.by}: {pause.reason}", record, events)
+        reason = f"cluster paused by {pause.by}: {pause.reason}"
+        return Admission(False, reason, record, events, BlockReason.PAUSED)
     radius = policy.blast_radius
     limit = radius.limit(view.known)
     if record.tripped_at is not None:
@@ -112,6 +128,7 @@ def admit(view: ClusterView, proposal: Proposal, policy: Policy, now: datetime) 
             f"{limit}; resumes at {radius.resume_at(view.known)} or fewer",
             record,
             events,
+            BlockReason.BLAST_RADIUS,
         )
     if view.unhealthy + 1 > limit:
         record = record.model_copy(update={"tripped_at": now})
@@ -129,7 +146,7 @@ def admit(view: ClusterView, proposal: Proposal, policy: Policy, now: datetime) 
             f"propose/{proposal.remediation_id}",
             proposal,
         )
-        return Admission(False, reason, record, (*events, tripped))
+        return Admission(False, reason, record, (*events, tripped), BlockReason.BLAST_RADIUS)
     budget = policy.rate_budget_per_hour
     if budget:
         recent = budget_used(view.admissions, proposal.at)
@@ -139,6 +156,7 @@ def admit(view: ClusterView, proposal: Proposal, policy: Policy, now: datetime) 
                 f"rate budget: {recent} opened in the last hour, budget {budget}",
                 record,
                 events,
+                BlockReason.RATE_BUDGET,
             )
     return Admission(True, f"admitted: {view.unhealthy + 1} of limit {limit}", record, events)
 

@@ -162,11 +162,14 @@ def check_extra(extra: str) -> list[str]:
     return argv
 
 
-def child_argv(broker: str, health_url: str, extra: list[str]) -> list[str]:
+def child_argv(
+    broker: str, health_url: str, extra: list[str], *, json_logs: bool = False
+) -> list[str]:
     """The command line of a simulator feeding a worker; ``extra`` are the operator's own
     options, checked by :func:`check_extra` (they win over these defaults)."""
-    # A line every 30 s: the worker's log shares the terminal, an in-place line would not.
-    defaults = ["--progress", "lines", "--progress-every", "30"]
+    # A line every 30 s: the worker's log shares the terminal, an in-place line would not;
+    # none at all among JSON log lines, which must stay one object per line.
+    defaults = ["--progress", "none" if json_logs else "lines", "--progress-every", "30"]
     return [
         sys.executable,
         "-m",

@@ -109,20 +109,18 @@ async def simulate(sim: FleetSimulator, options: RunOptions, out: IO[str]) -> in
     except BrokerUnavailable as exc:
         out.write(f"remediator simulate: {exc}\n")
         return EXIT_START
-    if options.wait_ready:
-        if not await _wait_ready(options.wait_ready, stop):
-            return EXIT_OK
-        root = options.wait_ready.removesuffix("/healthz")
-        out.write(f"remediator simulate: the worker is ready; dashboard at {root}/\n")
+    if options.wait_ready and not await _wait_ready(options.wait_ready, stop):
+        return EXIT_OK
     config = sim.config
     header = f"simulate {config.clusters}x{config.instances}"
-    out.write(
-        f"{header}: {config.clusters} cluster(s) of {config.instances} instance(s) to "
-        f"{options.broker} ({options.active_topic}, {options.passive_topic}), "
-        + (f"{options.rate:g} signal(s)/s" if options.rate else "as fast as possible")
-        + "\n"
-    )
-    out.flush()
+    if options.progress != "none":
+        out.write(
+            f"{header}: {config.clusters} cluster(s) of {config.instances} instance(s) to "
+            f"{options.broker} ({options.active_topic}, {options.passive_topic}), "
+            + (f"{options.rate:g} signal(s)/s" if options.rate else "as fast as possible")
+            + "\n"
+        )
+        out.flush()
     producer = AIOKafkaProducer(
         bootstrap_servers=servers, linger_ms=5, request_timeout_ms=15000, acks=1
     )

@@ -41,6 +41,7 @@ from remediator.domain.models import (
 from remediator.domain.replies import Reply
 from remediator.domain.safety import ClusterRecord
 from remediator.domain.state import InstanceState
+from remediator.metrics import Tally
 
 from .fleet import ClusterModel, Fleet
 from .messages import InboxMessage
@@ -114,6 +115,8 @@ class Batch:
     written: dict[bytes, InstanceState] = field(default_factory=dict)
     #: Lifecycle events applied (for failpoints named after them).
     events: set[str] = field(default_factory=set)
+    #: What the batch applied, for the metrics once it is durable.
+    tally: Tally = field(default_factory=Tally)
 
 
 class Context:
@@ -175,6 +178,7 @@ class Context:
         batch.written[key] = state
         for transition in transitions:
             batch.outputs.append(Record(self.topics.transitions, key, dump_json(transition)))
+            batch.tally.transition(transition)
             if transition.event is not None:
                 batch.events.add(transition.event)
             if transition.to_state.is_terminal:

@@ -27,6 +27,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from remediator.domain.models import Operation
+from remediator.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class ControlPlaneClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._base_url = base_url
         self._backoff = backoff or Backoff()
@@ -89,6 +91,7 @@ class ControlPlaneClient:
         )
         #: Transient failures seen so far (for /healthz and tests).
         self.retries = 0
+        self._metrics = metrics or Metrics()
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -102,20 +105,21 @@ class ControlPlaneClient:
             "avoid_current_host": op.avoid_current_host,
         }
         what = f"start {op.action.value} {op.operation_id}"
-        return await self._call(what, lambda: self._client.post(url, json=body))
+        return await self._call("start", what, lambda: self._client.post(url, json=body))
 
     async def get(self, operation_id: str) -> OperationStatus | None:
         """The operation's status, or None if the control plane does not know it."""
         url = f"{self._base_url()}/v1/operations/{operation_id}"
         try:
             return await self._call(
-                f"poll {operation_id}", lambda: self._client.get(url), not_found_ok=True
+                "poll", f"poll {operation_id}", lambda: self._client.get(url), not_found_ok=True
             )
         except _NotFound:
             return None
 
     async def _call(
         self,
+        call: str,
         what: str,
         send: Callable[[], Awaitable[httpx.Response]],
         *,
@@ -128,18 +132,26 @@ class ControlPlaneClient:
                 response = await send()
             except httpx.TransportError as exc:  # connect, read, write, timeouts, protocol
                 problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                cause = "transport"
             else:
                 status = response.status_code
                 if status < 300:
-                    return _parse(what, response)
+                    try:
+                        return _parse(what, response)
+                    except ControlPlaneRejected:
+                        self._metrics.control_plane_error(call, "unreadable")
+                        raise
                 if status == 404 and not_found_ok:
                     raise _NotFound
                 if status < 500 and status not in TRANSIENT_STATUS:
+                    self._metrics.control_plane_error(call, str(status))
                     raise ControlPlaneRejected(
                         f"control plane refused to {what}: HTTP {status} {_message(response)}"
                     )
                 problem = f"HTTP {status} {_message(response)}"
+                cause = str(status)
             self.retries += 1
+            self._metrics.control_plane_retry(call, cause)
             delay = self._backoff.delay(attempt, self._rng)
             if attempt % 10 == 0:
                 log.warning(

@@ -41,6 +41,7 @@ from remediator import failpoints
 from remediator.domain.execution import ReportKind, StepReport, running_remediation
 from remediator.domain.models import Operation, Remediation, StepState, dump_json
 from remediator.domain.state import InstanceState
+from remediator.logs import about
 from remediator.pipeline.controlplane import (
     Backoff,
     ControlPlaneClient,
@@ -164,6 +165,7 @@ class Executor(Service):
                     "executor: remediation %s hit an error; retrying in %.1fs",
                     remediation_id,
                     delay,
+                    extra=about(remediation_id=remediation_id),
                 )
                 failures += 1
                 await asyncio.sleep(delay)
@@ -206,6 +208,7 @@ class Executor(Service):
                     cluster,
                     instance,
                     op.operation_id,
+                    extra=about(cluster, instance, remediation.id),
                 )
                 status = await self.client.start(cluster, instance, op)
                 await failpoints.hit("executor.after_post")
@@ -276,6 +279,7 @@ class Executor(Service):
                 kind.value,
                 op.operation_id,
                 RESEND_AFTER,
+                extra=about(remediation.cluster_id, remediation.instance_id, remediation.id),
             )
 
 

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 from pydantic import ValidationError
 
-from remediator.domain.commands import Command, CommandKind
+from remediator.domain.commands import EVERYWHERE, Command, CommandKind
 from remediator.domain.models import dump_json
 from remediator.domain.replies import Reply
 from remediator.pipeline.messages import InboxMessage, Route, command_key, command_partition
@@ -117,8 +117,8 @@ class Gateway(Service):
 
     async def scan(self, command: Command) -> list[Reply]:
         """A cluster-wide LIST (the whole cluster lives in one partition: one reply), or
-        CLUSTERS (asked of every partition: one reply each)."""
-        if command.kind is CommandKind.CLUSTERS:
+        CLUSTERS and a fleet-wide LIST (asked of every partition: one reply each)."""
+        if command.kind is CommandKind.CLUSTERS or command.cluster_id == EVERYWHERE:
             return await self.ask_every_partition(command, Route.FLEET)
         return [await self.ask(command, Route.CLUSTER)]
 

@@ -10,15 +10,18 @@ makes the whole batch durable afterwards.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 
 from remediator.domain import commands, correlate, execution, ids, safety
 from remediator.domain.commands import Claim, Command, CommandKind
 from remediator.domain.correlate import Outcome
+from remediator.domain.execution import ReportKind
 from remediator.domain.models import dump_json
-from remediator.domain.replies import Reply, SafetyView
+from remediator.domain.replies import ClusterSummary, Reply, SafetyView
 from remediator.domain.safety import ControlKind
 from remediator.domain.state import InstanceState
+from remediator.logs import about
 
 from .context import Context, Item, Write
 from .fleet import ClusterModel
@@ -39,11 +42,13 @@ def on_signal(ctx: Context, item: Item) -> None:
     )
     if decision.outcome in (Outcome.DUPLICATE, Outcome.STALE):
         log.debug("%s %s", decision.outcome.value.lower(), correlate.signal_key(signal))
+        ctx.batch.tally.decided(signal, decision)
         return
     if decision.cluster is not None:
         ctx.put_cluster(model, decision.cluster)
     ctx.put(model, decision.state, decision.transitions, decision.events, decision.record)
     ctx.settle(model, item.now)
+    ctx.batch.tally.decided(signal, decision)
     if decision.outcome is Outcome.OPENED or decision.outcome is Outcome.RESOLVED:
         transition = decision.transitions[-1]
         log.info(
@@ -52,6 +57,7 @@ def on_signal(ctx: Context, item: Item) -> None:
             transition.remediation_id,
             decision.state.key,
             transition.reason,
+            extra=about(signal.cluster_id, signal.instance_id, transition.remediation_id),
         )
     elif decision.verdict is not None and log.isEnabledFor(logging.DEBUG):
         # Debug only: a signal attached to an open remediation, or refused in a storm,
@@ -72,12 +78,15 @@ def on_report(ctx: Context, item: Item) -> None:
         return
     ctx.put(model, applied.state, applied.transitions)
     ctx.settle(model, item.now)
+    if report.kind is not ReportKind.STARTED:
+        ctx.batch.tally.step(applied.transitions[0].remediation.operations[report.step])
     for transition in applied.transitions:
         log.info(
             "remediation %s on %s: %s",
             transition.remediation_id,
             applied.state.key,
             transition.reason,
+            extra=about(report.cluster_id, report.instance_id, transition.remediation_id),
         )
 
 
@@ -115,6 +124,7 @@ def on_command(ctx: Context, item: Item) -> None:
             transition.from_state,
             transition.to_state.value,
             transition.actor,
+            extra=about(command.cluster_id, command.instance_id, transition.remediation_id),
         )
     ctx.reply(handled.reply)
 
@@ -147,20 +157,34 @@ def on_cluster_command(ctx: Context, item: Item) -> None:
             ctx.put_cluster(model, record)
             ctx.publish_events(events)
             for event in events:
-                log.warning("%s: %s", event.kind.value, event.reason)
+                log.warning(
+                    "%s: %s", event.kind.value, event.reason, extra=about(command.cluster_id)
+                )
     ctx.reply(Reply(command_id=command.command_id, safety=safety_view(ctx, model)))
 
 
 def on_fleet_command(ctx: Context, item: Item) -> None:
-    """Asked of every partition: which clusters this partition holds (ones with at least
-    one instance: a read of an unknown cluster leaves nothing behind)."""
+    """Asked of every partition: the clusters it holds (ones with at least one instance:
+    a read of an unknown cluster leaves nothing behind), or a fleet-wide LIST."""
     command = _command(item)
-    clusters = sorted(
-        model.cluster_id
-        for model in ctx.fleet.partitions.get(item.partition, {}).values()
-        if model.instances
-    )
-    ctx.reply(Reply(command_id=command.command_id, cluster_ids=clusters))
+    models = [m for m in ctx.fleet.partitions.get(item.partition, {}).values() if m.instances]
+    if command.kind is CommandKind.LIST:
+        # Closed remediations live in the archive, read per instance: skip it when the
+        # filter asks only for open ones ("what is PENDING_APPROVAL anywhere").
+        closed = not command.states or any(s.is_terminal for s in command.states)
+        records = [
+            record
+            for model in models
+            for state in model.instances.values()
+            for record in commands.all_remediations(
+                state, _archive_of(ctx, state) if closed else tuple
+            )
+        ]
+        remediations = commands.select(records, command)
+        ctx.reply(Reply(command_id=command.command_id, remediations=remediations))
+        return
+    summaries = sorted((summary(ctx, m) for m in models), key=lambda c: c.cluster_id)
+    ctx.reply(Reply(command_id=command.command_id, clusters=summaries))
 
 
 def _archive_of(ctx: Context, state: InstanceState) -> commands.Archived:
@@ -205,6 +229,29 @@ def safety_view(ctx: Context, model: ClusterModel) -> SafetyView:
         rate_budget_per_hour=ctx.policy.rate_budget_per_hour,
         running=sorted(model.running),
         queued=model.next_queued(),
+        as_of=model.latest,
+    )
+
+
+def summary(ctx: Context, model: ClusterModel) -> ClusterSummary:
+    """A cluster in one line of the fleet view: open remediations by state and what
+    holds automation back."""
+    known = len(model.instances)
+    by_state = Counter(
+        state.open.remediation.state.value
+        for state in model.instances.values()
+        if state.open is not None
+    )
+    return ClusterSummary(
+        cluster_id=model.cluster_id,
+        known_instances=known,
+        open_remediations=dict(sorted(by_state.items())),
+        paused=model.record.paused,
+        tripped_at=model.record.tripped_at,
+        blast_radius_open=len(model.unhealthy),
+        blast_radius_limit=ctx.policy.blast_radius.limit(known),
+        opened_last_hour=model.budget_used(),
+        rate_budget_per_hour=ctx.policy.rate_budget_per_hour,
         as_of=model.latest,
     )
 

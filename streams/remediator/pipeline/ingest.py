@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import faust
 from faust.streams import Stream
@@ -32,6 +32,9 @@ from .decode import InvalidInput, check_size, dead_letter, decode_signal
 from .messages import InboxMessage, cluster_partition
 from .outbox import Record
 from .processor import Processor
+
+if TYPE_CHECKING:
+    from remediator.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ def register_ingest(
     batch_wait: float,
     max_input_bytes: int,
     clock: Callable[[], datetime],
+    metrics: Metrics,
 ) -> faust.types.AgentT[bytes]:
     models: dict[str, type[ActiveHealthCheckRun] | type[PassiveHealthCheckEvent]] = {
         active_runs.get_topic_name(): ActiveHealthCheckRun,
@@ -67,7 +71,9 @@ def register_ingest(
         *models, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
 
-    def read(event: EventT[bytes], local: list[Item], remote: list[Record]) -> None:
+    def read(
+        event: EventT[bytes], local: list[Item], remote: list[Record], unreadable: list[str]
+    ) -> None:
         message = event.message
         raw = message.value
         try:
@@ -91,6 +97,7 @@ def register_ingest(
                 letter.error,
             )
             remote.append(Record(dead_letters, message.key, dump_json(letter)))
+            unreadable.append(message.topic)
             return
         partition = cluster_partition(signal.cluster_id, partitions)
         key = ids.instance_key(signal.cluster_id, signal.instance_id).encode()
@@ -109,8 +116,11 @@ def register_ingest(
             await processor.reload()  # after a rebalance: know what is owned before sorting
             local: list[Item] = []
             remote: list[Record] = []
+            unreadable: list[str] = []  # topics of the dead-lettered ones
             for event in events:
-                read(event, local, remote)
+                read(event, local, remote, unreadable)
             await asyncio.gather(processor.sender.deliver(remote), processor.apply(local))
+            for topic in unreadable:
+                metrics.dead_lettered(topic)
 
     return app.agent(sources, name="ingest")(ingest)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -32,10 +32,11 @@ from remediator.domain.execution import running_remediation
 from remediator.domain.models import dump_json
 from remediator.domain.safety import ClusterRecord
 from remediator.domain.state import InstanceState
+from remediator.metrics import DEAD_LETTERED, Metrics
 
 from .context import Batch, Context, Item, Tables, Topics, Write
 from .decode import dead_letter
-from .fleet import Fleet
+from .fleet import ClusterModel, Fleet
 from .handlers import handler_for
 from .messages import InboxMessage, Kick
 from .outbox import Delivered, Record, Sender
@@ -64,6 +65,7 @@ class Processor:
         partitions: int,
         executor: Any,
         clock: Callable[[], datetime],
+        metrics: Metrics | None = None,
     ) -> None:
         self.app = app
         self.tables = tables
@@ -73,6 +75,7 @@ class Processor:
         self.partitions = partitions
         self.executor = executor
         self.clock = clock
+        self.metrics = metrics or Metrics()
         self.fleet = Fleet()
         self._lock = asyncio.Lock()
         self._generation: int | None = None
@@ -95,6 +98,12 @@ class Processor:
             and not self.app.rebalancing
             and self._generation == self.app.consumer_generation_id
         )
+
+    def owned_clusters(self) -> Iterator[ClusterModel]:
+        """The clusters whose inputs are applied here now (none while partitions move)."""
+        for partition in sorted(self._owned):
+            if self.owns(partition):
+                yield from list(self.fleet.partitions.get(partition, {}).values())
 
     def _assigned(self) -> frozenset[int]:
         return frozenset(
@@ -225,6 +234,8 @@ class Processor:
                 received_at=self.clock(),
             )
             ctx.dead_letter(item.key, dump_json(letter))
+            if item.message.signal is not None:
+                ctx.batch.tally.signal(item.message.signal, DEAD_LETTERED)
 
     async def _persist(self, batch: Batch) -> None:
         sender = self.sender
@@ -241,6 +252,7 @@ class Processor:
                     await failpoints.hit(point)
         for key, state in batch.written.items():
             self.executor.observe(key, state)
+        self.metrics.record(batch.tally)
 
     async def _write(self, writes: Sequence[Write]) -> None:
         """The hot state, in the order it changed (see pipeline/context.py)."""

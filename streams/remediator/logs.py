@@ -1,0 +1,118 @@
+"""How the worker logs: readable text by default, or one JSON object per line.
+
+Faust, mode, aiokafka, httpx and aiohttp log a great deal at INFO that an operator does
+not need (start-up tables of topics and partitions, "Starting..." per service, one line
+per HTTP request, the 404 of a step looked up before it is posted), and so do mode's
+"[^--Service]: Starting..." lines of every service, ours included. Those lines are
+demoted to DEBUG: shown with ``REMEDIATOR_LOG_LEVEL=debug``, hidden otherwise. Their
+warnings and errors stay as they are.
+
+Log calls name the remediation, cluster and instance they are about with
+``extra=about(...)``; the JSON format carries them as fields, so a log pipeline can
+follow one remediation through the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, Literal, TextIO
+
+import orjson
+
+LogFormat = Literal["text", "json"]
+
+#: Loggers whose INFO lines are framework chatter (prefixes of logger names).
+FRAMEWORK = ("faust", "mode", "aiokafka", "httpx", "httpcore", "aiohttp", "kafka")
+
+#: The context fields a log record may carry (see :func:`about`).
+FIELDS = ("remediation_id", "cluster_id", "instance_id")
+
+#: What every LogRecord has: anything else in its ``__dict__`` came from ``extra``.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+def about(
+    cluster_id: str | None = None,
+    instance_id: str | None = None,
+    remediation_id: str | None = None,
+) -> dict[str, str]:
+    """The ``extra`` of a log call about one remediation, instance or cluster."""
+    fields = {
+        "cluster_id": cluster_id,
+        "instance_id": instance_id,
+        "remediation_id": remediation_id,
+    }
+    return {k: v for k, v in fields.items() if v}
+
+
+class DemoteFramework(logging.Filter):
+    """Turn the frameworks' INFO lines into DEBUG ones, and drop them unless the
+    configured level shows DEBUG."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not (
+            record.name.startswith(FRAMEWORK) or _service_lifecycle(record)
+        ):
+            return True
+        if self.level > logging.DEBUG:
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def _service_lifecycle(record: logging.LogRecord) -> bool:
+    """mode's per-service lines ("[^--Executor]: Starting..."), whichever module logs them."""
+    return isinstance(record.msg, str) and record.msg.startswith("[^")
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-11-25 15:11:30.686 INFO  remediator.pipeline: opened remediation …``"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        line = (
+            f"{stamp}.{int(record.msecs):03d} {record.levelname:<7} {record.name}: "
+            f"{record.getMessage()}"
+        )
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time``, ``level``, ``logger``, ``message``, the
+    context fields when the call named them, and ``exception`` with its traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value if isinstance(value, str | int | float | bool) else str(value)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def configure(level: str, fmt: LogFormat, stream: TextIO | None = None) -> None:
+    """Send every log record to ``stream`` (stderr) in ``fmt``, at ``level`` and above."""
+    numeric = logging.getLevelName(level.upper())
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(DemoteFramework(numeric))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    logging.captureWarnings(True)
