@@ -3,6 +3,10 @@
 ``remediator worker`` runs the service. With ``REMEDIATOR_BROKER`` unset it starts an
 embedded Tansu broker on loopback first, and stops it after the worker has shut down.
 Configuration errors print one line naming the setting and exit with status 2.
+
+The rest: ``publish`` and ``tail`` (topictools.py), ``control-plane`` (simulator.py),
+``simulate`` (fleetsim/), and the REST API's client, ``remediations``, ``explain`` and
+``clusters`` (console/).
 """
 
 from __future__ import annotations

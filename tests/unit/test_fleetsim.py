@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from remediator.domain.models import ActiveHealthCheckRun, PassiveHealthCheckEvent
-from remediator.fleetsim import options as runner
+from remediator.fleetsim import options
 from remediator.fleetsim.generator import (
     BURST_ALERT,
     FleetConfig,
@@ -193,13 +193,13 @@ def test_a_failing_test_keeps_failing_on_its_instance_until_it_heals(
 )
 def test_bad_simulator_options_are_refused_in_one_line(argv: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        runner.check_extra(" ".join(argv))
+        options.check_extra(" ".join(argv))
 
 
 def test_a_worker_s_simulator_takes_the_operators_options_last() -> None:
-    argv = runner.child_argv("kafka://b:9092", "http://h:1/healthz", ["--rate", "5"])
+    argv = options.child_argv("kafka://b:9092", "http://h:1/healthz", ["--rate", "5"])
     args = argparse.ArgumentParser()
-    runner.add_arguments(args)
+    options.add_arguments(args)
     parsed = args.parse_args(argv[argv.index("simulate") + 1 :])
     assert (parsed.broker, parsed.wait_ready, parsed.rate) == (
         "kafka://b:9092", "http://h:1/healthz", 5.0
