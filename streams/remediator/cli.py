@@ -18,9 +18,12 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .settings import Settings
+
+if TYPE_CHECKING:  # imported where needed: the client commands start faster without it
+    from .settings import Settings
 
 EXIT_CONFIG = 2
 EXIT_START = 1
@@ -71,15 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="instance_id",
         help="take each key from this field (default: %(default)s)",
     )
-    control_plane = commands.add_parser(
+    # Its options are the simulator's own, parsed there: importing it (aiohttp) here
+    # would slow every other command down by a third of a second.
+    commands.add_parser(
         "control-plane",
         help="run the simulated compute control plane on its own (for demos and tests)",
-        description="Run the simulated compute control plane (CONTRACT.md §5) as an HTTP "
-        "server. Its /_sim/config endpoint switches latency, failures and outages at run time.",
+        add_help=False,
     )
-    from . import simulator
-
-    simulator.add_arguments(control_plane)
     tail = commands.add_parser("tail", help="print the messages of a topic, one JSON per line")
     tail.add_argument("topic")
     tail.add_argument("--broker", default=None, help=_BROKER_HELP)
@@ -101,13 +102,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .console import commands as console
 
     console.add_commands(commands)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "control-plane":
+        from . import simulator
+
+        return simulator.main(extra, prog=f"{parser.prog} control-plane")
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "worker":
         return run_worker(simulate=args.simulate, simulate_args=args.simulate_args)
     if args.command in ("publish", "tail"):
         return _run_topic_tool(args)
-    if args.command == "control-plane":
-        return simulator.run(args)
     if args.command == "simulate":
         from .fleetsim import runner as fleet_simulator
 

@@ -10,10 +10,10 @@ import os
 import shlex
 import sys
 from dataclasses import dataclass
-from typing import IO, NoReturn
+from typing import IO, TYPE_CHECKING, NoReturn
 
-from remediator.fleetsim.generator import FleetConfig
-from remediator.settings import parse_server
+if TYPE_CHECKING:  # imported when used: every command builds this parser
+    from remediator.fleetsim.generator import FleetConfig
 
 DEFAULT_BROKER = "kafka://127.0.0.1:9092"
 
@@ -102,6 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from(args: argparse.Namespace, out: IO[str]) -> tuple[FleetConfig, RunOptions]:
     """The fleet and the run, or ``ValueError`` naming the option that is wrong."""
+    from remediator.fleetsim.generator import FleetConfig
+    from remediator.settings import parse_server
+
     if args.rate < 0:
         raise ValueError("--rate must not be negative")
     if args.count is not None and args.count < 0:
