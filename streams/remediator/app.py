@@ -393,7 +393,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         gateway=gateway,
         tokens=settings.tokens,
         clock=clock,
-        ready=lambda: _ready(app),
+        unready=lambda: _unready_reason(app),
         owned=lambda: _owned_partitions(app, settings.inbox_topic),
         app_id=settings.app_id,
         openapi=openapi.document_bytes,
@@ -545,10 +545,17 @@ def _ranges(numbers: list[int]) -> str:
 
 def _ready(app: faust.App) -> bool:
     """Serving partitions now: assigned, tables recovered, not rebalancing."""
+    return _unready_reason(app) is None
+
+
+def _unready_reason(app: faust.App) -> str | None:
+    """Why the worker cannot serve its partitions right now (``/healthz`` says it with a
+    503, so that orchestrators and load balancers wait); None when it can."""
+    if app.rebalancing:
+        return "rebalancing: partitions are moving between workers"
+    if not app.consumer.assignment():
+        return "joining the consumer group: no partitions assigned yet"
     recovery = app.tables.recovery  # type: ignore[attr-defined]  # not on TableManagerT
-    return (
-        not app.rebalancing
-        and recovery.completed.is_set()
-        and not recovery.in_recovery
-        and bool(app.consumer.assignment())
-    )
+    if not recovery.completed.is_set() or recovery.in_recovery:
+        return "recovering its tables from their changelogs"
+    return None

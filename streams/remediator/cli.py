@@ -3,6 +3,10 @@
 ``remediator worker`` runs the service. With ``REMEDIATOR_BROKER`` unset it starts an
 embedded Tansu broker on loopback first, and stops it after the worker has shut down.
 Configuration errors print one line naming the setting and exit with status 2.
+
+The rest: ``publish`` and ``tail`` (topictools.py), ``control-plane`` (simulator.py),
+``simulate`` (fleetsim/), and the REST API's client, ``remediations``, ``explain`` and
+``clusters`` (console/).
 """
 
 from __future__ import annotations
@@ -10,11 +14,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .settings import Settings
+
+if TYPE_CHECKING:  # imported where needed: the client commands start faster without it
+    from .settings import Settings
 
 EXIT_CONFIG = 2
 EXIT_START = 1
@@ -28,11 +37,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"remediator {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
+    worker = commands.add_parser(
         "worker",
         help="run a worker (configured by REMEDIATOR_* environment variables)",
         description="Run a worker. Settings come from REMEDIATOR_* environment variables; "
         "see the README.",
+    )
+    worker.add_argument(
+        "--simulate",
+        action="store_true",
+        help="also feed it a simulated fleet (`remediator simulate` as a child process, "
+        "for demos: `make run`)",
+    )
+    worker.add_argument(
+        "--simulate-args",
+        default="",
+        metavar="ARGS",
+        help='options for that simulator, e.g. "--clusters 5 --rate 10"',
     )
     publish = commands.add_parser(
         "publish",
@@ -41,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     publish.add_argument("topic")
     publish.add_argument("file", nargs="?", default="-", help="input file, - for stdin")
     publish.add_argument("--broker", default=None, help=_BROKER_HELP)
+    publish.add_argument(
+        "--raw",
+        action="store_true",
+        help="send the whole input as one message, byte for byte (not parsed as JSON)",
+    )
     keys = publish.add_mutually_exclusive_group()
     keys.add_argument("--key", help="the key of every message")
     keys.add_argument(
@@ -48,15 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="instance_id",
         help="take each key from this field (default: %(default)s)",
     )
-    control_plane = commands.add_parser(
+    # Its options are the simulator's own, parsed there: importing it (aiohttp) here
+    # would slow every other command down by a third of a second.
+    commands.add_parser(
         "control-plane",
         help="run the simulated compute control plane on its own (for demos and tests)",
-        description="Run the simulated compute control plane (CONTRACT.md §5) as an HTTP "
-        "server. Its /_sim/config endpoint switches latency, failures and outages at run time.",
+        add_help=False,
     )
-    from . import simulator
-
-    simulator.add_arguments(control_plane)
     tail = commands.add_parser("tail", help="print the messages of a topic, one JSON per line")
     tail.add_argument("topic")
     tail.add_argument("--broker", default=None, help=_BROKER_HELP)
@@ -65,13 +89,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     tail.add_argument(
         "--idle-timeout", type=float, default=None, help="stop after this many quiet seconds"
     )
-    args = parser.parse_args(argv)
+    simulate = commands.add_parser(
+        "simulate",
+        help="feed a broker the health signals of a simulated fleet (for demos and tests)",
+        description="Produce realistic health signals for N clusters x M instances: mostly "
+        "passing test runs, some failures, alerts that resolve or flap, bursts. Exit status: "
+        "0 done or stopped, 1 broker unreachable, 2 bad options.",
+    )
+    from .fleetsim import options as fleet_options
+
+    fleet_options.add_arguments(simulate)
+    from .console import commands as console
+
+    console.add_commands(commands)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "control-plane":
+        from . import simulator
+
+        return simulator.main(extra, prog=f"{parser.prog} control-plane")
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "worker":
-        return run_worker()
+        return run_worker(simulate=args.simulate, simulate_args=args.simulate_args)
     if args.command in ("publish", "tail"):
         return _run_topic_tool(args)
-    if args.command == "control-plane":
-        return simulator.run(args)
+    if args.command == "simulate":
+        from .fleetsim import runner as fleet_simulator
+
+        return fleet_simulator.run(args)
+    if hasattr(args, "console_handler"):
+        return _quiet_on_closed_pipe(lambda: console.run(args))
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return EXIT_CONFIG  # pragma: no cover
 
@@ -80,14 +127,15 @@ _BROKER_HELP = "bootstrap servers (default: $REMEDIATOR_BROKER, else kafka://127
 
 
 def _run_topic_tool(args: argparse.Namespace) -> int:
-    import os
-
     from . import topictools
 
     broker = args.broker or os.environ.get("REMEDIATOR_BROKER") or topictools.DEFAULT_BROKER
     try:
         if args.command == "publish":
-            documents = topictools.read_input(args.file)
+            if args.raw:
+                documents = [topictools.read_raw(args.file)]
+            else:
+                documents = topictools.read_input(args.file)
             key_field = None if args.key is not None else args.key_field
             sent = asyncio.run(
                 topictools.publish(broker, args.topic, documents, args.key, key_field)
@@ -109,8 +157,26 @@ def _run_topic_tool(args: argparse.Namespace) -> int:
         return _fail(str(exc), EXIT_CONFIG)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `remediator tail … | head`: the reader has had enough
+        return _closed_pipe()
     except Exception as exc:  # noqa: BLE001 - a tool prints one line, not a traceback
         return _fail(f"{args.command}: {type(exc).__name__}: {exc}", EXIT_START)
+
+
+def _quiet_on_closed_pipe(command: Callable[[], int]) -> int:
+    try:
+        return command()
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    # Python flushes stdout once more at exit, which would fail again and print a
+    # warning: point it at /dev/null first. A reader that stops reading is no error.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 0
 
 
 def _fail(message: str, code: int) -> int:
@@ -118,7 +184,7 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def run_worker() -> int:
+def run_worker(*, simulate: bool = False, simulate_args: str = "") -> int:
     # Imports here keep `remediator --help` fast and free of Faust's import-time noise.
     from .embedded import EmbeddedBroker, EmbeddedBrokerError, port_in_use
     from .settings import ConfigError, load_settings, unknown_variables
@@ -127,6 +193,14 @@ def run_worker() -> int:
         settings = load_settings()
     except ConfigError as exc:
         return _fail(str(exc), EXIT_CONFIG)
+    simulator_argv: list[str] | None = None
+    if simulate:
+        from .fleetsim import options as fleet_options
+
+        try:
+            simulator_argv = fleet_options.check_extra(simulate_args)
+        except ValueError as exc:
+            return _fail(str(exc), EXIT_CONFIG)
     for name in unknown_variables():
         print(f"remediator: warning: {name} is not a known setting (ignored)", file=sys.stderr)
     if port_in_use(settings.web_host, settings.web_port):
@@ -167,13 +241,13 @@ def run_worker() -> int:
             update["broker_session_timeout"] = EMBEDDED_SESSION_TIMEOUT
         settings = settings.model_copy(update=update)
     try:
-        return _run_faust_worker(settings, embedded=broker is not None)
+        return _run_faust_worker(settings, embedded=broker is not None, simulate=simulator_argv)
     finally:
         if broker is not None:
             broker.stop()
 
 
-def _run_faust_worker(settings: Settings, *, embedded: bool) -> int:
+def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str] | None) -> int:
     import faust
 
     from . import logs
@@ -203,11 +277,29 @@ def _run_faust_worker(settings: Settings, *, embedded: bool) -> int:
         app, loop=loop, loglevel=settings.log_level, quiet=True, override_logging=False
     )
     worker.spinner = None  # a terminal spinner; with our logging it only writes escapes
+    fleet = _start_fleet_simulator(settings, simulate) if simulate is not None else None
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int | None) else 1
+    finally:
+        if fleet is not None:
+            from .fleetsim import runner
+
+            runner.stop_child(fleet)
     return 0  # pragma: no cover - execute_from_commandline always exits
+
+
+def _start_fleet_simulator(settings: Settings, extra: list[str]) -> subprocess.Popen[bytes]:
+    """``worker --simulate``: a fleet simulator feeding this worker, sending once it is ready."""
+    from .fleetsim import options, runner
+
+    host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::", "") else settings.web_host  # noqa: S104
+    health = f"http://{host}:{settings.web_port}/healthz"
+    argv = options.child_argv(
+        settings.broker or "", health, extra, json_logs=settings.log_format == "json"
+    )
+    return runner.start_child(argv)
 
 
 def _print_banner(settings: Settings, *, embedded: bool) -> None:

@@ -15,11 +15,13 @@ follow one remediation through the worker.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 import orjson
+from aiohttp.http_exceptions import BadHttpMessage
 
 LogFormat = Literal["text", "json"]
 
@@ -66,6 +68,28 @@ class DemoteFramework(logging.Filter):
         return True
 
 
+_ECHOED = re.compile(r":\s*(?:bytearray\()?b['\"]")
+
+
+class QuietBadRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse (an over-long request line or header, bytes
+    that are not HTTP) as an ERROR with a traceback, though the client got its 400 and
+    nothing in the worker went wrong: make it one INFO line of ours."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "aiohttp.server" or not record.exc_info:
+            return True
+        exc = record.exc_info[1]
+        if not isinstance(exc, BadHttpMessage):
+            return True
+        reason = str(getattr(exc, "message", "") or exc).strip().splitlines()[0]
+        reason = _ECHOED.split(reason)[0]  # not the client's bytes back into our log
+        record.name, record.levelno, record.levelname = "remediator.api", logging.INFO, "INFO"
+        record.msg, record.args = "refused a malformed HTTP request (400): %s", (reason[:200],)
+        record.exc_info = record.exc_text = None
+        return True
+
+
 def _service_lifecycle(record: logging.LogRecord) -> bool:
     """mode's per-service lines ("[^--Executor]: Starting..."), whichever module logs them."""
     return isinstance(record.msg, str) and record.msg.startswith("[^")
@@ -109,6 +133,7 @@ def configure(level: str, fmt: LogFormat, stream: TextIO | None = None) -> None:
     numeric = logging.getLevelName(level.upper())
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(QuietBadRequests())
     handler.addFilter(DemoteFramework(numeric))
     root = logging.getLogger()
     for old in list(root.handlers):

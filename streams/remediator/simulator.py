@@ -697,10 +697,12 @@ async def _serve(sim: ControlPlaneSimulator, host: str, port: int) -> int:
                 loop.remove_signal_handler(signum)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m remediator.simulator") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m remediator.simulator",
-        description="A simulated compute control plane (CONTRACT.md section 5).",
+        prog=prog,
+        description="Run the simulated compute control plane (CONTRACT.md section 5) as an "
+        "HTTP server. Its /_sim/config endpoint switches latency, failures and outages at "
+        "run time.",
     )
     add_arguments(parser)
     return run(parser.parse_args(argv))

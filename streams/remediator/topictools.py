@@ -1,7 +1,8 @@
 """``remediator publish`` and ``remediator tail``: feed and read topics by hand.
 
 For demos, smoke tests and operators without Kafka's own tools at hand. ``publish``
-sends one message per JSON document (a file holding one object, or JSON Lines);
+sends one message per JSON document (a file holding one object, or JSON Lines), or with
+``--raw`` the input's bytes as they are, as one message;
 ``tail`` prints each message of a topic as one JSON line.
 """
 
@@ -63,7 +64,10 @@ async def publish(
         for document in documents:
             message_key = key
             if key_field is not None:
-                value = orjson.loads(document)
+                try:
+                    value = orjson.loads(document)
+                except orjson.JSONDecodeError:  # --raw bytes need not be JSON
+                    value = None
                 found = value.get(key_field) if isinstance(value, dict) else None
                 message_key = None if found is None else str(found)
             await producer.send_and_wait(
@@ -128,6 +132,17 @@ def _render(key: bytes | None, value: bytes | None) -> str:
                 "raw": (value or b"").decode(errors="replace"),
             }
         ).decode()
+
+
+def read_raw(path: str) -> bytes:
+    """The whole input, byte for byte: ``publish --raw`` sends it as one message."""
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ToolError(f"{path}: {exc.strerror}") from None
 
 
 def read_input(path: str) -> list[bytes]:

@@ -110,6 +110,7 @@ class WorkerProcess:
     log_path: Path
     web_port: int
     process: subprocess.Popen[bytes] | None = None
+    args: tuple[str, ...] = ()  # after `remediator worker`
     _log_file: Any = field(default=None, repr=False)
 
     @property
@@ -119,7 +120,7 @@ class WorkerProcess:
     def start(self) -> None:
         self._log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "remediator.cli", "worker"],
+            [sys.executable, "-m", "remediator.cli", "worker", *self.args],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
@@ -180,7 +181,12 @@ def _permissive_policy_file(directory: Path) -> Path:
 
 
 def launch_worker(
-    broker: EmbeddedBroker, names: Names, directory: Path, wait: bool = True, **extra_env: str
+    broker: EmbeddedBroker,
+    names: Names,
+    directory: Path,
+    wait: bool = True,
+    args: tuple[str, ...] = (),
+    **extra_env: str,
 ) -> WorkerProcess:
     """Start ``remediator worker`` on the test broker; the caller stops it."""
     web_port = free_port()
@@ -200,7 +206,7 @@ def launch_worker(
         **extra_env,
     }
     log_path = directory / f"worker-{uuid.uuid4().hex[:6]}.log"
-    worker = WorkerProcess(env, log_path, web_port)
+    worker = WorkerProcess(env, log_path, web_port, args=args)
     worker.start()
     if wait:
         try:
@@ -217,8 +223,8 @@ def start_worker(
 ) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(wait: bool = True, **extra_env: str) -> WorkerProcess:
-        worker = launch_worker(broker, names, tmp_path, wait=False, **extra_env)
+    def start(wait: bool = True, args: tuple[str, ...] = (), **extra_env: str) -> WorkerProcess:
+        worker = launch_worker(broker, names, tmp_path, wait=False, args=args, **extra_env)
         started.append(worker)
         if wait:
             worker.wait_ready()

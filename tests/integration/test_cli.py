@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from remediator.embedded import EmbeddedBroker, free_port
 from tests.builders import run_payload
@@ -245,3 +246,84 @@ def test_publish_refuses_a_file_that_is_not_json(broker: EmbeddedBroker, tmp_pat
     )
     assert result.returncode == 2
     assert result.stderr.strip().startswith("remediator: line 2 is not JSON (")
+
+
+def test_publish_raw_sends_the_bytes_as_given(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    topic = f"raw-{uuid.uuid4().hex[:8]}"
+    env = clean_env(REMEDIATOR_BROKER=broker.url)
+    sent = [
+        b'{"instance_id": "i-7",   "z": 1, "a": [1.50]}\n',  # spacing, order, a float as written
+        b"not json at all \xff\x00",
+    ]
+    for number, payload in enumerate(sent):
+        source = tmp_path / f"payload-{number}"
+        source.write_bytes(payload)
+        result = subprocess.run(
+            [sys.executable, "-m", "remediator.cli", "publish", "--raw", topic, str(source)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == f"published 1 message(s) to {topic}\n"
+
+    async def read() -> list[tuple[bytes | None, bytes]]:
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=broker.address, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        try:
+            got: list[tuple[bytes | None, bytes]] = []
+            while len(got) < len(sent):
+                batch = await asyncio.wait_for(consumer.getmany(timeout_ms=500), 30)
+                got += [(r.key, r.value) for records in batch.values() for r in records]
+            return got
+        finally:
+            await consumer.stop()
+
+    received = asyncio.run(read())
+    assert sorted(value for _, value in received) == sorted(sent)
+    # The key still comes from the instance_id field when the bytes are a JSON object.
+    assert {v: k for k, v in received} == {sent[0]: b"i-7", sent[1]: None}
+
+
+def test_tail_stops_quietly_when_its_reader_goes_away(broker: EmbeddedBroker) -> None:
+    """`remediator tail … | head -n 1`: once the reader has closed the pipe, the next
+    message ends tail with status 0 and nothing on stderr."""
+    topic = f"piped-{uuid.uuid4().hex[:8]}"
+    env = clean_env(REMEDIATOR_BROKER=broker.url)
+
+    def publish(n: int) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "remediator.cli", "publish", topic, "-"],
+            input=json.dumps({"instance_id": "i-1", "n": n}),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+
+    publish(1)
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "remediator.cli", "tail", topic, "--from-beginning",
+         "--idle-timeout", "30"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert tail.stdout is not None
+        assert tail.stderr is not None
+        assert json.loads(tail.stdout.readline()) == {"instance_id": "i-1", "n": 1}
+        tail.stdout.close()  # what `head -n 1` does after its line
+        publish(2)  # tail's next write finds the pipe closed
+        assert tail.wait(timeout=30) == 0
+        assert tail.stderr.read() == b""
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+            tail.wait()

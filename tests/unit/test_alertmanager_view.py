@@ -56,7 +56,7 @@ async def client(producer: FakeProducer) -> AsyncIterator[TestClient[web.Request
         gateway=None,  # type: ignore[arg-type]  # authentication needs no gateway
         tokens={"am-token": "alertmanager"},
         clock=lambda: NOW,
-        ready=lambda: True,
+        unready=lambda: None,
         owned=list,
         app_id="test",
         openapi=lambda: b"{}",

@@ -83,3 +83,20 @@ def test_framework_info_is_hidden_at_info_and_shown_as_debug_at_debug(
 def test_about_leaves_out_what_it_was_not_told() -> None:
     assert logs.about("cl-1") == {"cluster_id": "cl-1"}
     assert logs.about(remediation_id="r") == {"remediation_id": "r"}
+
+
+def test_a_request_aiohttp_cannot_parse_is_one_info_line_without_the_bytes(
+    captured: io.StringIO,
+) -> None:
+    from aiohttp.http_exceptions import LineTooLong
+
+    logs.configure("info", "text", captured)
+    try:
+        raise LineTooLong(b"/aaaa" * 10, 8190)
+    except LineTooLong:
+        logging.getLogger("aiohttp.server").exception("Error handling request from 127.0.0.1")
+    (line,) = lines(captured)
+    assert "INFO    remediator.api: refused a malformed HTTP request (400): " in line
+    assert "8190" in line
+    assert "aaaa" not in line
+    assert "Traceback" not in captured.getvalue()

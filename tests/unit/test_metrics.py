@@ -360,7 +360,7 @@ async def served() -> Any:
         gateway=None,  # type: ignore[arg-type]  # whoami and healthz ask no partition
         tokens={"t0ken": "alice"},
         clock=lambda: T0,
-        ready=lambda: True,
+        unready=lambda: None,
         owned=list,
         app_id="test",
         openapi=lambda: b"{}",

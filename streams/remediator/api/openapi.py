@@ -409,10 +409,22 @@ def _remediations_api() -> dict[str, Any]:
         },
         "/healthz": {
             "get": {
-                "summary": "200 while the worker serves",
+                "summary": "Readiness: 200 while the worker serves its partitions; 503 with "
+                "the reason while it joins its group, recovers its tables or rebalances",
                 "operationId": "healthz",
                 "security": [],
-                "responses": {"200": {"description": "OK"}},
+                "responses": {
+                    "200": {"description": "Ready"},
+                    "503": {"description": "Not ready; `reason` says why"},
+                },
+            },
+        },
+        "/livez": {
+            "get": {
+                "summary": "Liveness: 200 while the process is up",
+                "operationId": "livez",
+                "security": [],
+                "responses": {"200": {"description": "Alive"}},
             },
         },
         "/openapi.json": {

@@ -85,7 +85,7 @@ class Api:
         gateway: Gateway,
         tokens: Mapping[str, str],
         clock: Callable[[], datetime],
-        ready: Callable[[], bool],
+        unready: Callable[[], str | None],
         owned: Callable[[], list[int]],
         app_id: str,
         openapi: Callable[[], bytes],
@@ -95,7 +95,7 @@ class Api:
         self.gateway = gateway
         self.tokens = dict(tokens)
         self.clock = clock
-        self.ready = ready
+        self.unready = unready
         self.owned = owned
         self.app_id = app_id
         self.openapi = openapi
@@ -185,17 +185,30 @@ class Api:
     # --- endpoints ------------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
+        """Readiness: 200 while the worker serves its partitions, 503 with the reason
+        while it joins its group, recovers its tables or rebalances."""
+        reason = self.unready()
         body = {
-            "status": "ok",
+            "status": "ok" if reason is None else "unavailable",
             "app_id": self.app_id,
             "version": __version__,
             # Assigned, recovered, not rebalancing: serving its partitions right now.
-            "ready": self.ready(),
-            # The inbox partitions (so the instances) this worker owns at the moment.
+            "ready": reason is None,
+            "reason": reason,
+            # The inbox partitions (so the clusters) this worker owns at the moment.
             "partitions": self.owned(),
             # Remediations this worker is carrying out through the control plane now.
             "executing": self.executing(),
         }
+        return web.Response(
+            status=HTTPStatus.OK if reason is None else HTTPStatus.SERVICE_UNAVAILABLE,
+            body=orjson.dumps(body),
+            content_type="application/json",
+        )
+
+    async def livez(self, request: web.Request) -> web.Response:
+        """Liveness: the process is up and its web server answers (restart it if not)."""
+        body = {"status": "ok", "app_id": self.app_id, "version": __version__}
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     async def openapi_document(self, request: web.Request) -> web.Response:
@@ -404,6 +417,7 @@ class Api:
     def routes(self) -> list[web.RouteDef]:
         return [
             web.get("/healthz", self.healthz),
+            web.get("/livez", self.livez),
             web.get("/openapi.json", self.openapi_document),
             web.get(WHOAMI, self.whoami),
             web.get(CLUSTERS, self.list_clusters),
