@@ -33,7 +33,7 @@ async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
         gateway=None,  # type: ignore[arg-type]  # authentication needs no gateway
         tokens={"dash-token": "operator"},
         clock=lambda: datetime(2026, 11, 25, tzinfo=UTC),
-        ready=lambda: True,
+        unready=lambda: None,
         owned=list,
         app_id="test",
         openapi=lambda: b"{}",
