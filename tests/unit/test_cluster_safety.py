@@ -141,6 +141,21 @@ def test_the_safety_view_counts_the_budget_on_the_clusters_event_time() -> None:
     assert view.as_of == at(0)
 
 
+def test_the_safety_view_lists_the_opted_out_instances_with_why() -> None:
+    harness = Harness(policy())
+    known(harness, 3)
+    harness.command(CommandKind.OPT_OUT, instance_id="i2", reason="customer debugging")
+
+    def opted_out() -> dict[str, tuple[str, str]]:
+        view = harness.command(CommandKind.SAFETY, instance_id="-", route=Route.CLUSTER).safety
+        assert view is not None
+        return {i: (o.reason, o.by) for i, o in view.opted_out.items()}
+
+    assert opted_out() == {"i2": ("customer debugging", "alice")}
+    harness.command(CommandKind.OPT_IN, instance_id="i2")
+    assert opted_out() == {}
+
+
 def test_a_paused_cluster_admits_nothing_until_resumed() -> None:
     harness = Harness(policy())
     known(harness, 10)

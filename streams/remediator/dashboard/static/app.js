@@ -242,12 +242,26 @@ function onFrame(frame) {
   }
 }
 
-// Coalesces bursts: fn runs at most once per `ms`, after the last call in a burst.
+// Coalesces bursts: fn runs `ms` after the last call of a burst (typing in a filter).
 function debounce(fn, ms) {
   let timer = null;
   return () => {
     clearTimeout(timer);
     timer = setTimeout(fn, ms);
+  };
+}
+
+// At most once per `ms`, and always after the latest call: unlike debounce, a steady
+// stream of transitions cannot put a refresh off forever.
+function throttle(fn, ms) {
+  let timer = null;
+  return () => {
+    if (timer === null) {
+      timer = setTimeout(() => {
+        timer = null;
+        fn();
+      }, ms);
+    }
   };
 }
 
@@ -503,7 +517,7 @@ function fleetView(main, params) {
     }
   }
 
-  const refreshClusters = debounce(async () => {
+  const refreshClusters = throttle(async () => {
     try {
       clusters = (await call("GET", `${API}/clusters`)).clusters;
       renderClusters();
@@ -553,12 +567,24 @@ function fleetView(main, params) {
           : h("span", { class: "good" }, "on")))))));
   }
 
+  // One render per frame however many transitions came in it (none while the tab is
+  // hidden: browsers pause animation frames there).
+  let renderQueued = false;
+  function scheduleRender() {
+    if (renderQueued) return;
+    renderQueued = true;
+    requestAnimationFrame(() => {
+      renderQueued = false;
+      render();
+    });
+  }
+
   function onRecord(r) {
     changedDuringLoad.set(r.id, newer(changedDuringLoad.get(r.id), r));
     if (matches(r)) records.set(r.id, newer(records.get(r.id), r));
     else records.delete(r.id);
     flashing.add(r.id);
-    render();
+    scheduleRender();
   }
 
   return {
@@ -640,7 +666,7 @@ function instanceView(main, clusterId, instanceId) {
       if (exc.status !== 401) showBanner(`Could not load ${instanceId}: ${exc.message}`);
     }
   }
-  const soon = debounce(reload, 300);
+  const soon = throttle(reload, 300);
 
   function render(x, listed) {
     const byId = new Map();
@@ -731,7 +757,7 @@ function clusterView(main, clusterId) {
       if (exc.status !== 401) showBanner(`Could not load ${clusterId}: ${exc.message}`);
     }
   }
-  const soon = debounce(reload, 1000);
+  const soon = throttle(reload, 1000);
 
   function form(id, label, button, onsubmit, extra) {
     const error = h("p", { class: "error", role: "alert" });
