@@ -1,12 +1,14 @@
 """GET /v1/compute/transitions/stream on a real worker: the transitions published on the
 topic arrive as server-sent events, filtered by cluster, and an open stream does not hold
-up the worker's shutdown."""
+up the worker's shutdown. And the feed behind it on a real broker: it reads only while
+someone listens."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -14,6 +16,8 @@ import httpx
 import orjson
 import pytest
 
+from remediator.api.live import READY, TransitionFeed
+from remediator.embedded import EmbeddedBroker
 from tests.builders import event_payload
 from tests.integration.conftest import OPERATOR_TOKEN, OPERATOR_TOKENS, Kafka, Names, WorkerProcess
 
@@ -102,3 +106,30 @@ async def test_transitions_arrive_as_events_and_the_stream_ends_with_the_worker(
         assert worker.stop() == 0
         assert time.monotonic() - started < 15
         await asyncio.wait_for(everything.ended.wait(), 5)
+
+
+async def test_the_feed_reads_only_while_someone_listens_and_starts_again(
+    broker: EmbeddedBroker, kafka: Kafka
+) -> None:
+    topic = f"transitions-{uuid.uuid4().hex[:8]}"
+    await kafka.create_topics(topic)
+    feed = TransitionFeed(bootstrap_servers=[broker.address], topic=topic, idle_seconds=0.5)
+    try:
+        async with feed.subscribe() as first:
+            assert await asyncio.wait_for(first.queue.get(), 20) == READY
+            await kafka.produce(topic, b'{"n": 1}', key=b"c1/i1")
+            assert await asyncio.wait_for(first.queue.get(), 20) == (
+                b'event: transition\ndata: {"n": 1}\n\n'
+            )
+        reader = feed._reader
+        assert reader is not None
+        await asyncio.wait_for(asyncio.shield(reader), 10)  # nobody listens: it stops
+        async with feed.subscribe(cluster_id="c1") as second:  # a new reader, from the end
+            assert await asyncio.wait_for(second.queue.get(), 20) == READY
+            await kafka.produce(topic, b'{"n": 2}', key=b"c2/i1")
+            await kafka.produce(topic, b'{"n": 3}', key=b"c1/i1")
+            assert await asyncio.wait_for(second.queue.get(), 20) == (
+                b'event: transition\ndata: {"n": 3}\n\n'
+            )
+    finally:
+        await feed.on_stop()

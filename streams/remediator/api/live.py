@@ -100,6 +100,8 @@ class TransitionFeed(Service):
         self.idle_seconds = idle_seconds
         self.subscribers: set[Subscriber] = set()
         self._reader: asyncio.Task[None] | None = None
+        #: Every reader still running, the current one and any stopping its consumer.
+        self._readers: set[asyncio.Task[None]] = set()
         self._positioned = False
         self._closed = False
 
@@ -119,6 +121,8 @@ class TransitionFeed(Service):
                 subscriber.offer(READY)
             if self._reader is None or self._reader.done():
                 self._reader = asyncio.create_task(self._read())
+                self._readers.add(self._reader)
+                self._reader.add_done_callback(self._readers.discard)
         try:
             yield subscriber
         finally:
@@ -133,10 +137,9 @@ class TransitionFeed(Service):
 
     async def on_stop(self) -> None:
         self.close_subscribers()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        for task in list(self._readers):
+            task.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
 
     async def _read(self) -> None:
         loop = asyncio.get_running_loop()
@@ -149,7 +152,7 @@ class TransitionFeed(Service):
                     "transition stream: cannot read %s; retrying", self.topic, exc_info=True
                 )
                 await asyncio.sleep(2.0)
-                if not self.subscribers and loop.time() - idle_since > self.idle_seconds:
+                if self._idle(loop.time() - idle_since):
                     return
                 continue
             try:
@@ -159,7 +162,7 @@ class TransitionFeed(Service):
                 while not self._closed:
                     if self.subscribers:
                         idle_since = loop.time()
-                    elif loop.time() - idle_since > self.idle_seconds:
+                    elif self._idle(loop.time() - idle_since):
                         return
                     batch = await consumer.getmany(timeout_ms=500)
                     for records in batch.values():
@@ -173,6 +176,15 @@ class TransitionFeed(Service):
             finally:
                 self._positioned = False
                 await consumer.stop()
+
+    def _idle(self, for_seconds: float) -> bool:
+        """No one has listened for long enough: this reader ends. It lets go of its place
+        at once (no await in between), so a stream opened while it stops its consumer
+        starts a new reader instead of waiting on this one."""
+        if self.subscribers or for_seconds <= self.idle_seconds:
+            return False
+        self._reader = None
+        return True
 
     async def _start_consumer(self) -> AIOKafkaConsumer:
         consumer = AIOKafkaConsumer(
