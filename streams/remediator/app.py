@@ -38,6 +38,7 @@ from remediator.api.errors import contract_errors
 from remediator.api.views import Api
 from remediator.domain.correlate import CorrelationConfig
 from remediator.metrics import Metrics
+from remediator.pipeline.batches import BatchingStream
 from remediator.pipeline.context import Tables
 from remediator.pipeline.context import Topics as ProcessorTopics
 from remediator.pipeline.controlplane import Backoff, ControlPlaneClient
@@ -50,6 +51,7 @@ from remediator.pipeline.outbox import Record, key_partition
 from remediator.pipeline.processor import Processor
 from remediator.pipeline.simulated import SimulatedControlPlane
 from remediator.pipeline.store import TableStore
+from remediator.pipeline.supervision import crash_worker
 from remediator.settings import Settings
 from remediator.transport import transport_class
 
@@ -119,6 +121,12 @@ class RemediatorApp(faust.App):
         self._progress: dict[Any, tuple[int | None, float]] = {}
         #: How many times the stall check re-seeked (for /healthz and tests).
         self.stall_reseeks = 0
+
+    async def _on_agent_error(self, agent: faust.types.AgentT[Any], exc: BaseException) -> None:
+        # Faust's default restarts the agent in place; ours stops the worker (see
+        # pipeline/supervision.py).
+        await super()._on_agent_error(agent, exc)
+        await crash_worker(agent, exc)
 
     def on_rebalance_start(self) -> None:
         self._assigned_before = set(self.consumer.assignment())
@@ -272,6 +280,8 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         topic_replication_factor=settings.replication_factor,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
+        # take_events that acknowledges a batch only once processed (see batches.py).
+        Stream=BatchingStream,
         broker_session_timeout=session_timeout,
         broker_heartbeat_interval=max(session_timeout / 3, 0.5),
         broker_rebalance_timeout=session_timeout,

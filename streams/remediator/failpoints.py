@@ -18,6 +18,10 @@ Points (a batch is the inputs the state owner applies together):
   report's input offset not committed.
 - ``executor.after_post``: the control plane accepted a step; nothing reported yet.
 
+``ingest.raise`` is not a kill: the ingest agent raises after reading a batch, as a bug
+would, to show that the worker then stops (exit status 1) rather than running on without
+its agent (``pipeline/supervision.py``).
+
 Not a crash, ``consumer.skip_ahead`` reproduces the stall the stall check exists for:
 after each rebalance the consumer's read offsets of the agents' source topics jump ahead,
 so the next records are fetched and dropped as already read (Faust's behaviour for such

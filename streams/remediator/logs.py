@@ -14,6 +14,7 @@ follow one remediation through the worker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
@@ -58,6 +59,12 @@ class DemoteFramework(logging.Filter):
         self.level = level
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if _cancelled_in_a_crash(record):
+            # Every service a crash stops says so with a traceback of its cancellation;
+            # the crash itself is logged once, with its cause.
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.exc_info = record.exc_text = None
+            return self.level <= logging.DEBUG
         if record.levelno != logging.INFO or not (
             record.name.startswith(FRAMEWORK) or _service_lifecycle(record)
         ):
@@ -88,6 +95,17 @@ class QuietBadRequests(logging.Filter):
         record.msg, record.args = "refused a malformed HTTP request (400): %s", (reason[:200],)
         record.exc_info = record.exc_text = None
         return True
+
+
+def _cancelled_in_a_crash(record: logging.LogRecord) -> bool:
+    """mode's "[^--Service]: Crashed reason=CancelledError()" of services a crash stopped."""
+    return (
+        isinstance(record.msg, str)
+        and "Crashed reason=" in record.msg
+        and isinstance(record.args, tuple)
+        and bool(record.args)
+        and isinstance(record.args[0], asyncio.CancelledError)
+    )
 
 
 def _service_lifecycle(record: logging.LogRecord) -> bool:

@@ -188,3 +188,27 @@ async def test_a_restart_recovers_every_instance_written_in_one_batch(
         await kafka.produce(names.active, run, key=run["instance_id"].encode())
     transitions = await kafka.read(names.transitions, at_least=1, settle=4.0)
     assert [t["transition_id"] for t in transitions] == [opened["transition_id"]]
+
+
+async def test_an_agent_that_crashes_stops_the_worker_and_the_restart_loses_nothing(
+    start_worker: Callable[..., WorkerProcess], kafka: Kafka, names: Names
+) -> None:
+    """A bug that escapes per-record handling must not leave the worker running without
+    its agent (Faust's default restarts it in place and skips what it had taken)."""
+    doomed = start_worker(REMEDIATOR_TEST_FAILPOINTS="ingest.raise")
+    run = run_payload(cluster_id="cl-crash", instance_id="inst-1")
+    await kafka.produce(names.active, run, key=b"inst-1")
+    assert doomed.process is not None
+    deadline = time.monotonic() + 60
+    while doomed.process.poll() is None:
+        assert time.monotonic() < deadline, f"worker still running:\n{doomed.log()[-2000:]}"
+        await asyncio.sleep(0.1)
+    assert doomed.process.returncode == 1, doomed.log()[-2000:]
+    log = doomed.log()
+    assert "CRITICAL remediator.pipeline: agent ingest crashed (RuntimeError: failpoint" in log
+    assert "Crashed reason=CancelledError" not in log, "one crash, told once"
+    doomed.stop()
+
+    start_worker()
+    (transition,) = await kafka.read(names.transitions, at_least=1, settle=2.0)
+    assert transition["remediation"]["active_health_check_run_id"] == run["run_id"]

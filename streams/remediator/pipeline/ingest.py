@@ -24,6 +24,7 @@ import faust
 from faust.streams import Stream
 from faust.types import EventT, StreamT
 
+from remediator import failpoints
 from remediator.domain import ids
 from remediator.domain.models import ActiveHealthCheckRun, PassiveHealthCheckEvent, dump_json
 
@@ -119,6 +120,8 @@ def register_ingest(
             unreadable: list[str] = []  # topics of the dead-lettered ones
             for event in events:
                 read(event, local, remote, unreadable)
+            if failpoints.armed("ingest.raise"):
+                raise RuntimeError("failpoint ingest.raise: a bug in the ingest agent")
             await asyncio.gather(processor.sender.deliver(remote), processor.apply(local))
             for topic in unreadable:
                 metrics.dead_lettered(topic)
