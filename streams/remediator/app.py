@@ -87,6 +87,10 @@ def external_topic_names(settings: Settings) -> list[str]:
     ]
 
 
+#: The time a rebalance may take, the same for every worker of an app id (see create_app).
+REBALANCE_TIMEOUT = 10.0
+
+
 class RemediatorApp(faust.App):
     """faust.App with fixes to its rebalance recovery, and a stall check.
 
@@ -127,6 +131,14 @@ class RemediatorApp(faust.App):
         # pipeline/supervision.py).
         await super()._on_agent_error(agent, exc)
         await crash_worker(agent, exc)
+
+    async def _on_partitions_revoked(self, revoked: set[Any]) -> None:
+        # Only the owner acts: the executor's tasks have stopped, not merely been told
+        # to, before the partitions may be assigned to another worker (Faust awaits this
+        # before the consumer rejoins its group).
+        if self.executor is not None:
+            await self.executor.stop_for_revocation()
+        await super()._on_partitions_revoked(revoked)
 
     def on_rebalance_start(self) -> None:
         self._assigned_before = set(self.consumer.assignment())
@@ -283,8 +295,13 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         # take_events that acknowledges a batch only once processed (see batches.py).
         Stream=BatchingStream,
         broker_session_timeout=session_timeout,
-        broker_heartbeat_interval=max(session_timeout / 3, 0.5),
-        broker_rebalance_timeout=session_timeout,
+        # Heartbeats at most a second apart and one rebalance timeout for every worker,
+        # whatever its session timeout: a worker with a long one still learns of a
+        # rebalance at once and joins within the same window as the others (with
+        # session/3 and session, workers of 3 s and 45 s rebalanced in a loop, each
+        # owning partitions the other had taken: test_rebalance.py).
+        broker_heartbeat_interval=min(max(session_timeout / 3, 0.5), 1.0),
+        broker_rebalance_timeout=REBALANCE_TIMEOUT,
         broker_request_timeout=max(session_timeout + 5, 40.0),
         broker_commit_interval=settings.commit_interval_seconds,
         # Batches of a few hundred records per partition and request (transitions carry

@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # imported where needed: the client commands start faster wit
 
 EXIT_CONFIG = 2
 EXIT_START = 1
-EMBEDDED_SESSION_TIMEOUT = 3.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -234,12 +233,7 @@ def run_worker(*, simulate: bool = False, simulate_args: str = "") -> int:
             broker.start()
         except EmbeddedBrokerError as exc:
             return _fail(str(exc), EXIT_START)
-        update: dict[str, object] = {"broker": broker.url}
-        if settings.broker_session_timeout is None:
-            # Tansu holds a group join for about half the session timeout: keep it short
-            # so that a local start or restart takes seconds, not half a minute.
-            update["broker_session_timeout"] = EMBEDDED_SESSION_TIMEOUT
-        settings = settings.model_copy(update=update)
+        settings = settings.model_copy(update={"broker": broker.url})
     try:
         return _run_faust_worker(settings, embedded=broker is not None, simulate=simulator_argv)
     finally:

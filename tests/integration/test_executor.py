@@ -569,3 +569,30 @@ async def test_queued_remediations_start_when_a_worker_restarts_with_a_higher_li
         done = await wait_for(client, cluster, instance, f"r-{instance}", TERMINAL)
         assert done["state"] == "SUCCEEDED"
     assert [r["action"] for r in cp.performed()] == ["REBOOT_VM", "REBOOT_VM"]
+
+
+async def test_a_worker_joining_mid_execution_takes_over_and_no_step_is_posted_twice(
+    control_plane: Any, start_worker: Any, api: Any
+) -> None:
+    """Only the owner acts: at the rebalance the first worker's tasks have stopped before
+    its partitions move, and the new owner looks each step up before posting it. With
+    one shared control plane, every step is posted once, none replayed."""
+    cp = control_plane("--latency", "REBOOT_VM=10")
+    env = executor_env(cp)
+    first = start_worker(**env)
+    client = api(first)
+    clusters = [f"cl-{uuid.uuid4().hex[:8]}" for _ in range(8)]  # spread over partitions
+    for cluster in clusters:
+        await create(client, cluster, "i-1", "REMEDIATION_MODE_REBOOT_VM", rid=f"r-{cluster}")
+    for cluster in clusters:
+        await wait_for(client, cluster, "i-1", f"r-{cluster}", {"RUNNING"})
+
+    second = start_worker(**env)  # joins: a rebalance while every step is under way
+    for cluster in clusters:
+        done = await wait_for(api(second), cluster, "i-1", f"r-{cluster}", TERMINAL, timeout=60)
+        assert done["state"] == "SUCCEEDED", done
+
+    posted = [r for r in cp.requests() if r["cluster_id"] in clusters]
+    assert sorted(r["cluster_id"] for r in posted if not r["replay"]) == sorted(clusters)
+    assert [r for r in posted if r["replay"]] == [], "a step was posted twice"
+    assert "executor: resuming" in second.log(), "the new worker took over nothing"

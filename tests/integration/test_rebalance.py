@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -18,7 +19,7 @@ from tests.integration.test_crash import assert_consistent
 
 def notable(log: str) -> str:
     """Errors, warnings and group changes of a worker log, for a failure message."""
-    keys = ("ERROR", "WARNING", "CRITICAL", "Joined group", "assigned partitions", "Ready")
+    keys = ("ERROR", "WARNING", "CRITICAL", "ready:", "rebalanced:")
     return "\n".join(line[:300] for line in log.splitlines() if any(k in line for k in keys))
 
 
@@ -109,3 +110,35 @@ async def test_signals_sent_during_a_takeover_are_not_delayed(
     offset were never fetched again); fixed in ``RemediatorApp.reseek``, with the stall
     check as a safety net."""
     await run_join_then_kill(start_worker, kafka, names, settle_before_third=False)
+
+
+def test_workers_with_different_session_timeouts_still_converge(
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """One started with the embedded broker's old default (3 s), one with Kafka's (45 s):
+    they must settle on a split and keep it, not rebalance every few seconds."""
+    fast = start_worker(REMEDIATOR_BROKER_SESSION_TIMEOUT="3")
+    slow = start_worker(REMEDIATOR_BROKER_SESSION_TIMEOUT="45")
+    deadline = time.monotonic() + 60
+    split: tuple[list[int], list[int]] | None = None
+    while time.monotonic() < deadline:
+        a, b = (httpx.get(f"{w.base_url}/healthz", timeout=5).json() for w in (fast, slow))
+        if (
+            a["ready"]
+            and b["ready"]
+            and sorted(a["partitions"] + b["partitions"]) == list(range(PARTITIONS))
+        ):
+            split = (a["partitions"], b["partitions"])
+            break
+        time.sleep(0.5)
+    assert split is not None, f"no split in 60 s:\n{notable(fast.log())}\n{notable(slow.log())}"
+    assert split[0], split
+    assert split[1], split
+
+    # Then it holds: 12 s without a rebalance (the loop took partitions back within 6 s).
+    for _ in range(24):
+        time.sleep(0.5)
+        a, b = (httpx.get(f"{w.base_url}/healthz", timeout=5).json() for w in (fast, slow))
+        assert (a["partitions"], b["partitions"]) == split, (
+            f"rebalanced again:\n{notable(fast.log())}\n{notable(slow.log())}"
+        )

@@ -106,6 +106,17 @@ class Executor(Service):
             task.cancel()
         self._states.clear()
 
+    async def stop_for_revocation(self, timeout: float = 10.0) -> None:
+        """Partitions are being revoked: stop every task and wait until they have stopped,
+        so that no step is posted for an instance this worker no longer owns (the next
+        owner looks each step up before posting it, and resumes it)."""
+        self.suspend()
+        tasks = [t for t in self._running_tasks.values() if not t.done()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            if pending:  # pragma: no cover - a task stuck past its cancellation
+                log.warning("executor: %d task(s) still stopping at revocation", len(pending))
+
     def resume(self, running: Sequence[tuple[bytes, InstanceState]]) -> None:
         """The owned partitions are loaded: carry on with their RUNNING remediations."""
         self._active = True
