@@ -155,10 +155,25 @@ class RemediatorApp(faust.App):
             self.loop.call_later(0.5, self._skip_ahead)  # after the re-seek below
         if self.processor is not None:
             self.processor.on_rebalance_end()
+        if failpoints.armed("consumer.reseek_storm"):
+            task = asyncio.ensure_future(self._reseek_storm())
+            self._reseeks.add(task)
+            task.add_done_callback(self._reseeks.discard)
         retained, self._assigned_before = self._assigned_before, set()
         task = asyncio.ensure_future(self._seek_again(self.consumer_generation_id, retained))
         self._reseeks.add(task)  # keep a reference until done
         task.add_done_callback(self._reseeks.discard)
+
+    async def _reseek_storm(self) -> None:
+        """Failpoint ``consumer.reseek_storm``: re-seek the source partitions every few
+        milliseconds for a while, as stall checks and rebalances do now and then, to
+        make a race between a seek and the consumer's fetcher show at once."""
+        log.critical("failpoint consumer.reseek_storm: re-seeking every 5 ms for 8 s")
+        deadline = self.loop.time() + 8.0
+        while self.loop.time() < deadline and not self.rebalancing:
+            tps = [tp for tp in self.consumer.assignment() if tp.topic in self.watched_topics]
+            await self.reseek(tps)
+            await asyncio.sleep(0.005)
 
     def _skip_ahead(self) -> None:
         consumer: Any = self.consumer
@@ -236,8 +251,11 @@ class RemediatorApp(faust.App):
         committed = {tp: consumer._committed_offset.get(tp) for tp in chosen}
         missing = [tp for tp, offset in committed.items() if not offset]
         earliest = await consumer.earliest_offsets(*missing) if missing else {}
-        for tp in chosen:
-            await consumer.seek(tp, committed[tp] or earliest.get(tp) or 0)
+        # seek_wait runs in the consumer's own thread. Faust's consumer.seek() calls
+        # aiokafka's seek from this (the app's) thread, racing the fetcher that thread
+        # drives: a KeyError in Fetcher.fetched_records crashed workers at start
+        # (reproduced by the failpoint consumer.reseek_storm, test_crash.py).
+        await consumer.seek_wait({tp: committed[tp] or earliest.get(tp) or 0 for tp in chosen})
 
     async def _seek_again(self, generation: int, retained: set[Any]) -> None:
         await asyncio.sleep(0.05)  # let the recovery that called us finish resuming

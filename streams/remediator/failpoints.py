@@ -22,6 +22,11 @@ Points (a batch is the inputs the state owner applies together):
 would, to show that the worker then stops (exit status 1) rather than running on without
 its agent (``pipeline/supervision.py``).
 
+``consumer.reseek_storm`` is not a kill either: after each rebalance the worker re-seeks
+its source partitions every 5 ms for 8 s, so that any race between a seek and the
+consumer's fetcher shows at once (it did: a KeyError in aiokafka's Fetcher crashed the
+worker, issue 12).
+
 Not a crash, ``consumer.skip_ahead`` reproduces the stall the stall check exists for:
 after each rebalance the consumer's read offsets of the agents' source topics jump ahead,
 so the next records are fetched and dropped as already read (Faust's behaviour for such

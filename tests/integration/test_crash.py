@@ -212,3 +212,29 @@ async def test_an_agent_that_crashes_stops_the_worker_and_the_restart_loses_noth
     start_worker()
     (transition,) = await kafka.read(names.transitions, at_least=1, settle=2.0)
     assert transition["remediation"]["active_health_check_run_id"] == run["run_id"]
+
+
+async def test_seeks_racing_the_fetcher_do_not_crash_the_worker(
+    start_worker: Callable[..., WorkerProcess], kafka: Kafka, names: Names
+) -> None:
+    """Issue 12: a worker starting with signals waiting sometimes died with a KeyError in
+    aiokafka's Fetcher: the re-seek after a rebalance called the consumer's seek from the
+    app's thread while the consumer's own thread was fetching. The failpoint re-seeks
+    every 5 ms for 8 s while a backlog streams in, which made that race show at once."""
+    runs = [
+        run_payload(cluster_id=f"cl-seek-{n % 8}", instance_id=f"i-{n}", result="PASSED")
+        for n in range(3000)
+    ]
+    sends = [kafka.produce(names.active, run, key=str(run["instance_id"]).encode()) for run in runs]
+    await asyncio.gather(*sends)
+    failing = run_payload(cluster_id="cl-seek-x", instance_id="i-last")
+    worker = start_worker(REMEDIATOR_TEST_FAILPOINTS="consumer.reseek_storm")
+    await kafka.produce(names.active, failing, key=b"i-last")
+    (transition,) = await kafka.read(names.transitions, at_least=1, settle=9.0)
+    assert transition["remediation"]["active_health_check_run_id"] == failing["run_id"]
+    assert worker.process is not None
+    assert worker.process.poll() is None, worker.log()[-3000:]
+    log = worker.log()
+    assert "failpoint consumer.reseek_storm" in log
+    assert "experienced a crash" not in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
