@@ -183,3 +183,23 @@ def test_a_power_cycle_that_did_not_help_escalates_to_another_host() -> None:
     assert next_mode(M.HOST_POWER_CYCLE) is M.HOST_AWARE
     assert heavier(M.HOST_POWER_CYCLE, M.REBOOT_VM)
     assert heavier(M.VM_ONLY, M.HOST_POWER_CYCLE)
+
+
+def test_auto_approve_naming_a_rule_that_does_not_exist_is_refused_in_one_line() -> None:
+    text = POLICY.replace('auto_approve = ["xid"]', 'auto_approve = ["xid", "no-such-rule"]')
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(text, "site.toml")
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "clusters.c1.auto_approve names no rule: no-such-rule" in message
+    assert "special-xid" in message  # the names it could have meant
+    for fine in ('["*"]', '["fallback"]', '["quiet", "xid"]'):
+        parse_policy(POLICY.replace('["xid"]', fine))
+
+
+def test_a_bad_mode_is_refused_naming_only_the_modes_a_policy_may_choose() -> None:
+    with pytest.raises(PolicyError) as raised:
+        parse_policy('[[rules]]\nname = "x"\nalerts = ["A"]\nmode = "REBOT_VM"\n')
+    message = str(raised.value)
+    assert "rules.0.mode: 'REBOT_VM' is not a mode a policy may choose: REBOOT_VM," in message
+    assert "EVICT" not in message

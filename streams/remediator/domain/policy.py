@@ -72,6 +72,12 @@ _NEXT: Mapping[RemediationMode, RemediationMode] = {
 }
 
 
+#: The modes a policy may choose, lightest first (never EVICT_WITHOUT_REPLACEMENT).
+_AUTOMATIC = sorted(
+    (m for m in RemediationMode if m is not M.EVICT_WITHOUT_REPLACEMENT), key=_WEIGHT.__getitem__
+)
+
+
 def heavier(a: RemediationMode, b: RemediationMode) -> bool:
     """Whether ``a`` is a heavier remediation than ``b``."""
     return _WEIGHT[a] > _WEIGHT[b]
@@ -83,9 +89,14 @@ def next_mode(mode: RemediationMode) -> RemediationMode:
 
 
 def _mode_name(value: Any) -> Any:
-    """Accept ``HOST_AWARE`` as well as ``REMEDIATION_MODE_HOST_AWARE``."""
+    """Accept ``HOST_AWARE`` as well as ``REMEDIATION_MODE_HOST_AWARE``; refuse anything
+    else naming only the modes a policy may choose (not EVICT_WITHOUT_REPLACEMENT)."""
     if isinstance(value, str) and not value.startswith("REMEDIATION_MODE_"):
-        return f"REMEDIATION_MODE_{value}"
+        value = f"REMEDIATION_MODE_{value}"
+    if isinstance(value, str) and value not in {m.value for m in RemediationMode}:
+        choices = ", ".join(m.value.removeprefix("REMEDIATION_MODE_") for m in _AUTOMATIC)
+        shown = value.removeprefix("REMEDIATION_MODE_")
+        raise ValueError(f"{shown!r} is not a mode a policy may choose: {choices}")
     return value
 
 
@@ -248,6 +259,15 @@ class Policy(_Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"rule names must be unique: {', '.join(duplicates)}")
+        # A name that matches nothing would silently approve nothing (issue 13).
+        known = {*names, FALLBACK_RULE, "*"}
+        for cluster_id, cluster in sorted(self.clusters.items()):
+            unknown = [n for n in cluster.auto_approve if n not in known]
+            if unknown:
+                raise ValueError(
+                    f"clusters.{cluster_id}.auto_approve names no rule: {', '.join(unknown)} "
+                    f"(the rules: {', '.join(names) or 'none'}; also {FALLBACK_RULE!r}, '*')"
+                )
         if self.fallback_mode is M.EVICT_WITHOUT_REPLACEMENT:
             raise ValueError("fallback_mode: EVICT_WITHOUT_REPLACEMENT is never automatic")
         if self.fallback_mode is M.HOST_POWER_CYCLE:
