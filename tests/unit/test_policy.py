@@ -203,3 +203,42 @@ def test_a_bad_mode_is_refused_naming_only_the_modes_a_policy_may_choose() -> No
     message = str(raised.value)
     assert "rules.0.mode: 'REBOT_VM' is not a mode a policy may choose: REBOOT_VM," in message
     assert "EVICT" not in message
+
+
+def test_a_partial_policy_file_keeps_the_defaults_it_does_not_change(tmp_path: Path) -> None:
+    """Issue 13: a file with only ``cooldown_minutes = 5`` used to have no rules at all."""
+    path = tmp_path / "site.toml"
+    path.write_text("cooldown_minutes = 5\n[blast_radius]\nmax_open = 3\n")
+    policy = load_policy(path)
+    assert policy.cooldown_minutes == 5
+    assert policy.blast_radius.max_open == 3
+    assert policy.blast_radius.max_percent == DEFAULT_POLICY.blast_radius.max_percent
+    assert [r.name for r in policy.rules] == [r.name for r in DEFAULT_POLICY.rules]
+    guest = classify(event(alert_name="NpdReadonlyFilesystem"), policy)
+    assert (guest.rule, guest.mode) == ("guest-faults", M.VM_ONLY)
+    disk = classify(event(alert_name="KubeNodeDiskPressure"), policy)
+    assert disk.action is Action.RECORD_ONLY
+
+
+def test_a_files_rules_come_first_and_replace_default_rules_of_their_name(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(
+        '[[rules]]\nname = "guest-faults"\nalerts = ["NpdReadonlyFilesystem"]\n'
+        'mode = "REBOOT_VM"\n\n'
+        '[[rules]]\nname = "site-special"\nalerts = ["SiteAlert"]\nmode = "HOST_AWARE"\n'
+    )
+    policy = load_policy(path)
+    names = [r.name for r in policy.rules]
+    assert names[:2] == ["guest-faults", "site-special"]
+    assert names.count("guest-faults") == 1
+    assert set(names) == {r.name for r in DEFAULT_POLICY.rules} | {"site-special"}
+    assert classify(event(alert_name="NpdReadonlyFilesystem"), policy).mode is M.REBOOT_VM
+    assert classify(event(alert_name="NpdXfsShutdown"), policy).rule == "fallback"
+
+    path.write_text(path.read_text() + "\nreplace_default_rules = true\n")
+    with pytest.raises(PolicyError):  # a top-level key after a table is the table's
+        load_policy(path)
+    path.write_text("replace_default_rules = true\n" + path.read_text().rsplit("\n", 2)[0])
+    assert [r.name for r in load_policy(path).rules] == ["guest-faults", "site-special"]

@@ -250,6 +250,12 @@ class Policy(_Strict):
         description="Per cluster, at most this many automated remediations opened per "
         "hour (event time); 0: no budget.",
     )
+    replace_default_rules: bool = Field(
+        default=False,
+        description="In a policy file: its rules replace the default ones. Otherwise they "
+        "come first, and the default rules it does not name follow (other settings always "
+        "override the defaults key by key).",
+    )
     rules: list[Rule] = Field(default_factory=list)
     clusters: dict[str, ClusterPolicy] = Field(default_factory=dict)
 
@@ -312,11 +318,54 @@ class PolicyError(Exception):
 
 
 def parse_policy(text: str, source: str = "policy") -> Policy:
-    """Parse TOML text into a :class:`Policy`; raise :class:`PolicyError` (one line)."""
+    """Parse TOML text into a :class:`Policy` as it stands (no defaults layered under it);
+    raise :class:`PolicyError` (one line)."""
+    return _validate(_toml(text, source), source)
+
+
+def parse_layered(text: str, source: str = "policy") -> Policy:
+    """A policy file over the shipped defaults (see :func:`layer`); :class:`PolicyError`."""
+    defaults = _toml(default_policy_text(), "default-policy.toml")
+    return _validate(layer(defaults, _toml(text, source)), source)
+
+
+def layer(defaults: Mapping[str, Any], file: Mapping[str, Any]) -> dict[str, Any]:
+    """The file's settings over the defaults, key by key (tables such as ``blast_radius``
+    merged key by key too). Its rules come first, then the default rules it does not name
+    (a rule of the same name replaces the default one), unless it says
+    ``replace_default_rules = true``: then its rules are all there is.
+
+    A file with only ``cooldown_minutes = 5`` keeps every default rule (before this, it
+    had none, and every critical signal fell back to REBOOT_VM).
+    """
+    merged = _merge_tables(defaults, {k: v for k, v in file.items() if k != "rules"})
+    rules = list(file.get("rules", []))
+    if file.get("replace_default_rules") is not True:
+        named = {r.get("name") for r in rules if isinstance(r, dict)}
+        rules += [r for r in defaults.get("rules", []) if r.get("name") not in named]
+    merged["rules"] = rules
+    return merged
+
+
+def _merge_tables(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        below = merged.get(key)
+        if isinstance(value, dict) and isinstance(below, dict):
+            merged[key] = _merge_tables(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _toml(text: str, source: str) -> dict[str, Any]:
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{source}: not valid TOML: {exc}") from None
+
+
+def _validate(data: Mapping[str, Any], source: str) -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
@@ -356,7 +405,8 @@ def load_policy_in_force(path: Path | None) -> PolicyInForce:
             raise PolicyError(f"{path}: cannot read it ({exc.strerror})") from None
         source = str(path)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return PolicyInForce(parse_policy(text, source), source, digest)
+    policy = parse_policy(text, source) if path is None else parse_layered(text, source)
+    return PolicyInForce(policy, source, digest)
 
 
 def load_policy(path: Path | None) -> Policy:
