@@ -101,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .console import commands as console
 
     console.add_commands(commands)
+    from .console import policy as policy_commands
+
+    policy_commands.add_commands(commands)
     args, extra = parser.parse_known_args(argv)
     if args.command == "control-plane":
         from . import simulator
@@ -116,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .fleetsim import runner as fleet_simulator
 
         return fleet_simulator.run(args)
+    if hasattr(args, "policy_handler"):
+        return int(policy_commands.run(args))
     if hasattr(args, "console_handler"):
         return _quiet_on_closed_pipe(lambda: console.run(args))
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
