@@ -5,13 +5,14 @@ own records. Pure core plus the in-memory handlers; explicit times, no sleeps.""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from remediator.domain import safety
 from remediator.domain.commands import Command, CommandKind
 from remediator.domain.models import PolicyEventKind, RemediationMode, RemediationState
-from remediator.domain.policy import BlastRadius, Policy
+from remediator.domain.policy import DEFAULT_POLICY, BlastRadius, Policy
 from remediator.domain.safety import ClusterRecord, ClusterView, ControlKind, Proposal
 from remediator.domain.state import InstanceState
 from remediator.pipeline.fleet import ClusterModel
@@ -259,3 +260,16 @@ def test_closing_an_open_remediation_frees_the_instance_for_a_new_one() -> None:
     assert harness.state("c1", "i1").open is None  # type: ignore[union-attr]
     assert harness.archived("c1", "i1")[0]["state"] == RemediationState.CANCELLED.value
     assert fail(harness, ["i1"], minute=2) == ["OPENED"]
+
+
+def test_the_readmes_limit_per_cluster_size_is_the_default_policys() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    sizes_line, _, allowed_line = readme.split("| known instances |", 1)[1].splitlines()[:3]
+    sizes = [c.strip() for c in sizes_line.strip(" |").split("|")]
+    allowed = [int(c) for c in allowed_line.split("|")[2:-1]]
+    radius = DEFAULT_POLICY.blast_radius
+    dash = "\N{EN DASH}"
+    for size, limit in zip(sizes, allowed, strict=True):
+        low = int(size.replace(dash, " ").split()[0])
+        high = int(size.split(dash)[1]) if dash in size else 1000
+        assert {radius.limit(n) for n in range(low, high + 1)} == {limit}, size
