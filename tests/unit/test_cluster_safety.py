@@ -129,6 +129,31 @@ def test_the_hourly_budget_refuses_beyond_it_and_refills_on_event_time() -> None
     assert "rate budget: 2 opened in the last hour, budget 2" in reason
 
 
+def test_a_spent_budget_and_its_refill_are_policy_events_once_each() -> None:
+    harness = Harness(policy(rate_budget_per_hour=1))
+    known(harness, 100)
+    assert fail(harness, ["i1"], 1) == ["OPENED"]
+    assert fail(harness, ["i2", "i3"], 5) == ["BLOCKED", "BLOCKED"]  # one event, not two
+    budget_events = [
+        e
+        for e in harness.events()
+        if e.kind in (PolicyEventKind.RATE_BUDGET_EXHAUSTED, PolicyEventKind.RATE_BUDGET_RESTORED)
+    ]
+    assert [e.kind for e in budget_events] == [PolicyEventKind.RATE_BUDGET_EXHAUSTED]
+    assert budget_events[0].instance_id == "i2"
+    assert "rate budget: 1 opened in the last hour, budget 1" in budget_events[0].reason
+
+    # An hour after the admission (event time), the next signal of the cluster finds room.
+    known(harness, 1, minute=62)
+    kinds = [e.kind for e in harness.events()]
+    assert kinds.count(PolicyEventKind.RATE_BUDGET_RESTORED) == 1
+    assert kinds.count(PolicyEventKind.RATE_BUDGET_EXHAUSTED) == 1
+    assert fail(harness, ["i4"], 63) == ["OPENED"]
+    # Replayed (the same inputs again): the same events, by id.
+    ids = {e.event_id for e in harness.events()}
+    assert len(ids) == len(harness.events())
+
+
 def test_the_safety_view_counts_the_budget_on_the_clusters_event_time() -> None:
     harness = Harness(policy(rate_budget_per_hour=5))
     known(harness, 10)

@@ -345,6 +345,8 @@ class PolicyEventKind(enum.StrEnum):
     BLAST_RADIUS_RESUMED = "BLAST_RADIUS_RESUMED"  # ... and resumed, below the lower mark
     CLUSTER_PAUSED = "CLUSTER_PAUSED"  # an operator paused automated remediation
     CLUSTER_RESUMED = "CLUSTER_RESUMED"
+    RATE_BUDGET_EXHAUSTED = "RATE_BUDGET_EXHAUSTED"  # a cluster's hourly budget refused one
+    RATE_BUDGET_RESTORED = "RATE_BUDGET_RESTORED"  # ... and has room again (event time)
 
 
 class PolicyEvent(_Record):

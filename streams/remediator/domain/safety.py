@@ -62,6 +62,10 @@ class ClusterRecord(BaseModel):
     tripped_at: Timestamp | None = Field(
         default=None, description="When the blast-radius limit tripped; None: not tripped."
     )
+    budget_exhausted_at: Timestamp | None = Field(
+        default=None,
+        description="When the hourly budget first refused a proposal; None: it has room.",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,8 @@ class ClusterView:
     unhealthy: int
     #: Event times of automated admissions still remembered, oldest first (the budget).
     admissions: Sequence[datetime] = ()
+    #: The newest event time seen in the cluster: the clock the budget is counted on.
+    latest: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,13 +157,19 @@ def admit(view: ClusterView, proposal: Proposal, policy: Policy, now: datetime) 
     if budget:
         recent = budget_used(view.admissions, proposal.at)
         if recent >= budget:
-            return Admission(
-                False,
-                f"rate budget: {recent} opened in the last hour, budget {budget}",
-                record,
-                events,
-                BlockReason.RATE_BUDGET,
-            )
+            reason = f"rate budget: {recent} opened in the last hour, budget {budget}"
+            if record.budget_exhausted_at is None:  # edge-triggered, like the blast radius
+                record = record.model_copy(update={"budget_exhausted_at": now})
+                exhausted = _event(
+                    record.cluster_id,
+                    PolicyEventKind.RATE_BUDGET_EXHAUSTED,
+                    reason,
+                    now,
+                    f"propose/{proposal.remediation_id}",
+                    proposal,
+                )
+                events = (*events, exhausted)
+            return Admission(False, reason, record, events, BlockReason.RATE_BUDGET)
     return Admission(True, f"admitted: {view.unhealthy + 1} of limit {limit}", record, events)
 
 
@@ -169,26 +181,36 @@ def budget_used(admissions: Sequence[datetime], at: datetime) -> int:
 def reconcile(
     view: ClusterView, policy: Policy, now: datetime
 ) -> tuple[ClusterRecord, tuple[PolicyEvent, ...]]:
-    """Resume a tripped cluster whose unhealthy count fell to the lower mark.
+    """Resume a tripped cluster whose unhealthy count fell to the lower mark, and say
+    when a spent hourly budget has room again (event time).
 
-    Level-triggered: the pipeline calls it whenever a cluster's counts may have fallen,
-    and admission calls it first. The event's id comes from the trip it ends, so doing
-    this again after a crash re-publishes the same event.
+    Level-triggered: the pipeline calls it whenever a cluster's counts may have fallen
+    or its clock moved, and admission calls it first. An event's id comes from the state
+    it ends, so doing this again after a crash re-publishes the same event.
     """
     record = view.record
-    if record.tripped_at is None:
-        return record, ()
-    resume = policy.blast_radius.resume_at(view.known)
-    if view.unhealthy > resume:
-        return record, ()
-    cause = f"resume/{format_timestamp(record.tripped_at)}"
-    record = record.model_copy(update={"tripped_at": None})
-    reason = (
-        f"blast radius resumed: {view.unhealthy} of {view.known} instances unhealthy, "
-        f"at or below {resume}"
-    )
-    event = _event(record.cluster_id, PolicyEventKind.BLAST_RADIUS_RESUMED, reason, now, cause)
-    return record, (event,)
+    events: tuple[PolicyEvent, ...] = ()
+    if record.tripped_at is not None:
+        resume = policy.blast_radius.resume_at(view.known)
+        if view.unhealthy <= resume:
+            cause = f"resume/{format_timestamp(record.tripped_at)}"
+            record = record.model_copy(update={"tripped_at": None})
+            reason = (
+                f"blast radius resumed: {view.unhealthy} of {view.known} instances unhealthy, "
+                f"at or below {resume}"
+            )
+            kind = PolicyEventKind.BLAST_RADIUS_RESUMED
+            events = (*events, _event(record.cluster_id, kind, reason, now, cause))
+    budget = policy.rate_budget_per_hour
+    if record.budget_exhausted_at is not None:
+        used = budget_used(view.admissions, view.latest or now)
+        if not budget or used < budget:
+            cause = f"restore/{format_timestamp(record.budget_exhausted_at)}"
+            record = record.model_copy(update={"budget_exhausted_at": None})
+            reason = f"rate budget has room again: {used} opened in the last hour"
+            kind = PolicyEventKind.RATE_BUDGET_RESTORED
+            events = (*events, _event(record.cluster_id, kind, reason, now, cause))
+    return record, events
 
 
 class ControlKind(enum.StrEnum):

@@ -86,6 +86,7 @@ class ClusterModel:
             known=known,
             unhealthy=len(self.unhealthy),
             admissions=self.admissions,
+            latest=self.latest,
         )
 
     def budget_used(self) -> int:
