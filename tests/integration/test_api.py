@@ -509,3 +509,17 @@ def test_the_policy_in_force_and_its_hash_in_the_banner(worker: WorkerProcess) -
     assert body["policy"]["rules"], "the effective rules are shown"
     assert f"sha256 {body['sha256'][:12]}" in worker.log()
     assert httpx.get(f"{worker.base_url}/v1/compute/policy").status_code == 401
+
+
+async def test_lifting_a_hold_needs_a_reason_and_is_explained(
+    client: httpx.AsyncClient, cluster: str
+) -> None:
+    hold = f"/v1/compute/clusters/{cluster}/instances/i1/hold"
+    assert_error(await client.delete(hold), 400, "INVALID_ARGUMENT")
+    lifted = await client.request("DELETE", hold, json={"reason": "vendor replaced the GPU"})
+    assert lifted.status_code == 200, lifted.text
+    body = lifted.json()
+    assert body["hold_lifted"]["by"] == "alice"
+    assert body["hold_lifted"]["reason"] == "vendor replaced the GPU"
+    explained = (await client.get(f"/v1/compute/clusters/{cluster}/instances/i1/explain")).json()
+    assert explained["hold_lifted"] == body["hold_lifted"]

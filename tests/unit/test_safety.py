@@ -11,8 +11,8 @@ import tomllib
 from datetime import datetime, timedelta
 from typing import Any
 
-from remediator.domain import correlate, execution, slots
-from remediator.domain.commands import CommandKind
+from remediator.domain import commands, correlate, execution, slots
+from remediator.domain.commands import Command, CommandKind
 from remediator.domain.correlate import CorrelationConfig, Outcome, decide
 from remediator.domain.execution import ReportKind, StepReport
 from remediator.domain.lifecycle import Event
@@ -294,6 +294,38 @@ def test_after_n_remediations_in_the_window_a_human_takes_over_with_one_event() 
     assert "left to a human" in events[0].reason
     # A day after the first of them, the window has room again.
     state, decisions = feed([firing(60 * 24 + 10)], cfg, state)
+    assert decisions[0].outcome is Outcome.OPENED
+
+
+def test_an_operator_lifts_the_hold_and_the_next_failing_signal_opens_again() -> None:
+    cfg = config("[hold_for_human]\nmax_remediations = 2\nwindow_hours = 24\n")
+    state, _ = feed([firing(0)], cfg)
+    state = finish(state, at(1))
+    state, _ = feed([firing(40)], cfg, state)
+    state = finish(state, at(41))
+    state, decisions = feed([firing(80)], cfg, state)
+    assert decisions[0].outcome is Outcome.BLOCKED
+
+    lift = Command(
+        command_id="lift-1",
+        kind=CommandKind.LIFT_HOLD,
+        cluster_id=state.cluster_id,
+        instance_id=state.instance_id,
+        principal="alice",
+        issued_at=at(90),
+        reason="GPU replaced by the vendor",
+    )
+    handled = commands.handle(state, lift, at(90), cfg.policy)
+    state = handled.state
+    explanation = handled.reply.explanation
+    assert explanation is not None
+    assert explanation.hold_lifted is not None
+    assert (explanation.hold_lifted.by, explanation.hold_lifted.reason) == (
+        "alice",
+        "GPU replaced by the vendor",
+    )
+    assert explanation.held_for_human_at is None
+    state, decisions = feed([firing(100)], cfg, state)
     assert decisions[0].outcome is Outcome.OPENED
 
 

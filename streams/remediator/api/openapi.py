@@ -345,6 +345,18 @@ def _remediations_api() -> dict[str, Any]:
                 "Opt the instance back in", "optInInstance", Explanation, None, common, instance
             ),
         },
+        INSTANCE + "/hold": {
+            "delete": _operation(
+                "Lift a HELD_FOR_HUMAN hold, with a reason: remediations carried out so far "
+                "no longer count (an addition)",
+                "liftHold",
+                Explanation,
+                ReasonBody,
+                common,
+                instance,
+                body_required=True,
+            ),
+        },
         CLUSTER + "/safety": {
             "get": _operation(
                 "The cluster's safety state: pause, blast-radius count and limit, budget",

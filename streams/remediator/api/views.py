@@ -372,6 +372,14 @@ class Api:
             await self._ask(self.command(request, CommandKind.OPT_IN, principal))
         )
 
+    async def lift_hold(self, request: web.Request) -> web.Response:
+        """Lift a HELD_FOR_HUMAN hold (an addition): the remediations carried out so far
+        stop counting, so the next failing signal may open one again."""
+        principal = self.principal(request)
+        body = await self.body(request, ReasonBody)
+        command = self.command(request, CommandKind.LIFT_HOLD, principal, reason=body.reason)
+        return self._explanation(await self._ask(command))
+
     def _explanation(self, reply: Reply) -> web.Response:
         if reply.explanation is None:  # pragma: no cover - every ok answer carries one
             raise ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, "INTERNAL", "empty answer")
@@ -431,6 +439,7 @@ class Api:
             web.get(INSTANCE + "/explain", self.explain),
             web.put(INSTANCE + "/opt-out", self.opt_out),
             web.delete(INSTANCE + "/opt-out", self.opt_in),
+            web.delete(INSTANCE + "/hold", self.lift_hold),
             web.get(CLUSTER + "/safety", self.safety),
             web.put(CLUSTER + "/pause", self.pause),
             web.delete(CLUSTER + "/pause", self.unpause),

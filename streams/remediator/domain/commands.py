@@ -74,6 +74,8 @@ class CommandKind(enum.StrEnum):
     OPT_OUT = "OPT_OUT"
     OPT_IN = "OPT_IN"
     EXPLAIN = "EXPLAIN"
+    # Lift a HELD_FOR_HUMAN hold: remediations carried out so far no longer count.
+    LIFT_HOLD = "LIFT_HOLD"
     # On the cluster's safety owner: pause / resume automated remediation, read its state.
     PAUSE = "PAUSE"
     RESUME = "RESUME"
@@ -242,13 +244,16 @@ def handle(
     """
     if state is None:
         state = InstanceState.empty(command.cluster_id, command.instance_id)
-    if command.kind in (CommandKind.OPT_OUT, CommandKind.OPT_IN, CommandKind.EXPLAIN):
+    if command.kind in _POLICY_COMMANDS:
         # Idempotent by nature (a replay sets the same thing): nothing to remember.
         if command.kind is CommandKind.OPT_OUT:
             opt_out = OptOut(reason=command.reason or "", by=command.principal, at=now)
             state = state.model_copy(update={"opt_out": opt_out})
         elif command.kind is CommandKind.OPT_IN:
             state = state.model_copy(update={"opt_out": None})
+        elif command.kind is CommandKind.LIFT_HOLD:
+            lifted = OptOut(reason=command.reason or "", by=command.principal, at=now)
+            state = state.model_copy(update={"hold_lifted": lifted, "held_for_human_at": None})
         explanation = explain(state, policy, decisions(), archived())
         return Handled(state, (), Reply(command_id=command.command_id, explanation=explanation))
     remembered = state.replies.get(command.command_id)
@@ -265,6 +270,11 @@ def handle(
     else:
         new_state, transitions, reply = _move(state, command, now, archived)
     return Handled(_remember(new_state, reply), transitions, reply)
+
+
+_POLICY_COMMANDS = frozenset(
+    {CommandKind.OPT_OUT, CommandKind.OPT_IN, CommandKind.EXPLAIN, CommandKind.LIFT_HOLD}
+)
 
 
 def explain(
@@ -287,6 +297,8 @@ def explain(
         decisions=list(decisions),
         recent=list(archived[:10]),
         last_signal_at=state.watermark,
+        held_for_human_at=state.held_for_human_at,
+        hold_lifted=state.hold_lifted,
     )
 
 

@@ -305,8 +305,13 @@ def _open_if_allowed(
 
     hold = policy.hold_for_human
     window = timedelta(hours=hold.window_hours)
+    lifted = state.hold_lifted.at if state.hold_lifted is not None else None
     carried_out = [
-        p for p in state.past if p.start_time is not None and p.start_time >= at - window
+        p
+        for p in state.past
+        if p.start_time is not None
+        and p.start_time >= at - window
+        and (lifted is None or p.start_time > lifted)
     ]
     if len(carried_out) >= hold.max_remediations:
         reason = (

@@ -43,6 +43,14 @@ class Explanation(BaseModel):
     last_signal_at: Timestamp | None = Field(
         default=None, description="Event time of the newest signal seen for the instance."
     )
+    held_for_human_at: Timestamp | None = Field(
+        default=None,
+        description="When automated remediation was last held for a human (a "
+        "HELD_FOR_HUMAN event); cleared when an operator lifts the hold.",
+    )
+    hold_lifted: OptOut | None = Field(
+        default=None, description="The last lifting of such a hold, by whom and why."
+    )
 
 
 class SafetyView(BaseModel):

@@ -105,6 +105,11 @@ class InstanceState(BaseModel):
     held_for_human_at: Timestamp | None = Field(
         default=None, description="When a HELD_FOR_HUMAN event was last published."
     )
+    hold_lifted: OptOut | None = Field(
+        default=None,
+        description="An operator lifted the hold: remediations started before it no longer "
+        "count towards hold_for_human.",
+    )
     shadowed: dict[str, Timestamp] = Field(
         default_factory=dict, description="Rule -> last dry-run open (shadow mode)."
     )
