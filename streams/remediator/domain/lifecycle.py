@@ -46,6 +46,7 @@ class Event(enum.StrEnum):
     STEP_DONE = "STEP_DONE"
     UPGRADE_MODE = "UPGRADE_MODE"
     LINK_ALERT = "LINK_ALERT"  # a passive alert linked (or resolved) on the open record
+    EXPIRE = "EXPIRE"  # a recommendation not approved within its approval TTL
 
 
 _OPEN_STATES = (S.PENDING_APPROVAL, S.PENDING, S.QUARANTINING, S.QUARANTINED, S.RUNNING)
@@ -56,6 +57,7 @@ TRANSITIONS: Mapping[tuple[RemediationState | None, Event], RemediationState] = 
     (S.PENDING_APPROVAL, Event.APPROVE): S.PENDING,
     (S.PENDING_APPROVAL, Event.REJECT): S.CANCELLED,
     (S.PENDING_APPROVAL, Event.CANCEL): S.CANCELLED,
+    (S.PENDING_APPROVAL, Event.EXPIRE): S.CANCELLED,
     (S.PENDING, Event.CANCEL): S.CANCELLED,
     (S.PENDING_APPROVAL, Event.AUTO_RESOLVE): S.AUTO_RESOLVED,
     (S.PENDING, Event.AUTO_RESOLVE): S.AUTO_RESOLVED,

@@ -347,6 +347,7 @@ class PolicyEventKind(enum.StrEnum):
     CLUSTER_RESUMED = "CLUSTER_RESUMED"
     RATE_BUDGET_EXHAUSTED = "RATE_BUDGET_EXHAUSTED"  # a cluster's hourly budget refused one
     RATE_BUDGET_RESTORED = "RATE_BUDGET_RESTORED"  # ... and has room again (event time)
+    APPROVAL_EXPIRED = "APPROVAL_EXPIRED"  # a recommendation waited too long: cancelled
 
 
 class PolicyEvent(_Record):

@@ -135,6 +135,12 @@ class Rule(_Strict):
     shadow: bool = Field(
         default=False, description="Dry run: publish what would be done, open nothing."
     )
+    approval_ttl_hours: float | None = Field(
+        default=None,
+        ge=0,
+        description="This rule's recommendations expire after this long unapproved; unset: "
+        "the policy's approval_ttl_hours.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Rule:
@@ -234,6 +240,12 @@ class Policy(_Strict):
         description="The same problem returning within this long after a remediation ended "
         "opens the next one a step heavier (REBOOT_VM -> VM_ONLY -> HOST_AWARE).",
     )
+    approval_ttl_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="A PENDING_APPROVAL remediation not approved within this long (event "
+        "time) is cancelled as 'approval expired'; 0: never. A rule may set its own.",
+    )
     fallback: Literal["open", "record"] = Field(
         default="open",
         description="A failing signal no rule names: open a fallback_mode remediation, or "
@@ -295,6 +307,14 @@ class Policy(_Strict):
     @property
     def escalation_window(self) -> timedelta:
         return timedelta(hours=self.escalation_window_hours)
+
+    def approval_ttl(self, rule: str | None) -> timedelta | None:
+        """How long a recommendation of ``rule`` may wait for approval; None: forever."""
+        found = self.rule(rule) if rule is not None else None
+        hours = self.approval_ttl_hours
+        if found is not None and found.approval_ttl_hours is not None:
+            hours = found.approval_ttl_hours
+        return timedelta(hours=hours) if hours else None
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)

@@ -28,7 +28,7 @@ from datetime import datetime
 
 from pydantic import TypeAdapter
 
-from remediator.domain import ids, safety, slots
+from remediator.domain import expiry, ids, safety, slots
 from remediator.domain.correlate import CorrelationConfig
 from remediator.domain.execution import start
 from remediator.domain.models import (
@@ -238,6 +238,12 @@ class Context:
             if record != model.record:
                 self.put_cluster(model, record)
                 self.publish_events(events)
+        if model.awaiting and model.latest is not None:
+            for instance in sorted(model.awaiting):
+                state = model.get(instance)
+                expired = None if state is None else expiry.expire(state, self.policy, model.latest)
+                if expired is not None:
+                    self.put(model, expired.state, (expired.transition,), (expired.event,))
         free = slots.due(len(model.running), len(model.queued), self.max_running)
         for instance in model.next_queued()[:free]:
             state = model.get(instance)

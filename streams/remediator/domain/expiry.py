@@ -1,0 +1,80 @@
+"""Approval expiry: a recommendation nobody approved in time is cancelled.
+
+An automated remediation waits in PENDING_APPROVAL for a human. One that waited longer
+than its rule's ``approval_ttl_hours`` (default 24) is about a problem that may have
+changed since; approving it days late would act on stale evidence, and the queue of
+waiting recommendations would only grow. So it is cancelled with the reason "approval
+expired", a transition and an ``APPROVAL_EXPIRED`` policy event; the next failing signal
+opens a fresh one if the problem is still there.
+
+Decided on the cluster's event time (the newest signal seen), like every other rule, so
+a replay or a backlog decides the same; the ids of the transition and the event derive
+from the remediation's, so doing it again after a crash re-publishes the same ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from . import ids
+from .correlate import SYSTEM_PRINCIPAL
+from .lifecycle import Event
+from .models import (
+    PolicyEvent,
+    PolicyEventKind,
+    RemediationState,
+    RemediationTransition,
+    RemediationTrigger,
+)
+from .policy import Policy
+from .state import InstanceState, record_change
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    state: InstanceState
+    transition: RemediationTransition
+    event: PolicyEvent
+
+
+def awaiting_approval(state: InstanceState | None) -> bool:
+    """An automated remediation waiting for a human (what may expire)."""
+    return (
+        state is not None
+        and state.open is not None
+        and state.open.remediation.state is RemediationState.PENDING_APPROVAL
+        and state.open.remediation.trigger is RemediationTrigger.AUTOMATED
+    )
+
+
+def expire(state: InstanceState, policy: Policy, clock: datetime) -> Expired | None:
+    """Cancel the instance's recommendation if it waited past its TTL at ``clock``."""
+    if not awaiting_approval(state) or state.open is None:
+        return None
+    remediation = state.open.remediation
+    ttl = policy.approval_ttl(remediation.rule)
+    if ttl is None or clock < remediation.create_time + ttl:
+        return None
+    hours = ttl.total_seconds() / 3600
+    reason = f"approval expired: not approved within {hours:g} h"
+    when = remediation.create_time + ttl
+    state, transition = record_change(
+        state, remediation, Event.EXPIRE, now=when, actor=SYSTEM_PRINCIPAL, reason=reason
+    )
+    event = PolicyEvent(
+        event_id=ids.policy_event_id(
+            state.cluster_id,
+            state.instance_id,
+            PolicyEventKind.APPROVAL_EXPIRED.value,
+            remediation.id,
+        ),
+        kind=PolicyEventKind.APPROVAL_EXPIRED,
+        cluster_id=state.cluster_id,
+        instance_id=state.instance_id,
+        rule=remediation.rule,
+        mode=remediation.mode,
+        reason=f"{reason} (remediation {remediation.id})",
+        occurred_at=when,
+    )
+    return Expired(state, transition, event)
