@@ -35,9 +35,10 @@ class CuttableProxy:
         future.result(10)
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._close_all(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     def cut(self) -> None:
         self.cuts += 1
@@ -56,6 +57,13 @@ class CuttableProxy:
         for writer in list(self._writers):
             writer.transport.abort()  # RST, not a polite FIN
         self._writers.clear()
+
+    async def _shutdown(self) -> None:
+        await self._close_all()
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
