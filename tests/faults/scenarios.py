@@ -256,10 +256,12 @@ async def control_plane(suite: Suite) -> Outcome:
     env["REMEDIATOR_CONTROL_PLANE_URL"] = f"http://{gate.address}"
     try:
         async with running(suite, "control-plane") as run:
-            await run.start_worker("w", True, **env)
+            worker = await run.start_worker("w", True, **env)
             producing = asyncio.create_task(run.flow(signals, 5))
+            progress = []  # steps performed as each fault begins: work must be in flight
             for fault, change in _CP_FAULTS:
                 await asyncio.sleep(2)
+                progress.append(len(await asyncio.to_thread(cp.performed)))
                 if change is None:
                     gate.cut()
                     await asyncio.sleep(6)
@@ -272,6 +274,13 @@ async def control_plane(suite: Suite) -> Outcome:
             await producing
             await run.finish()
             await _check_steps(run, cp, shape.sick)
+            retries = worker.log().count("control plane: ")
+            run.outcome.notes.append(
+                f"steps performed as each fault began: {progress} of {3 * len(shape.sick)}; "
+                f"{retries} retry warnings logged by the executor"
+            )
+            if not retries:
+                run.outcome.failures.append("the executor never met a fault: nothing was tested")
     finally:
         gate.stop()
         cp.stop()
