@@ -113,14 +113,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated scenario names")
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--out", type=Path, default=Path(".faults/latest.json"))
+    parser.add_argument("--keep", type=Path, help="keep worker logs and data here")
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(SHORT if args.short else SCENARIOS)
     unknown = set(names) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="faults-") as root:
-        outcomes = asyncio.run(run_suite(names, args.short, args.seed, Path(root)))
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        outcomes = asyncio.run(run_suite(names, args.short, args.seed, args.keep))
+    else:
+        with tempfile.TemporaryDirectory(prefix="faults-") as root:
+            outcomes = asyncio.run(run_suite(names, args.short, args.seed, Path(root)))
     print(table(outcomes))
     for o in outcomes:
         for line in o.failures:
