@@ -24,6 +24,10 @@ from tests.integration.conftest import Names
 from .kafka import Record, read_all, wait_drained
 from .model import Expected
 
+#: A dead letter keeps a bounded prefix of what came in: whatever the input, it stays
+#: under Kafka's default 1 MB message limit (here: well under).
+DEAD_LETTER_FITS = 512 * 1024
+
 
 @dataclass
 class Outcome:
@@ -157,3 +161,8 @@ def _check_dead_letters(outcome: Outcome, records: list[Record], expected: Expec
         outcome.failures.append(f"{len(extra)} unexpected dead letters: {reasons}")
     if any(not error.strip() for error in where.values()):
         outcome.failures.append("a dead letter without a reason")
+    largest = max((len(r.value) for r in records), default=0)
+    if largest > DEAD_LETTER_FITS:
+        outcome.failures.append(f"a dead letter of {largest} bytes: it must stay small")
+    if records:
+        outcome.notes.append(f"largest dead-letter record: {largest} bytes")
