@@ -47,6 +47,8 @@ class Outcome:
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Instances that should have a remediation and have none.
+    missing: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -136,6 +138,7 @@ def _check_transitions(outcome: Outcome, values: list[dict[str, Any]], expected:
     unexpected = sorted(k for k in created if k not in expected.remediated)
     if outcome.losses:
         missing = sorted(k for k in expected.remediated if not created.get(k))
+        outcome.missing = missing
         outcome.failures.append(f"{outcome.losses} expected remediations missing: {missing[:5]}")
     if outcome.duplicates:
         outcome.failures.append(f"{outcome.duplicates} duplicate remediations")

@@ -19,6 +19,8 @@ import orjson
 
 from remediator.embedded import EmbeddedBroker
 from tests.integration.conftest import (
+    OPERATOR_TOKEN,
+    OPERATOR_TOKENS,
     Names,
     WorkerProcess,
     launch_worker,
@@ -68,6 +70,7 @@ class Run:
         directory = self.directory / slot
         directory.mkdir(exist_ok=True)
         env.setdefault("REMEDIATOR_BROKER", self.broker_url)
+        env.setdefault("REMEDIATOR_API_TOKENS", OPERATOR_TOKENS)
         worker = launch_worker(self.suite.broker, self.names, directory, False, (), **env)
         self.workers.append(worker)
         if wait:
@@ -96,12 +99,28 @@ class Run:
             self.producer.ends,
             timeout,
         )
+        if self.outcome.losses:
+            await asyncio.to_thread(self._explain_losses)
         for worker in self.workers:
             if worker.process is not None and worker.process.poll() is not None:
                 code = worker.process.returncode
                 if code != -9:  # not one we killed
                     self.outcome.notes.append(f"a worker exited on its own with {code}")
         return self.outcome
+
+    def _explain_losses(self, count: int = 3) -> None:
+        """What a live worker says about a few lost instances (GET …/explain)."""
+        live = [w for w in self.workers if w.process is not None and w.process.poll() is None]
+        if not live:
+            return
+        missing = self.outcome.missing
+        headers = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+        for key in missing[:count]:
+            cluster, instance = key.split("/")
+            url = f"{live[-1].base_url}/v1/compute/clusters/{cluster}/instances/{instance}/explain"
+            with contextlib.suppress(httpx.HTTPError):
+                answer = httpx.get(url, headers=headers, timeout=10)
+                self.outcome.notes.append(f"explain {key}: {answer.text[:600]}")
 
 
 @contextlib.asynccontextmanager
