@@ -101,12 +101,23 @@ class Run:
         )
         if self.outcome.losses:
             await asyncio.to_thread(self._explain_losses)
+            await self._inbox_of_losses()
         for worker in self.workers:
             if worker.process is not None and worker.process.poll() is not None:
                 code = worker.process.returncode
                 if code != -9:  # not one we killed
                     self.outcome.notes.append(f"a worker exited on its own with {code}")
         return self.outcome
+
+    async def _inbox_of_losses(self) -> None:
+        """Whether the lost instances' signals reached the internal inbox topic."""
+        inbox = await read_all(self.bootstrap, f"{self.names.app_id}-cluster-inbox", settle=1)
+        missing = [key.split("/")[1].encode() for key in self.outcome.missing]
+        found = sum(1 for m in missing if any(m in r.value for r in inbox))
+        self.outcome.notes.append(
+            f"inbox: {len(inbox)} records; the signals of {found} of {len(missing)} lost "
+            "instances are there"
+        )
 
     def _explain_losses(self, count: int = 3) -> None:
         """What a live worker says about a few lost instances (GET …/explain)."""
