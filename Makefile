@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: install system-deps run test test-unit test-integration lint format schemas bench clean
+.PHONY: install system-deps run test test-unit test-integration test-faults lint format schemas bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -80,6 +80,12 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP) system-deps
 	$(PY) -m pytest tests/integration
+
+# Real workers on a real broker under faults (kill -9, rebalances, broker cuts, control-plane
+# outages, bad input, API abuse), checked against a reference model; prints the table and
+# writes .faults/latest.json; fails if any check fails. ARGS="--only kill-9 --seed 7": a part.
+test-faults: $(STAMP)  ## the fault suite (README "Reliability"); a short form runs in `make test`
+	$(PY) -m tests.faults.runner $(ARGS)
 
 lint: $(STAMP)  ## ruff (lint + format check) and mypy on the domain core
 	$(VENV)/bin/ruff check streams tests

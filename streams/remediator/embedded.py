@@ -52,9 +52,18 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 class EmbeddedBroker:
     """A Tansu broker on loopback. ``start()`` returns once it accepts connections."""
 
-    def __init__(self, *, port: int = 0, host: str = "127.0.0.1", log_dir: Path | None = None):
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        log_dir: Path | None = None,
+        advertised_port: int | None = None,
+    ):
         self.host = host
         self.port = port or free_port(host)
+        # Clients are told to connect here (the fault suite puts a TCP proxy there).
+        self.advertised_port = advertised_port or self.port
         self.log_dir = log_dir
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
@@ -82,7 +91,7 @@ class EmbeddedBroker:
             "--listener-url",
             listener,
             "--advertised-listener-url",
-            listener,
+            f"tcp://{self.host}:{self.advertised_port}",
             "--storage-engine",
             "memory://tansu/",
         ]

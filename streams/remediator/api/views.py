@@ -113,7 +113,9 @@ class Api:
                 "UNAUTHENTICATED",
                 "missing credentials: send Authorization: Bearer <token>",
             )
-        presented = token.strip().encode()
+        # aiohttp keeps undecodable header bytes as surrogates: compare the bytes as sent
+        # (a plain encode() raised, and a non-UTF-8 token was a 500).
+        presented = token.strip().encode("utf-8", "surrogateescape")
         found = None
         for candidate, principal in self.tokens.items():
             if hmac.compare_digest(candidate.encode(), presented):
