@@ -9,14 +9,16 @@ after the restart (a test kills the ingest agent in the middle of a batch and pr
 
 :class:`BatchingStream` is Faust's stream with ``take_events`` changed in that one place:
 the events are acknowledged after the ``yield`` returns, that is when the agent asks for
-the next batch having made this one durable, and never when the generator is closed.
+the next batch having made this one durable, and never when the generator is closed;
+and the agent may :meth:`~BatchingStream.hold` events it did not apply, which are then
+not acknowledged at all.
 The rest is Faust's code (faust-streaming 0.11), kept as it is.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from typing import Any, cast
 
 from faust.streams import Stream, _tracks_buffer_agen
@@ -26,6 +28,14 @@ from mode.utils.times import Seconds, want_seconds
 
 
 class BatchingStream(Stream):  # type: ignore[type-arg]  # generic in faust, any value here
+    #: Events of the current batch the agent asked to leave unacknowledged (see hold).
+    _held: set[int]
+
+    def hold(self, events: Iterable[EventT[Any]]) -> None:
+        """Leave these events of the current batch unacknowledged: the agent did not
+        apply them, and their partition's next owner must read them again."""
+        self._held.update(id(event) for event in events)
+
     @_tracks_buffer_agen
     async def take_events(
         self, max_: int, within: Seconds
@@ -63,6 +73,7 @@ class BatchingStream(Stream):  # type: ignore[type-arg]  # generic in faust, any
                 await self.crash(exc)
             return value
 
+        self._held = set()
         self.enable_acks = False  # acknowledged here, once processed
         self.add_processor(add_to_buffer)
         self._enable_passive(cast("ChannelT[Any]", channel_it))
@@ -79,7 +90,9 @@ class BatchingStream(Stream):  # type: ignore[type-arg]  # generic in faust, any
                 finally:
                     if finished:
                         for event in events:
-                            await self.ack(event)
+                            if id(event) not in self._held:
+                                await self.ack(event)
+                    self._held.clear()
                     buffer.clear()
                     events.clear()
                     notify(buffer_consuming)

@@ -16,10 +16,10 @@ from datetime import datetime
 from typing import cast
 
 import faust
-from faust.streams import Stream
 from faust.types import EventT, StreamT
 from pydantic import ValidationError
 
+from .batches import BatchingStream
 from .context import Item, Origin
 from .ingest import record_time
 from .messages import InboxMessage
@@ -70,11 +70,15 @@ def register_instances(
 
     async def instances(stream: StreamT[bytes]) -> None:
         # take_events is on faust's Stream, not on its StreamT protocol.
-        async for events in cast("Stream[bytes]", stream).take_events(batch_max, batch_wait):
+        batches = cast("BatchingStream", stream)
+        async for events in batches.take_events(batch_max, batch_wait):
             items = [item for item in map(read, events) if item is not None]
             if log.isEnabledFor(logging.DEBUG):
                 for item in items:
                     log.debug("inbox[%d]@%d %s", item.partition, item.origin.offset, item.key)
-            await processor.apply(items)
+            skipped = await processor.apply(items)
+            if skipped:  # not applied here: leave them for the partition's next owner
+                held = {(i.origin.partition, i.origin.offset) for i in skipped}
+                batches.hold(e for e in events if (e.message.partition, e.message.offset) in held)
 
     return app.agent(inbox, name="instances")(instances)

@@ -186,11 +186,13 @@ class Processor:
 
     # -- applying --------------------------------------------------------------------
 
-    async def apply(self, items: Sequence[Item]) -> None:
+    async def apply(self, items: Sequence[Item]) -> list[Item]:
         """Apply ``items`` in order and make their effects durable; see the module
-        docstring. Returns once the caller may acknowledge them."""
+        docstring. Returns, once durable, the items it did *not* apply (inbox records of
+        a partition not owned here now): the caller must not acknowledge those."""
         if not items:
-            return
+            return []
+        skipped: list[Item] = []
         async with self._lock:
             await self._ensure_loaded()
             ctx = Context(
@@ -202,17 +204,26 @@ class Processor:
                 partitions=self.partitions,
             )
             for item in items:
-                self._apply_one(ctx, item)
+                if not self._apply_one(ctx, item):
+                    skipped.append(item)
             await self._persist(ctx.batch)
+        return skipped
 
-    def _apply_one(self, ctx: Context, item: Item) -> None:
+    def _apply_one(self, ctx: Context, item: Item) -> bool:
+        """Apply one item; False for an inbox record left unapplied (see :meth:`apply`)."""
         if item.partition not in self._owned:
             if item.origin.topic != self.topics.inbox:
                 # A signal handed over by ingest for a partition no longer ours: its owner
                 # gets it through the inbox (our input offset will be committed).
                 ctx.forward(item.partition, item.key, item.message, item.now)
-            # An inbox record of a partition taken away: its new owner reads it again.
-            return
+                return True
+            # An inbox record of a partition not ours *now*: a rebalance started (the
+            # consumer's thread cleared _owned, maybe in the middle of this batch). It
+            # must not be acknowledged: Faust commits acknowledged offsets when the
+            # partition is revoked, and the record would be lost to its next owner (the
+            # fault suite's kill-9 scenario lost signals so). Unacknowledged, it is read
+            # again by whoever owns the partition after the rebalance.
+            return False
         try:
             handler_for(item.message)(ctx, item)
         except Exception as exc:
@@ -236,6 +247,7 @@ class Processor:
             ctx.dead_letter(item.key, dump_json(letter))
             if item.message.signal is not None:
                 ctx.batch.tally.signal(item.message.signal, DEAD_LETTERED)
+        return True
 
     async def _persist(self, batch: Batch) -> None:
         sender = self.sender
