@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import statistics
 import time
 import uuid
@@ -260,6 +261,16 @@ def per_signal(before: dict[str, int], after: dict[str, int], signals: int) -> d
     }
 
 
+#: The level of a worker's log line (remediator/logs.py's text format); tracebacks have none.
+_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} ([A-Z]+) ")
+_ERRORS = frozenset({"ERROR", "CRITICAL"})
+
+
+def _level(line: str) -> str:
+    match = _LINE.match(line)
+    return match.group(1) if match else ""
+
+
 def log_health(bench: Bench, scenario: str, workers: Sequence[Worker]) -> None:
     """Count the worker logs' lines, warnings and errors (a flooded log costs throughput);
     show the errors."""
@@ -268,11 +279,12 @@ def log_health(bench: Bench, scenario: str, workers: Sequence[Worker]) -> None:
     )
     for worker in workers:
         lines = worker.log_lines()
+        levels = [_level(line) for line in lines]
         counts["lines"] += len(lines)
-        counts["opened"] += sum("] opened remediation " in line for line in lines)
+        counts["opened"] += sum(": opened remediation " in line for line in lines)
         counts["not_opened"] += sum(": not opened, " in line for line in lines)
-        counts["warnings"] += sum("] [WARNING] " in line for line in lines)
-        errors = [line for line in lines if "] [ERROR] " in line or "] [CRITICAL] " in line]
+        counts["warnings"] += levels.count("WARNING")
+        errors = [line for line, level in zip(lines, levels, strict=True) if level in _ERRORS]
         counts["errors"] += len(errors)
         for line in errors[:5]:
             bench.log(f"    ! {worker.name}: {line[:240]}")
