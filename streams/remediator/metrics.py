@@ -114,7 +114,7 @@ class Tally:
     def decided(self, signal: HealthSignal, decision: Decision) -> None:
         """A signal was decided: count it, and why it opened nothing if it was blocked."""
         self.signal(signal, _RESULTS.get(decision.outcome, USED))
-        if decision.outcome is Outcome.BLOCKED:
+        if decision.outcome in (Outcome.BLOCKED, Outcome.QUEUED):
             reason = decision.blocked.value if decision.blocked is not None else "other"
             self.blocked[reason] = self.blocked.get(reason, 0) + 1
 
@@ -388,16 +388,22 @@ class _Scraped(Collector):
         return list(self._families())
 
     def collect(self) -> Iterable[Metric]:
-        opened, lag, running = self._families()
-        for cluster_id, state, count in open_remediations(self._clusters()):
+        opened, lag, running, waiting = self._families()
+        clusters = list(self._clusters())
+        for cluster_id, state, count in open_remediations(clusters):
             opened.add_metric([cluster_id, state], count)
+        for model in clusters:
+            if model.instances:
+                waiting.add_metric([model.cluster_id], len(model.waiting))
         for topic, partition, behind in consumer_lag(self._consumer(), self._topics):
             lag.add_metric([topic, str(partition)], behind)
         running.add_metric([], len(self._executing()))
-        return [opened, lag, running]
+        return [opened, lag, running, waiting]
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def _families() -> tuple[
+        GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily
+    ]:
         return (
             GaugeMetricFamily(
                 "remediator_open_remediations",
@@ -413,5 +419,11 @@ class _Scraped(Collector):
             GaugeMetricFamily(
                 "remediator_executor_running",
                 "Remediations this worker is carrying out through the control plane now.",
+            ),
+            GaugeMetricFamily(
+                "remediator_admission_queue",
+                "Proposals refused for lack of room waiting in the cluster's admission "
+                "queue, by cluster (clusters this worker owns).",
+                labels=["cluster_id"],
             ),
         )

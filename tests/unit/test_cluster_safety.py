@@ -86,7 +86,9 @@ def test_every_instance_seen_counts_as_known_even_the_one_failing_now() -> None:
 
 
 def test_hysteresis_resumes_only_at_the_lower_mark_with_an_event() -> None:
-    harness = Harness(policy())
+    # Without the admission queue: the refused ones are dropped (test_admission_queue.py
+    # has the queue's side of the same story).
+    harness = Harness(policy(admission_queue_max=0))
     known(harness, 20)
     fail(harness, [f"i{n}" for n in range(7)])  # six open, the seventh trips it
     open_ids = {n: harness.state("c1", f"i{n}").open.remediation.id for n in range(6)}  # type: ignore[union-attr]
@@ -118,7 +120,7 @@ def test_the_resumed_event_has_the_same_id_when_worked_out_again() -> None:
 
 
 def test_the_hourly_budget_refuses_beyond_it_and_refills_on_event_time() -> None:
-    harness = Harness(policy(rate_budget_per_hour=2))
+    harness = Harness(policy(rate_budget_per_hour=2, admission_queue_max=0))
     known(harness, 100)
     outcomes = [
         fail(harness, [instance], minute)[0]
@@ -130,7 +132,7 @@ def test_the_hourly_budget_refuses_beyond_it_and_refills_on_event_time() -> None
 
 
 def test_a_spent_budget_and_its_refill_are_policy_events_once_each() -> None:
-    harness = Harness(policy(rate_budget_per_hour=1))
+    harness = Harness(policy(rate_budget_per_hour=1, admission_queue_max=0))
     known(harness, 100)
     assert fail(harness, ["i1"], 1) == ["OPENED"]
     assert fail(harness, ["i2", "i3"], 5) == ["BLOCKED", "BLOCKED"]  # one event, not two

@@ -43,7 +43,13 @@ from remediator.domain.models import (
     Timestamp,
 )
 from remediator.domain.policy import DEFAULT_POLICY, Policy
-from remediator.domain.replies import ErrorCode, Explanation, RememberedReply, Reply
+from remediator.domain.replies import (
+    ErrorCode,
+    Explanation,
+    QueuedProposal,
+    RememberedReply,
+    Reply,
+)
 from remediator.domain.state import InstanceState, record_change, record_creation
 
 #: The instance's closed remediations, newest first, read only when a command needs them
@@ -236,11 +242,13 @@ def handle(
     policy: Policy = DEFAULT_POLICY,
     archived: Archived = _nothing_archived,
     decisions: Callable[[], Sequence[DecisionRecord]] = tuple,
+    queue_place: Callable[[], tuple[int, int] | None] = lambda: None,
 ) -> Handled:
     """Apply one API command to one instance. Pure; see the module docstring.
 
     ``archived`` and ``decisions`` read the instance's closed remediations and its
-    decision log, which live outside the hot record.
+    decision log, which live outside the hot record; ``queue_place`` the instance's
+    place in its cluster's admission queue (place, length), if it waits there.
     """
     if state is None:
         state = InstanceState.empty(command.cluster_id, command.instance_id)
@@ -248,13 +256,15 @@ def handle(
         # Idempotent by nature (a replay sets the same thing): nothing to remember.
         if command.kind is CommandKind.OPT_OUT:
             opt_out = OptOut(reason=command.reason or "", by=command.principal, at=now)
-            state = state.model_copy(update={"opt_out": opt_out})
+            # Opted out, the instance leaves the admission queue too.
+            state = state.model_copy(update={"opt_out": opt_out, "waiting": None})
         elif command.kind is CommandKind.OPT_IN:
             state = state.model_copy(update={"opt_out": None})
         elif command.kind is CommandKind.LIFT_HOLD:
             lifted = OptOut(reason=command.reason or "", by=command.principal, at=now)
             state = state.model_copy(update={"hold_lifted": lifted, "held_for_human_at": None})
-        explanation = explain(state, policy, decisions(), archived())
+        place = queue_place() if state.waiting is not None else None
+        explanation = explain(state, policy, decisions(), archived(), place)
         return Handled(state, (), Reply(command_id=command.command_id, explanation=explanation))
     remembered = state.replies.get(command.command_id)
     if remembered is not None:
@@ -282,6 +292,7 @@ def explain(
     policy: Policy = DEFAULT_POLICY,
     decisions: Sequence[DecisionRecord] = (),
     archived: Sequence[Remediation] = (),
+    place: tuple[int, int] | None = None,
 ) -> Explanation:
     """What ``GET …/instances/{id}/explain`` answers (see :class:`Explanation`)."""
     last = state.past[0] if state.past else None
@@ -299,6 +310,24 @@ def explain(
         last_signal_at=state.watermark,
         held_for_human_at=state.held_for_human_at,
         hold_lifted=state.hold_lifted,
+        queued=_queued(state, place),
+    )
+
+
+def _queued(state: InstanceState, place: tuple[int, int] | None) -> QueuedProposal | None:
+    waiting = state.waiting
+    if waiting is None:
+        return None
+    where, length = place or (1, 1)
+    return QueuedProposal(
+        remediation_id=waiting.remediation.id,
+        mode=waiting.remediation.mode,
+        rule=waiting.remediation.rule,
+        since=waiting.since,
+        blocked=waiting.blocked,
+        reason=waiting.reason,
+        place=where,
+        of=length,
     )
 
 
@@ -367,7 +396,8 @@ def _create(state: InstanceState, command: Command, now: datetime, archived: Arc
         update_time=now,
     )
     new_state, transition = record_creation(
-        state,
+        # A remediation by hand takes the place of a proposal waiting for room.
+        state.model_copy(update={"waiting": None}),
         remediation,
         Event.CREATE_MANUAL,
         now=now,

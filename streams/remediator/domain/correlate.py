@@ -24,7 +24,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from . import alerts, ids, safety
+from . import alerts, ids, queueing, safety
 from .lifecycle import Event
 from .models import (
     ActiveHealthCheckRun,
@@ -45,14 +45,11 @@ from .models import (
     SignalRef,
     format_timestamp,
 )
+from .opening import AUTO_APPROVED as AUTO_APPROVED
+from .opening import SYSTEM_PRINCIPAL, open_automated
 from .policy import DEFAULT_POLICY, Action, Policy, Verdict, classify, heavier, next_mode
 from .safety import BlockReason, ClusterRecord, ClusterView, Proposal
-from .state import InstanceState, PastRemediation, record_change, record_creation
-
-#: Who the pipeline's own changes are recorded as (``requested_by``, ``actor``).
-SYSTEM_PRINCIPAL = "system:remediator"
-#: ``reviewed_by`` of a remediation the policy approved (DESIGN.md).
-AUTO_APPROVED = "Auto-Approved"
+from .state import InstanceState, PastRemediation, record_change
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +78,8 @@ class Outcome(enum.StrEnum):
     RESOLVED = "RESOLVED"  # cleared the signal that opened a waiting remediation
     DEBOUNCED = "DEBOUNCED"  # counted; the rule wants more before opening
     BLOCKED = "BLOCKED"  # a safety rule kept it from opening (opt-out, cooldown, cluster)
+    QUEUED = "QUEUED"  # refused for lack of room: waits in the cluster's queue
+    UNQUEUED = "UNQUEUED"  # cleared the problem a queued proposal was about: dropped
     SHADOWED = "SHADOWED"  # dry run: published what would have been opened
 
 
@@ -218,6 +217,9 @@ def _decide(
                 reason=f"{verdict.reason}: the signal that opened it cleared",
             )
             return Decision(state, (transition,), Outcome.RESOLVED, verdict)
+        if state.waiting is not None and queueing.clears(state.waiting, signal, at):
+            why = f"{verdict.reason}: the queued proposal {state.waiting.remediation.id} dropped"
+            return Decision(queueing.drop(state), (), Outcome.UNQUEUED, _with_reason(verdict, why))
         return _linked(state, linked, signal, verdict, now)
 
     if current is not None:
@@ -352,7 +354,8 @@ def _open_if_allowed(
         )
     rid = ids.automated_remediation_id(signal.cluster_id, signal.instance_id, key)
     if cluster is None:
-        state, opened = _open(state, _automated(rid, signal, mode, verdict, now), policy, now)
+        remediation = _automated(rid, signal, mode, verdict, now)
+        state, opened = open_automated(state, remediation, policy, now)
         return Decision(state, opened, Outcome.OPENED, verdict)
 
     proposal = Proposal(
@@ -365,6 +368,14 @@ def _open_if_allowed(
     )
     admission = safety.admit(cluster, proposal, policy, now)
     changed = admission.record if admission.record != cluster.record else None
+    if not admission.admitted and admission.blocked in safety.QUEUEABLE:
+        remediation = _automated(rid, signal, mode, verdict, now)
+        state, why = queueing.enqueue(state, remediation, admission, cluster, policy, at)
+        held = _held(state, verdict, why, admission.blocked)
+        outcome = Outcome.QUEUED if state.waiting is not None else Outcome.BLOCKED
+        return Decision(
+            held.state, (), outcome, held.verdict, admission.events, changed, blocked=held.blocked
+        )
     if not admission.admitted:
         held = _held(state, verdict, admission.reason, admission.blocked)
         return Decision(
@@ -378,7 +389,7 @@ def _open_if_allowed(
         )
     # Built only once admitted: in a storm most proposals are refused.
     remediation = _automated(rid, signal, mode, verdict, now)
-    state, opened = _open(state.admit(at), remediation, policy, now)
+    state, opened = open_automated(queueing.drop(state).admit(at), remediation, policy, now)
     verdict = _with_reason(verdict, f"{verdict.reason} ({admission.reason})")
     return Decision(state, opened, Outcome.OPENED, verdict, admission.events, changed)
 
@@ -408,35 +419,6 @@ def _automated(
         rule=verdict.rule,
         linked_alerts=opener,
     )
-
-
-def _open(
-    state: InstanceState, remediation: Remediation, policy: Policy, now: datetime
-) -> tuple[InstanceState, tuple[RemediationTransition, ...]]:
-    """Open an automated remediation, approved at once if its cluster says so."""
-    state, created = record_creation(
-        state,
-        remediation,
-        Event.CREATE_AUTOMATED,
-        now=now,
-        actor=SYSTEM_PRINCIPAL,
-        reason=f"{remediation.reason} [rule {remediation.rule}]",
-    )
-    transitions = [created]
-    rule = remediation.rule or ""
-    if policy.auto_approves(remediation.cluster_id, rule):
-        comment = f"policy: rule {rule} is auto-approved in cluster {remediation.cluster_id}"
-        state, approved = record_change(
-            state,
-            remediation,
-            Event.APPROVE,
-            now=now,
-            actor=AUTO_APPROVED,
-            reason=comment,
-            changes={"reviewed_by": AUTO_APPROVED, "review_time": now, "review_comment": comment},
-        )
-        transitions.append(approved)
-    return state, tuple(transitions)
 
 
 def _with_reason(verdict: Verdict, reason: str) -> Verdict:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from . import ids
-from .correlate import SYSTEM_PRINCIPAL
 from .lifecycle import Event
 from .models import (
     PolicyEvent,
@@ -27,6 +26,7 @@ from .models import (
     RemediationTransition,
     RemediationTrigger,
 )
+from .opening import SYSTEM_PRINCIPAL
 from .policy import Policy
 from .state import InstanceState, record_change
 

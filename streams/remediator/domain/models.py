@@ -348,6 +348,7 @@ class PolicyEventKind(enum.StrEnum):
     RATE_BUDGET_EXHAUSTED = "RATE_BUDGET_EXHAUSTED"  # a cluster's hourly budget refused one
     RATE_BUDGET_RESTORED = "RATE_BUDGET_RESTORED"  # ... and has room again (event time)
     APPROVAL_EXPIRED = "APPROVAL_EXPIRED"  # a recommendation waited too long: cancelled
+    QUEUE_ADMITTED = "QUEUE_ADMITTED"  # a refused proposal waited in the queue, now opened
 
 
 class PolicyEvent(_Record):

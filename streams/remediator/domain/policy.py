@@ -262,6 +262,13 @@ class Policy(_Strict):
         description="Per cluster, at most this many automated remediations opened per "
         "hour (event time); 0: no budget.",
     )
+    admission_queue_max: int = Field(
+        default=100,
+        ge=0,
+        description="Per cluster, at most this many proposals refused for the blast radius "
+        "or the rate budget wait (oldest first) and are opened as soon as there is room; "
+        "0: refused proposals are dropped.",
+    )
     replace_default_rules: bool = Field(
         default=False,
         description="In a policy file: its rules replace the default ones. Otherwise they "

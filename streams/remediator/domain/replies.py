@@ -6,7 +6,14 @@ import enum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from remediator.domain.models import DecisionRecord, Identifier, OptOut, Remediation, Timestamp
+from remediator.domain.models import (
+    DecisionRecord,
+    Identifier,
+    OptOut,
+    Remediation,
+    RemediationMode,
+    Timestamp,
+)
 from remediator.domain.safety import Pause
 
 
@@ -17,6 +24,21 @@ class ErrorCode(enum.StrEnum):
     NOT_FOUND = "NOT_FOUND"
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
     ALREADY_EXISTS = "ALREADY_EXISTS"
+
+
+class QueuedProposal(BaseModel):
+    """An automated remediation refused for lack of room, waiting in the cluster's queue."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    remediation_id: str = Field(description="The id it opens with when admitted.")
+    mode: RemediationMode
+    rule: str | None = None
+    since: Timestamp = Field(description="Event time it first queued (its place in line).")
+    blocked: str = Field(description="What it waits for: blast_radius, rate_budget, queued.")
+    reason: str
+    place: int = Field(ge=1, description="1: the next to be opened when there is room.")
+    of: int = Field(ge=1, description="Proposals waiting in the cluster.")
 
 
 class Explanation(BaseModel):
@@ -51,6 +73,11 @@ class Explanation(BaseModel):
     hold_lifted: OptOut | None = Field(
         default=None, description="The last lifting of such a hold, by whom and why."
     )
+    queued: QueuedProposal | None = Field(
+        default=None,
+        description="A proposal refused for lack of room, waiting in the cluster's "
+        "admission queue, with its place (issue 13).",
+    )
 
 
 class SafetyView(BaseModel):
@@ -79,6 +106,11 @@ class SafetyView(BaseModel):
     queued: list[str] = Field(
         default_factory=list,
         description="Instances whose PENDING remediation waits for a slot, first in line first.",
+    )
+    waiting: list[str] = Field(
+        default_factory=list,
+        description="Instances whose proposal was refused for lack of room and waits in the "
+        "admission queue, first in line first (issue 13).",
     )
     as_of: Timestamp | None = Field(
         default=None, description="The newest event time seen in the cluster: the view's clock."

@@ -14,10 +14,11 @@ locally and at once, from a :class:`ClusterView`:
 Rules, in order: a paused cluster admits nothing; a tripped cluster admits nothing until
 the unhealthy count falls to the lower mark, which resumes it (:func:`reconcile`); a
 proposal that would go past the limit trips it; the hourly budget (event time) refuses
-beyond it. Tripping, resuming, pausing and resuming from a pause are
-:class:`PolicyEvent` values for alerting, with ids derived from what caused them, so a
-replay re-publishes the same ids. Manual remediations never come here: an operator can
-always act.
+beyond it; and while earlier refused proposals wait in the cluster's queue, a new one
+waits behind them (first come, first opened: see ``domain/queueing.py``). Tripping,
+resuming, pausing and resuming from a pause are :class:`PolicyEvent` values for
+alerting, with ids derived from what caused them, so a replay re-publishes the same ids.
+Manual remediations never come here: an operator can always act.
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ class ClusterView:
     admissions: Sequence[datetime] = ()
     #: The newest event time seen in the cluster: the clock the budget is counted on.
     latest: datetime | None = None
+    #: Proposals waiting in the cluster's admission queue (the asking instance's not
+    #: counted): a new proposal waits behind them.
+    waiting: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +110,11 @@ class BlockReason(enum.StrEnum):
     OPT_OUT = "opt_out"  # the instance is opted out
     COOLDOWN = "cooldown"  # the instance's last remediation ended too recently
     HELD_FOR_HUMAN = "held_for_human"  # too many remediations of the instance lately
+    QUEUED = "queued"  # earlier refused proposals of the cluster wait for room first
+
+
+#: Refusals for lack of room: such a proposal waits in the cluster's queue.
+QUEUEABLE = frozenset({BlockReason.BLAST_RADIUS, BlockReason.RATE_BUDGET, BlockReason.QUEUED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +127,15 @@ class Admission:
     blocked: BlockReason | None = None
 
 
-def admit(view: ClusterView, proposal: Proposal, policy: Policy, now: datetime) -> Admission:
-    """Admit or refuse one proposal; see the module docstring."""
+def admit(
+    view: ClusterView, proposal: Proposal, policy: Policy, now: datetime, *, queued: bool = False
+) -> Admission:
+    """Admit or refuse one proposal; see the module docstring.
+
+    ``queued``: the proposal at the head of the cluster's queue, asking again because
+    there may be room now. It does not wait behind itself, and it does not trip the
+    blast radius (it was counted when it was first refused: no room is no news).
+    """
     record, events = reconcile(view, policy, now)
     if record.paused is not None:
         pause = record.paused
@@ -137,6 +153,9 @@ def admit(view: ClusterView, proposal: Proposal, policy: Policy, now: datetime) 
             BlockReason.BLAST_RADIUS,
         )
     if view.unhealthy + 1 > limit:
+        if queued:
+            reason = f"blast radius: {view.unhealthy} of limit {limit} open"
+            return Admission(False, reason, record, events, BlockReason.BLAST_RADIUS)
         record = record.model_copy(update={"tripped_at": now})
         reason = (
             f"blast radius tripped: {view.unhealthy} of {view.known} instances already "
@@ -170,6 +189,9 @@ def admit(view: ClusterView, proposal: Proposal, policy: Policy, now: datetime) 
                 )
                 events = (*events, exhausted)
             return Admission(False, reason, record, events, BlockReason.RATE_BUDGET)
+    if view.waiting and not queued:
+        reason = f"{view.waiting} earlier proposal(s) of the cluster wait for room first"
+        return Admission(False, reason, record, events, BlockReason.QUEUED)
     return Admission(True, f"admitted: {view.unhealthy + 1} of limit {limit}", record, events)
 
 

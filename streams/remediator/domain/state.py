@@ -75,6 +75,22 @@ class PastRemediation(BaseModel):
         )
 
 
+class WaitingProposal(BaseModel):
+    """An automated remediation the cluster refused for lack of room (blast radius, rate
+    budget), waiting in the cluster's queue to be opened when there is room."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    remediation: Remediation = Field(
+        description="What opens when admitted: built from the instance's newest failing "
+        "signal (a newer one replaces it), stamped again when it opens."
+    )
+    since: Timestamp = Field(description="Event time it first queued: its place in line.")
+    at: Timestamp = Field(description="Event time of the signal behind the proposal.")
+    blocked: str = Field(description="Why it waits: blast_radius, rate_budget or queued.")
+    reason: str
+
+
 class InstanceState(BaseModel):
     """The hot record of one instance: one value of the ``state`` table."""
 
@@ -112,6 +128,9 @@ class InstanceState(BaseModel):
     )
     shadowed: dict[str, Timestamp] = Field(
         default_factory=dict, description="Rule -> last dry-run open (shadow mode)."
+    )
+    waiting: WaitingProposal | None = Field(
+        default=None, description="A proposal waiting in the cluster's admission queue."
     )
     admitted: list[Timestamp] = Field(
         default_factory=list,

@@ -28,7 +28,7 @@ from datetime import datetime
 
 from pydantic import TypeAdapter
 
-from remediator.domain import expiry, ids, safety, slots
+from remediator.domain import expiry, ids, queueing, safety, slots
 from remediator.domain.correlate import CorrelationConfig
 from remediator.domain.execution import start
 from remediator.domain.models import (
@@ -231,13 +231,16 @@ class Context:
 
     def settle(self, model: ClusterModel, now: datetime) -> None:
         """Apply what a cluster's new counts call for: resume a tripped blast radius,
-        start queued remediations while slots are free. Level-triggered, so doing it
-        again (after a replay, a takeover) changes nothing that is already done."""
+        open waiting proposals while there is room, expire stale recommendations, start
+        queued remediations while slots are free. Level-triggered, so doing it again
+        (after a replay, a takeover) changes nothing that is already done."""
         if model.record.tripped_at is not None or model.record.budget_exhausted_at is not None:
             record, events = safety.reconcile(model.view(), self.policy, now)
             if record != model.record:
                 self.put_cluster(model, record)
                 self.publish_events(events)
+        if model.waiting and model.record.paused is None:
+            self._admit_waiting(model, now)
         if model.awaiting and model.latest is not None:
             for instance in sorted(model.awaiting):
                 state = model.get(instance)
@@ -251,6 +254,21 @@ class Context:
                 continue
             started, transition = start(state, now)
             self.put(model, started, (transition,))
+
+    def _admit_waiting(self, model: ClusterModel, now: datetime) -> None:
+        """Open waiting proposals, first in line first, while the cluster has room."""
+        clock = model.latest or now
+        for instance in model.next_waiting():
+            state = model.get(instance)
+            if state is None:  # pragma: no cover - waiting implies a record
+                continue
+            if state.open is not None or state.opt_out is not None:
+                self.put(model, queueing.drop(state))  # handled otherwise meanwhile
+                continue
+            admitted = queueing.try_admit(state, model.view(), self.policy, clock, now)
+            if admitted is None:
+                return  # no room for the first in line: none for those behind it
+            self.put(model, admitted.state, admitted.transitions, (admitted.event,))
 
 
 _CLUSTER_EVENTS = frozenset(

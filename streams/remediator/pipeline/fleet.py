@@ -49,6 +49,8 @@ class ClusterModel:
     awaiting: set[str] = field(default_factory=set)
     #: Instance -> its PENDING remediation's place in the queue (see domain.slots).
     queued: dict[str, tuple[datetime, str]] = field(default_factory=dict)
+    #: Instance -> its place in the admission queue (see domain.queueing).
+    waiting: dict[str, tuple[datetime, str]] = field(default_factory=dict)
     #: Event times of automated admissions, sorted (the hourly budget).
     admissions: list[datetime] = field(default_factory=list)
     #: Newest event time seen in the cluster (the clock of its safety view).
@@ -70,6 +72,10 @@ class ClusterModel:
             self.queued[instance] = slots.queue_key(current)
         else:
             self.queued.pop(instance, None)
+        if state.waiting is not None:
+            self.waiting[instance] = (state.waiting.since, instance)
+        else:
+            self.waiting.pop(instance, None)
         if old is None or old.admitted != state.admitted:
             for at in old.admitted if old is not None else ():
                 index = bisect.bisect_left(self.admissions, at)
@@ -90,10 +96,23 @@ class ClusterModel:
             unhealthy=len(self.unhealthy),
             admissions=self.admissions,
             latest=self.latest,
+            waiting=len(self.waiting) - (asking is not None and asking in self.waiting),
         )
 
     def budget_used(self) -> int:
         return 0 if self.latest is None else budget_used(self.admissions, self.latest)
+
+    def next_waiting(self) -> list[str]:
+        """Instances whose refused proposal waits for room, first in line first."""
+        return sorted(self.waiting, key=self.waiting.__getitem__)
+
+    def place(self, instance_id: str) -> tuple[int, int] | None:
+        """The instance's place in the admission queue (1 = next) and the queue's length."""
+        if instance_id not in self.waiting:
+            return None
+        mine = self.waiting[instance_id]
+        ahead = sum(1 for key in self.waiting.values() if key < mine)
+        return ahead + 1, len(self.waiting)
 
     def next_queued(self) -> list[str]:
         """Instances whose PENDING remediation waits for a slot, first in line first."""

@@ -112,6 +112,7 @@ def on_command(ctx: Context, item: Item) -> None:
         ctx.policy,
         archived=lambda: ctx.archived(command.cluster_id, command.instance_id),
         decisions=lambda: ctx.decisions(command.cluster_id, command.instance_id),
+        queue_place=lambda: model.place(command.instance_id),
     )
     if command.kind not in _READS and (state is None or handled.state is not state):
         ctx.put(model, handled.state, handled.transitions)
@@ -156,6 +157,7 @@ def on_cluster_command(ctx: Context, item: Item) -> None:
         if record != model.record:
             ctx.put_cluster(model, record)
             ctx.publish_events(events)
+            ctx.settle(model, item.now)  # resumed: what waited in its queue may open now
             for event in events:
                 log.warning(
                     "%s: %s", event.kind.value, event.reason, extra=about(command.cluster_id)
@@ -229,6 +231,7 @@ def safety_view(ctx: Context, model: ClusterModel) -> SafetyView:
         rate_budget_per_hour=ctx.policy.rate_budget_per_hour,
         running=sorted(model.running),
         queued=model.next_queued(),
+        waiting=model.next_waiting(),
         as_of=model.latest,
         # A scan of the cluster's instances: a read an operator asks for, not a decision.
         opted_out={

@@ -178,7 +178,7 @@ class Processor:
             )
             for partition, clusters in self.fleet.partitions.items()
             for model in clusters.values()
-            if model.queued and len(model.running) < self.max_running
+            if (model.queued and len(model.running) < self.max_running) or model.waiting
         ]
         if kicks:
             log.info("%d cluster queue(s) to revisit", len(kicks))

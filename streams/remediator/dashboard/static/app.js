@@ -679,7 +679,7 @@ function instanceView(main, clusterId, instanceId) {
       h("div", { class: "small" }, h("a", { href: "#/" }, "Fleet"), " / ",
         h("a", { href: `#/cluster/${enc(clusterId)}` }, clusterId)),
       h("h1", {}, name ? `${name} ` : "", h("span", { class: "mono" }, instanceId)),
-      optOutCard(x));
+      optOutCard(x), holdCard(x), queuedCard(x));
     const open = x.open_remediation;
     const facts = [
       x.last_signal_at ? h("span", {}, "last signal ", rel(x.last_signal_at)) : "no signal seen yet",
@@ -705,6 +705,34 @@ function instanceView(main, clusterId, instanceId) {
       h("span", { class: `kind k-${e.kind}` }, e.kind),
       h("span", {}, h("strong", {}, e.title), e.detail ? h("span", { class: "muted" }, ` ${e.detail}`) : null,
         e.rid ? h("span", { class: "mono small muted", title: e.rid }, ` · ${shortId(e.rid)}`) : null))));
+  }
+
+  // Held for a human (too many remediations carried out lately): an operator may lift it.
+  function holdCard(x) {
+    if (!x.held_for_human_at) return null;
+    const error = h("p", { class: "error", role: "alert" });
+    const reason = h("input", { id: "hold-reason", required: true, placeholder: "why, for the next operator" });
+    return h("div", { class: "card", dataset: { card: "hold" } },
+      h("strong", { class: "bad" }, "Held for a human"), " since ", rel(x.held_for_human_at),
+      ": too many remediations carried out on this instance lately.",
+      h("form", {
+        class: "inline",
+        onsubmit: async (e) => {
+          e.preventDefault();
+          try { await call("DELETE", `${base}/hold`, { reason: reason.value.trim() }); reload(); } catch (exc) { error.textContent = `${exc.name}: ${exc.message}`; }
+        },
+      }, h("div", {}, h("label", { for: "hold-reason" }, "Lift the hold, reason"), reason),
+      h("button", { type: "submit", class: "secondary" }, "Lift hold")), error);
+  }
+
+  // A proposal refused for lack of room, waiting in the cluster's admission queue.
+  function queuedCard(x) {
+    const q = x.queued;
+    if (!q) return null;
+    return h("div", { class: "card", dataset: { card: "queued" } },
+      h("strong", {}, `Waiting for room: ${q.place} of ${q.of} in the cluster's queue`),
+      ` · ${shortMode(q.mode)} (rule ${q.rule || "fallback"}) since `, rel(q.since),
+      h("div", { class: "small muted" }, q.reason));
   }
 
   function optOutCard(x) {
@@ -811,6 +839,10 @@ function clusterView(main, clusterId) {
         h("div", { class: "card" }, h("label", {}, "Executing"),
           h("div", {}, `running: ${s.running.length ? s.running.join(", ") : "none"}`),
           h("div", {}, `queued: ${s.queued.length ? s.queued.join(", ") : "none"}`))),
+      h("h2", {}, "Waiting for room (admission queue)"),
+      h("p", { class: "waiting" }, (s.waiting || []).length
+        ? s.waiting.map((i, n) => h("a", { class: "tag", href: `#/instance/${enc(clusterId)}/${enc(i)}` }, `${n + 1}. ${i}`))
+        : h("span", { class: "muted" }, "Nothing waits: every proposal the policy admitted is open.")),
       h("h2", {}, "Instances with an open automated remediation"),
       h("p", {}, open ? s.unhealthy_instances.map((i) => h("a", { class: "tag", href: `#/instance/${enc(clusterId)}/${enc(i)}` }, i)) : "None."),
       h("p", {}, h("a", { href: `#/?cluster=${enc(clusterId)}` }, "All remediations in this cluster →")),
