@@ -6,7 +6,14 @@ import enum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from remediator.domain.models import DecisionRecord, Identifier, OptOut, Remediation, Timestamp
+from remediator.domain.models import (
+    DecisionRecord,
+    Identifier,
+    OptOut,
+    Remediation,
+    Timestamp,
+    Verification,
+)
 from remediator.domain.safety import Pause
 
 
@@ -50,6 +57,12 @@ class Explanation(BaseModel):
     )
     hold_lifted: OptOut | None = Field(
         default=None, description="The last lifting of such a hold, by whom and why."
+    )
+    verification: Verification | None = Field(
+        default=None,
+        description="Whether the instance showed health after its last SUCCEEDED "
+        "remediation: PENDING until its deadline, VERIFIED (by which signal) or FAILED "
+        "(then its next failing signal escalates at once, unless it recovered since).",
     )
 
 

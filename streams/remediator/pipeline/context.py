@@ -28,7 +28,7 @@ from datetime import datetime
 
 from pydantic import TypeAdapter
 
-from remediator.domain import expiry, ids, safety, slots
+from remediator.domain import expiry, ids, safety, slots, verification
 from remediator.domain.correlate import CorrelationConfig
 from remediator.domain.execution import start
 from remediator.domain.models import (
@@ -230,9 +230,11 @@ class Context:
     # -- the cluster after a change --------------------------------------------------
 
     def settle(self, model: ClusterModel, now: datetime) -> None:
-        """Apply what a cluster's new counts call for: resume a tripped blast radius,
-        start queued remediations while slots are free. Level-triggered, so doing it
-        again (after a replay, a takeover) changes nothing that is already done."""
+        """Apply what a cluster's new counts and clock call for: resume a tripped blast
+        radius, expire stale recommendations, fail verifications past their deadline
+        (on the cluster's event time), start queued remediations while slots are free.
+        Level-triggered, so doing it again (after a replay, a takeover) changes nothing
+        that is already done."""
         if model.record.tripped_at is not None or model.record.budget_exhausted_at is not None:
             record, events = safety.reconcile(model.view(), self.policy, now)
             if record != model.record:
@@ -244,6 +246,12 @@ class Context:
                 expired = None if state is None else expiry.expire(state, self.policy, model.latest)
                 if expired is not None:
                     self.put(model, expired.state, (expired.transition,), (expired.event,))
+        if model.verifying and model.latest is not None:
+            for instance in sorted(model.verifying):
+                state = model.get(instance)
+                failed = None if state is None else verification.due(state, model.latest)
+                if failed is not None:
+                    self.put(model, failed.state, (), (failed.event,))
         free = slots.due(len(model.running), len(model.queued), self.max_running)
         for instance in model.next_queued()[:free]:
             state = model.get(instance)
