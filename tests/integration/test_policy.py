@@ -7,8 +7,9 @@ remediation ends on the service's clock, lines up with the signals' own times.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,16 +20,22 @@ import pytest
 from remediator.domain.policy import default_policy_text
 from tests.builders import event_payload, run_payload
 from tests.integration.conftest import OPERATOR_TOKENS, Kafka, Names
+from tests.integration.test_executor import ControlPlane, executor_env
 
 pytestmark = pytest.mark.integration
 
 V1 = "/v1/compute/clusters"
 
 
-def policy_env(tmp_path: Path, extra: str = "") -> dict[str, str]:
-    """The default policy (so its real cluster limits), with ``extra`` appended."""
+def policy_env(tmp_path: Path, extra: str = "", **settings: float) -> dict[str, str]:
+    """The default policy (so its real cluster limits), its top-level ``settings``
+    changed, with ``extra`` appended."""
+    text = default_policy_text()
+    for key, value in settings.items():
+        text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+        assert found == 1, f"default-policy.toml has no top-level {key}"
     path = tmp_path / f"policy-{uuid.uuid4().hex[:6]}.toml"
-    path.write_text(default_policy_text() + "\n" + extra)
+    path.write_text(text + "\n" + extra)
     return {"REMEDIATOR_POLICY_FILE": str(path), "REMEDIATOR_API_TOKENS": OPERATOR_TOKENS}
 
 
@@ -254,6 +261,127 @@ async def test_shadow_mode_publishes_what_it_would_do(
     assert event["kind"] == "SHADOW_OPEN"
     assert "would open REBOOT_VM" in event["reason"]
     assert await _list(client, cluster, "i-1") == []
+
+
+# -- post-repair verification (issue 13) ------------------------------------------------
+
+
+@pytest.fixture
+def control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
+    """The simulated control plane, so that remediations really run and SUCCEED."""
+    cp = ControlPlane(tmp_path / "control-plane.log")
+    cp.start("--latency", "REBOOT_VM=0.2", "--latency", "DELETE_VM=0.2")
+    try:
+        yield cp
+    finally:
+        cp.stop()
+
+
+async def _repaired(
+    kafka: Kafka, names: Names, client: httpx.AsyncClient, cluster: str, base: datetime
+) -> dict[str, Any]:
+    """NpdKernelDeadlock on i-1 at ``base`` opens a REBOOT_VM, auto-approved by the
+    cluster's policy; the executor carries it out on the simulated control plane."""
+    await kafka.produce(names.passive, alert(cluster, "i-1", iso(base, 0)), key=b"i-1")
+
+    async def succeeded() -> dict[str, Any] | None:
+        records = await _list(client, cluster, "i-1")
+        return dict(records[0]) if records and records[0]["state"] == "SUCCEEDED" else None
+
+    done = dict(await until(succeeded, "the remediation to SUCCEED", timeout=40))
+    assert done["mode"] == "REMEDIATION_MODE_REBOOT_VM"
+    return done
+
+
+async def _verification(client: httpx.AsyncClient, cluster: str, state: str) -> dict[str, Any]:
+    async def noted() -> dict[str, Any] | None:
+        answer = (await client.get(f"{V1}/{cluster}/instances/i-1/explain")).json()
+        note = answer.get("verification")
+        return note if note is not None and note["state"] == state else None
+
+    return dict(await until(noted, f"verification {state}"))
+
+
+def _passing(cluster: str, instance: str, at: str) -> dict[str, Any]:
+    return run_payload(cluster_id=cluster, instance_id=instance, result="PASSED", completed_at=at)
+
+
+async def test_a_repair_followed_by_a_passing_run_in_time_is_verified_quietly(
+    start_worker: Any,
+    api: Any,
+    kafka: Kafka,
+    names: Names,
+    cluster: str,
+    tmp_path: Path,
+    control_plane: ControlPlane,
+) -> None:
+    extra = f'[clusters.{cluster}]\nauto_approve = ["reboot-faults"]\n'
+    env = {**executor_env(control_plane), **policy_env(tmp_path, extra)}
+    client = api(start_worker(**env))
+    base = datetime.now(UTC)
+    done = await _repaired(kafka, names, client, cluster, base)
+    pending = await _verification(client, cluster, "PENDING")
+    assert pending["remediation_id"] == done["id"]
+    since = datetime.fromisoformat(pending["since"])
+    assert datetime.fromisoformat(pending["deadline"]) - since == timedelta(minutes=30)
+    assert since >= datetime.fromisoformat(done["end_time"])
+
+    # A passing run five minutes (event time) after the repair shows the instance healthy.
+    passing = _passing(cluster, "i-1", iso(base, 5))
+    await kafka.produce(names.active, passing, key=b"i-1")
+    verified = await _verification(client, cluster, "VERIFIED")
+    assert verified["by"] == f"run:{passing['run_id']}"
+    assert verified["at"] == iso(base, 5)
+    # The cluster's clock then moves far past the deadline: nothing is published.
+    await kafka.produce(names.active, _passing(cluster, "i-2", iso(base, 90)), key=b"i-2")
+    await until(lambda: _known(client, cluster, 2), "the later signal to be applied")
+    records = await kafka.read(names.policy_events, at_least=0, settle=1.5)
+    assert [r for r in records if r["cluster_id"] == cluster] == []
+    assert (await _verification(client, cluster, "VERIFIED"))["by"] == verified["by"]
+
+
+async def test_no_health_by_the_deadline_fails_the_repair_and_escalates_at_once(
+    start_worker: Any,
+    api: Any,
+    kafka: Kafka,
+    names: Names,
+    cluster: str,
+    tmp_path: Path,
+    control_plane: ControlPlane,
+) -> None:
+    extra = f'[clusters.{cluster}]\nauto_approve = ["reboot-faults"]\n'
+    # A two-hour cooldown: only the failed verification can open anything at minute 41.
+    policy = policy_env(tmp_path, extra, cooldown_minutes=120)
+    env = {**executor_env(control_plane), **policy}
+    client = api(start_worker(**env))
+    base = datetime.now(UTC)
+    done = await _repaired(kafka, names, client, cluster, base)
+    pending = await _verification(client, cluster, "PENDING")
+
+    # Only later signals, past the deadline: another instance's passing run at minute 40.
+    await kafka.produce(names.active, _passing(cluster, "i-2", iso(base, 40)), key=b"i-2")
+    (event,) = await mine(kafka, names.policy_events, cluster, at_least=1)
+    assert event["kind"] == "VERIFICATION_FAILED"
+    assert event["_key"] == f"{cluster}/i-1"
+    assert (event["instance_id"], event["rule"]) == ("i-1", "reboot-faults")
+    assert event["mode"] == "REMEDIATION_MODE_REBOOT_VM"
+    assert event["occurred_at"] == pending["deadline"]
+    assert done["id"] in event["reason"]
+    failed = await _verification(client, cluster, "FAILED")
+    assert (failed["at"], failed["by"]) == (pending["deadline"], None)
+
+    # The instance's next failing signal, deep inside the cooldown, opens the next heavier
+    # mode at once.
+    await kafka.produce(names.passive, alert(cluster, "i-1", iso(base, 41)), key=b"i-1")
+    escalated = (await until(lambda: _list(client, cluster, "i-1", 2), "the escalation"))[0]
+    assert escalated["id"] != done["id"]
+    assert escalated["mode"] == "REMEDIATION_MODE_VM_ONLY"
+    explanation = (await client.get(f"{V1}/{cluster}/instances/i-1/explain")).json()
+    assert explanation["decisions"][0]["outcome"] == "OPENED"
+    assert "escalated at once" in explanation["decisions"][0]["reason"]
+    # Exactly one event, even though the cluster was settled many times since.
+    events = await mine(kafka, names.policy_events, cluster, at_least=1)
+    assert [e["kind"] for e in events] == ["VERIFICATION_FAILED"]
 
 
 def _policy_topic(names: Names) -> str:

@@ -240,3 +240,27 @@ def test_the_explanation_lists_the_decisions() -> None:
     assert row.split()[:6] == ["2026-11-24", "12:00:00", "DCGM_DIAG", "FAILED", "run", "0b5b0f64"]
     assert "OPENED" in row
     assert "host-hardware-tests" in row
+
+
+def test_the_explanation_shows_the_verification_in_one_line() -> None:
+    note = {
+        "remediation_id": "r-1",
+        "mode": "REMEDIATION_MODE_REBOOT_VM",
+        "since": "2026-11-24T12:05:00Z",
+        "deadline": "2026-11-24T12:35:00Z",
+    }
+    shown = {
+        "PENDING": "PENDING r-1, health due by 2026-11-24 12:35:00",
+        "VERIFIED": "VERIFIED r-1 by run:abc at 2026-11-24 12:10:00",
+        "FAILED": "FAILED r-1 at 2026-11-24 12:35:00: the next failing signal escalates at once",
+    }
+    for state, expected in shown.items():
+        verification = {**note, "state": state}
+        if state != "PENDING":
+            verification["at"] = "2026-11-24T12:10:00Z" if state == "VERIFIED" else note["deadline"]
+        if state == "VERIFIED":
+            verification["by"] = "run:abc"
+        answer = Explanation.model_validate(
+            {"cluster_id": "cl-a", "instance_id": "i1", "verification": verification}
+        ).model_dump(mode="json")
+        assert f"verification: {expected}" in lines(table.explanation(answer))

@@ -96,7 +96,9 @@ def _check(loaded: Any, output: str, out: TextIO) -> int:
         f"policy {loaded.source} (sha256 {loaded.sha256[:12]}), over the defaults",
         f"  cooldown {policy.cooldown_minutes:g} min, auto-resolve within "
         f"{policy.auto_resolve_within_minutes:g} min, escalation window "
-        f"{policy.escalation_window_hours:g} h, shadow {'on' if policy.shadow else 'off'}",
+        f"{policy.escalation_window_hours:g} h, verify within "
+        f"{policy.verify_within_minutes:g} min (0: off), shadow "
+        f"{'on' if policy.shadow else 'off'}",
         f"  blast radius: at most max({radius.min_allowed}, min({radius.max_open}, "
         f"{radius.max_percent:g}% of known)) open; budget {policy.rate_budget_per_hour}/h "
         f"per cluster (0: none); unknown failing signals: "

@@ -219,6 +219,7 @@ def explanation(answer: Record) -> str:
                     else "none",
                 ),
                 ("cooldown until", when(answer.get("cooldown_until"))),
+                ("verification", _verification(answer.get("verification"))),
                 ("debounce", ", ".join(f"{k} {v}" for k, v in sorted(debounce.items())) or NONE),
                 ("last signal", when(answer.get("last_signal_at"))),
             ]
@@ -237,6 +238,25 @@ def explanation(answer: Record) -> str:
     if recent:
         lines += ["", "recent closed remediations:", remediations(recent)]
     return "\n".join(lines)
+
+
+def _verification(note: Record | None) -> str:
+    """The check after the last SUCCEEDED remediation, in one line."""
+    if not note:
+        return NONE
+    state = str(note.get("state", NONE))
+    text = f"{state} {note.get('remediation_id')}"
+    if state == "PENDING":
+        text += f", health due by {when(note.get('deadline'))}"
+    elif state == "VERIFIED":
+        text += f" by {note.get('by')} at {when(note.get('at'))}"
+    else:
+        text += f" at {when(note.get('at'))}"
+        if note.get("recovered_by"):
+            text += f", healthy since {when(note.get('recovered_at'))}"
+        else:
+            text += ": the next failing signal escalates at once"
+    return text
 
 
 def _decision_row(decision: Record) -> list[str]:

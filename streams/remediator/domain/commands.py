@@ -310,6 +310,7 @@ def explain(
         last_signal_at=state.watermark,
         held_for_human_at=state.held_for_human_at,
         hold_lifted=state.hold_lifted,
+        verification=state.verification,
         queued=_queued(state, place),
     )
 

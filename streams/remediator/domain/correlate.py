@@ -13,6 +13,9 @@ The contract, in the shape of a stateful stream operator::
 - A failing signal with no open remediation opens an AUTOMATED one in PENDING_APPROVAL
   when the policy says so and the cluster admits it (:mod:`safety`, decided on the spot
   from ``cluster``); with one open, it is attached to it (invariant 1).
+- A signal first advances the instance's post-repair verification (:mod:`verification`):
+  past its deadline it fails it, health after a success verifies it; a failed one makes
+  the next failing signal escalate at once, past debounce and cooldown.
 - Event time only: every window (dedup, debounce, cooldown, auto-resolve, escalation,
   budget) runs on the signals' own timestamps. ``now`` only stamps records and
   transitions; the pipeline passes the input's own time, so a replay stamps the same.
@@ -21,10 +24,10 @@ The contract, in the shape of a stateful stream operator::
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from . import alerts, ids, queueing, safety
+from . import alerts, ids, queueing, safety, verification
 from .lifecycle import Event
 from .models import (
     ActiveHealthCheckRun,
@@ -161,8 +164,13 @@ def decide(
         return Decision(state, (), Outcome.STALE)
 
     state = _remember(state, key, at, config)
+    # Post-repair verification first: a deadline this signal passes fails it, so that a
+    # failing signal past it is the one that escalates at once (domain/verification.py).
+    state, checked = verification.observe(state, signal, key, at)
     verdict = classify(signal, config.policy)
     decision = _decide(state, signal, key, at, verdict, now, config, cluster)
+    if checked:
+        decision = replace(decision, events=(*checked, *decision.events))
     if decision.outcome is Outcome.RECORDED and not is_failing(signal):
         return decision  # a healthy signal that changed nothing: not worth a log line
     transition = decision.transitions[0] if decision.transitions else None
@@ -286,15 +294,23 @@ def _open_if_allowed(
         opt = state.opt_out
         why = f"instance opted out by {opt.by}: {opt.reason}"
         return _held(state, verdict, why, BlockReason.OPT_OUT)
+    # A repair that was not verified: the next failing signal escalates at once, past the
+    # debounce and the cooldown (the other safety rules still apply).
+    unverified = verification.armed(state)
     last = state.past[0] if state.past else None
     ended = state.cooldown_from or (last.end_time if last is not None else None)
-    if last is not None and ended is not None and at < ended + policy.cooldown:
+    if (
+        unverified is None
+        and last is not None
+        and ended is not None
+        and at < ended + policy.cooldown
+    ):
         until = format_timestamp(ended + policy.cooldown)
         why = f"cooldown after {last.id} until {until}"
         return _held(state, verdict, why, BlockReason.COOLDOWN)
 
     rule = policy.rule(verdict.rule)
-    if rule is not None and rule.debounce_count > 1:
+    if unverified is None and rule is not None and rule.debounce_count > 1:
         horizon = at - rule.debounce_window
         recent = [t for t in state.strikes.get(rule.name, []) if t >= horizon] + [at]
         state = state.model_copy(update={"strikes": {**state.strikes, rule.name: recent}})
@@ -330,7 +346,14 @@ def _open_if_allowed(
 
     mode = verdict.mode or policy.fallback_mode
     escalated_from = _previous_attempt(state, verdict.rule, at, policy.escalation_window)
-    if escalated_from is not None and not heavier(mode, escalated_from.mode):
+    if unverified is not None:
+        mode = mode if heavier(mode, unverified.mode) else next_mode(unverified.mode)
+        verdict = _with_reason(
+            Verdict(verdict.action, verdict.rule, verdict.reason, mode),
+            f"{verdict.reason}; {unverified.remediation_id} ({_short(unverified.mode)}) "
+            "SUCCEEDED but the instance showed no health in time: escalated at once",
+        )
+    elif escalated_from is not None and not heavier(mode, escalated_from.mode):
         mode = next_mode(escalated_from.mode)
         if mode is not verdict.mode:
             verdict = _with_reason(

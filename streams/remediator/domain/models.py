@@ -338,6 +338,52 @@ class DecisionRecord(_Record):
     remediation_id: str | None = None
 
 
+class VerificationState(enum.StrEnum):
+    """Where the check after a SUCCEEDED remediation stands (issue 13)."""
+
+    PENDING = "PENDING"  # waiting for the instance to show health before the deadline
+    VERIFIED = "VERIFIED"  # it did: a passing active run, or the opening alert resolved
+    FAILED = "FAILED"  # the deadline passed first (a VERIFICATION_FAILED policy event)
+
+
+class Verification(_Record):
+    """The check that a SUCCEEDED remediation made the instance healthy (an addition,
+    issue 13): kept with the instance, shown by ``explain``."""
+
+    remediation_id: str
+    rule: str | None = None
+    mode: RemediationMode
+    state: VerificationState = VerificationState.PENDING
+    since: Timestamp = Field(
+        description="When the remediation succeeded (the later of its end and the newest "
+        "event time seen for the instance): health must be shown after this."
+    )
+    deadline: Timestamp = Field(
+        description="... and before this: the window after since, or after the cluster's "
+        "newest event time when the success came if that was later (the deadline is "
+        "checked on the cluster's event time)."
+    )
+    alerts: list[str] = Field(
+        default_factory=list,
+        description="The alerts whose resolution shows health: the one that opened the "
+        "remediation and any that failed it while open.",
+    )
+    at: Timestamp | None = Field(
+        default=None, description="When it was VERIFIED or FAILED (the deadline, for FAILED)."
+    )
+    by: str | None = Field(
+        default=None,
+        description="The signal that verified it (run:<run_id> or event:<event_id>); "
+        "None when it FAILED (no signal did: the deadline passed).",
+    )
+    recovered_by: str | None = Field(
+        default=None,
+        description="After it FAILED, the first signal that showed health after all: from "
+        "then on failing signals are decided by the ordinary rules again.",
+    )
+    recovered_at: Timestamp | None = Field(default=None, description="That signal's time.")
+
+
 class PolicyEventKind(enum.StrEnum):
     SHADOW_OPEN = "SHADOW_OPEN"  # dry run: this remediation would have been opened
     HELD_FOR_HUMAN = "HELD_FOR_HUMAN"  # too many remediations of one instance: stopped
@@ -349,6 +395,7 @@ class PolicyEventKind(enum.StrEnum):
     RATE_BUDGET_RESTORED = "RATE_BUDGET_RESTORED"  # ... and has room again (event time)
     APPROVAL_EXPIRED = "APPROVAL_EXPIRED"  # a recommendation waited too long: cancelled
     QUEUE_ADMITTED = "QUEUE_ADMITTED"  # a refused proposal waited in the queue, now opened
+    VERIFICATION_FAILED = "VERIFICATION_FAILED"  # a SUCCEEDED repair showed no health in time
 
 
 class PolicyEvent(_Record):

@@ -19,7 +19,8 @@ remediation can say why it exists. EVICT_WITHOUT_REPLACEMENT is refused as a rul
 it is never chosen automatically.
 
 How the rest of the policy (debounce, cooldown, escalation, auto-resolve, auto-approval,
-shadow mode) is applied is in :mod:`correlate`; this module only describes it.
+shadow mode) is applied is in :mod:`correlate`, approval expiry in :mod:`expiry`,
+post-repair verification in :mod:`verification`; this module only describes it.
 """
 
 from __future__ import annotations
@@ -141,6 +142,12 @@ class Rule(_Strict):
         description="This rule's recommendations expire after this long unapproved; unset: "
         "the policy's approval_ttl_hours.",
     )
+    verify_within_minutes: float | None = Field(
+        default=None,
+        ge=0,
+        description="After this rule's remediation succeeds, the instance must show health "
+        "within this long; unset: the policy's verify_within_minutes.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Rule:
@@ -246,6 +253,14 @@ class Policy(_Strict):
         description="A PENDING_APPROVAL remediation not approved within this long (event "
         "time) is cancelled as 'approval expired'; 0: never. A rule may set its own.",
     )
+    verify_within_minutes: float = Field(
+        default=30.0,
+        ge=0,
+        description="After a remediation SUCCEEDS, the instance must show health (a passing "
+        "active run, or the alert that opened it resolved) within this long (event time), "
+        "else a VERIFICATION_FAILED policy event and the next failing signal escalates at "
+        "once; 0: no verification. A rule may set its own.",
+    )
     fallback: Literal["open", "record"] = Field(
         default="open",
         description="A failing signal no rule names: open a fallback_mode remediation, or "
@@ -322,6 +337,14 @@ class Policy(_Strict):
         if found is not None and found.approval_ttl_hours is not None:
             hours = found.approval_ttl_hours
         return timedelta(hours=hours) if hours else None
+
+    def verify_within(self, rule: str | None) -> timedelta | None:
+        """How long after a success of ``rule`` health must show; None: not verified."""
+        found = self.rule(rule) if rule is not None else None
+        minutes = self.verify_within_minutes
+        if found is not None and found.verify_within_minutes is not None:
+            minutes = found.verify_within_minutes
+        return timedelta(minutes=minutes) if minutes else None
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)

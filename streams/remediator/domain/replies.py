@@ -13,6 +13,7 @@ from remediator.domain.models import (
     Remediation,
     RemediationMode,
     Timestamp,
+    Verification,
 )
 from remediator.domain.safety import Pause
 
@@ -77,6 +78,12 @@ class Explanation(BaseModel):
         default=None,
         description="A proposal refused for lack of room, waiting in the cluster's "
         "admission queue, with its place (issue 13).",
+    )
+    verification: Verification | None = Field(
+        default=None,
+        description="Whether the instance showed health after its last SUCCEEDED "
+        "remediation: PENDING until its deadline, VERIFIED (by which signal) or FAILED "
+        "(then its next failing signal escalates at once, unless it recovered since).",
     )
 
 

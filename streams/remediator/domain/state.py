@@ -32,6 +32,8 @@ from .models import (
     RemediationTransition,
     RemediationTrigger,
     Timestamp,
+    Verification,
+    VerificationState,
 )
 from .replies import RememberedReply
 
@@ -61,6 +63,8 @@ class PastRemediation(BaseModel):
     state: RemediationState
     start_time: Timestamp | None = None
     end_time: Timestamp | None = None
+    #: For a SUCCEEDED one: whether the instance showed health after it (issue 13).
+    verification: VerificationState | None = None
 
     @classmethod
     def of(cls, record: Remediation) -> PastRemediation:
@@ -136,6 +140,10 @@ class InstanceState(BaseModel):
         default_factory=list,
         description="Event times this instance's automated remediations were admitted "
         "(the cluster's hourly budget counts them), oldest first.",
+    )
+    verification: Verification | None = Field(
+        default=None,
+        description="The check after the instance's last SUCCEEDED remediation (issue 13).",
     )
 
     @classmethod

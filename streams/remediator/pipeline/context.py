@@ -28,7 +28,7 @@ from datetime import datetime
 
 from pydantic import TypeAdapter
 
-from remediator.domain import expiry, ids, queueing, safety, slots
+from remediator.domain import expiry, ids, queueing, safety, slots, verification
 from remediator.domain.correlate import CorrelationConfig
 from remediator.domain.execution import start
 from remediator.domain.models import (
@@ -230,8 +230,9 @@ class Context:
     # -- the cluster after a change --------------------------------------------------
 
     def settle(self, model: ClusterModel, now: datetime) -> None:
-        """Apply what a cluster's new counts call for: resume a tripped blast radius,
-        open waiting proposals while there is room, expire stale recommendations, start
+        """Apply what a cluster's new counts and clock call for: resume a tripped blast
+        radius, open waiting proposals while there is room, expire stale recommendations,
+        fail verifications past their deadline (on the cluster's event time), start
         queued remediations while slots are free. Level-triggered, so doing it again
         (after a replay, a takeover) changes nothing that is already done."""
         if model.record.tripped_at is not None or model.record.budget_exhausted_at is not None:
@@ -247,6 +248,12 @@ class Context:
                 expired = None if state is None else expiry.expire(state, self.policy, model.latest)
                 if expired is not None:
                     self.put(model, expired.state, (expired.transition,), (expired.event,))
+        if model.verifying and model.latest is not None:
+            for instance in sorted(model.verifying):
+                state = model.get(instance)
+                failed = None if state is None else verification.due(state, model.latest)
+                if failed is not None:
+                    self.put(model, failed.state, (), (failed.event,))
         free = slots.due(len(model.running), len(model.queued), self.max_running)
         for instance in model.next_queued()[:free]:
             state = model.get(instance)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from remediator.domain import expiry, slots
+from remediator.domain import expiry, slots, verification
 from remediator.domain.models import Remediation, RemediationTrigger
 from remediator.domain.safety import ClusterRecord, ClusterView, budget_used
 from remediator.domain.state import InstanceState
@@ -47,6 +47,8 @@ class ClusterModel:
     running: set[str] = field(default_factory=set)
     #: Instances whose automated remediation waits for approval (it may expire).
     awaiting: set[str] = field(default_factory=set)
+    #: Instances whose last SUCCEEDED remediation waits to be verified (a deadline).
+    verifying: set[str] = field(default_factory=set)
     #: Instance -> its PENDING remediation's place in the queue (see domain.slots).
     queued: dict[str, tuple[datetime, str]] = field(default_factory=dict)
     #: Instance -> its place in the admission queue (see domain.queueing).
@@ -68,6 +70,7 @@ class ClusterModel:
         current = _open_record(state)
         _toggle(self.running, instance, slots.holds_slot(current))
         _toggle(self.awaiting, instance, expiry.awaiting_approval(state))
+        _toggle(self.verifying, instance, verification.pending(state))
         if current is not None and slots.waiting(current):
             self.queued[instance] = slots.queue_key(current)
         else:

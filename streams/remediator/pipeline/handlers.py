@@ -13,7 +13,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
-from remediator.domain import commands, correlate, execution, ids, safety
+from remediator.domain import commands, correlate, execution, ids, safety, verification
 from remediator.domain.commands import Claim, Command, CommandKind
 from remediator.domain.correlate import Outcome
 from remediator.domain.execution import ReportKind
@@ -76,7 +76,9 @@ def on_report(ctx: Context, item: Item) -> None:
     if applied.ignored:
         log.debug("report %s ignored: %s", report.operation_id, applied.ignored)
         return
-    ctx.put(model, applied.state, applied.transitions)
+    # A success starts the check that it worked (domain/verification.py).
+    state = verification.begin(applied.state, applied.transitions, ctx.policy, model.latest)
+    ctx.put(model, state, applied.transitions)
     ctx.settle(model, item.now)
     if report.kind is not ReportKind.STARTED:
         ctx.batch.tally.step(applied.transitions[0].remediation.operations[report.step])
