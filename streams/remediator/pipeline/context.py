@@ -233,7 +233,12 @@ class Context:
         """Apply what a cluster's new counts call for: resume a tripped blast radius,
         start queued remediations while slots are free. Level-triggered, so doing it
         again (after a replay, a takeover) changes nothing that is already done."""
-        if model.record.tripped_at is not None or model.record.budget_exhausted_at is not None:
+        record = model.record
+        if (
+            record.tripped_at is not None
+            or record.budget_exhausted_at is not None
+            or record.tripped_domains
+        ):
             record, events = safety.reconcile(model.view(), self.policy, now)
             if record != model.record:
                 self.put_cluster(model, record)
