@@ -356,6 +356,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         fixed = settings.control_plane_url
         control_plane_url = lambda: fixed  # noqa: E731
     processor: Processor | None = None
+    loaded = settings.policy_in_force  # the policy and its failure domains' mapping file
 
     def deliver() -> Callable[[Sequence[Record]], Awaitable[object]]:
         assert processor is not None  # noqa: S101 - set below, before anything runs
@@ -394,7 +395,8 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         config=CorrelationConfig(
             dedup_ttl=timedelta(seconds=settings.dedup_ttl_seconds),
             dedup_max_ids=settings.dedup_max_ids,
-            policy=settings.policy,
+            policy=loaded.policy,
+            domains=loaded.domains,
         ),
         max_running_per_cluster=settings.max_running_per_cluster,
         partitions=settings.partitions,
@@ -443,7 +445,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         app_id=settings.app_id,
         openapi=openapi.document_bytes,
         executing=lambda: executor.running,
-        policy=settings.policy_in_force,
+        policy=loaded,
     )
     app.watched_topics = frozenset(
         {settings.topic_active_runs, settings.topic_passive_events, settings.inbox_topic}

@@ -109,6 +109,19 @@ def _check(loaded: Any, output: str, out: TextIO) -> int:
         ),
         f"  rules, first match wins ({len(policy.rules)}):",
     ]
+    domains = radius.domains
+    if domains.keys:
+        mapping = (
+            f"; mapping file {domains.file} ({len(loaded.domains)} instances)"
+            if domains.file
+            else ""
+        )
+        lines.insert(
+            -1,
+            f"  per failure domain ({', '.join(domains.keys)}): at most "
+            f"max({domains.min_allowed}, min({domains.max_open}, {domains.max_percent:g}% of "
+            f"the domain's known)) open{mapping}",
+        )
     for rule in policy.rules:
         matches = ", ".join([*rule.alerts, *rule.tests]) or "-"
         if rule.annotations:

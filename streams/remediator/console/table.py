@@ -277,6 +277,16 @@ def _tripped(view: Record) -> str:
     return "since " + when(view["tripped_at"]) if view.get("tripped_at") else "no"
 
 
+def _domain(domain: Record) -> str:
+    """One failure domain of the safety view: its count, limit and whether it tripped."""
+    unhealthy = domain.get("unhealthy_instances") or []
+    tripped = f", tripped {when(domain['tripped_at'])}" if domain.get("tripped_at") else ""
+    return (
+        f"{domain.get('domain', '?')}: {len(unhealthy)} open of {domain.get('limit', '?')} "
+        f"allowed, {domain.get('known_instances', '?')} known{tripped}"
+    )
+
+
 def _paused(value: Any) -> str:
     if not value:
         return "no"
@@ -338,6 +348,7 @@ def safety(view: Record) -> str:
             ),
             ("known instances", str(view.get("known_instances", NONE))),
             ("unhealthy", ", ".join(unhealthy) or "none"),
+            *(("failure domain", _domain(d)) for d in view.get("domains") or []),
             ("running", ", ".join(view.get("running") or []) or "none"),
             ("queued", ", ".join(view.get("queued") or []) or "none"),
             ("as of", when(view.get("as_of"))),

@@ -24,10 +24,10 @@ The contract, in the shape of a stateful stream operator::
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from . import alerts, ids, queueing, safety, verification
+from . import alerts, ids, queueing, safety, topology, verification
 from .lifecycle import Event
 from .models import (
     ActiveHealthCheckRun,
@@ -67,6 +67,9 @@ class CorrelationConfig:
     #: as seen but are not attached.
     max_signals_per_remediation: int = 100
     policy: Policy = DEFAULT_POLICY
+    #: The failure domains' mapping file (instance -> rack, leaf switch), if the policy
+    #: names one: see :mod:`topology`.
+    domains: topology.DomainMap = field(default_factory=dict)
 
 
 DEFAULT_CONFIG = CorrelationConfig()
@@ -163,7 +166,8 @@ def decide(
     ):
         return Decision(state, (), Outcome.STALE)
 
-    state = _remember(state, key, at, config)
+    newest = state.watermark is None or at >= state.watermark
+    state = _place(_remember(state, key, at, config), signal, newest, config)
     # Post-repair verification first: a deadline this signal passes fails it, so that a
     # failing signal past it is the one that escalates at once (domain/verification.py).
     state, checked = verification.observe(state, signal, key, at)
@@ -388,6 +392,7 @@ def _open_if_allowed(
         rule=verdict.rule,
         mode=mode,
         at=at,
+        domains=topology.names(state.domain),
     )
     admission = safety.admit(cluster, proposal, policy, now)
     changed = admission.record if admission.record != cluster.record else None
@@ -553,6 +558,22 @@ def _remember(
     watermark = at if state.watermark is None or at > state.watermark else state.watermark
     seen = state.seen.add(key, at, limit=config.dedup_max_ids, horizon=watermark - config.dedup_ttl)
     return state.model_copy(update={"seen": seen, "watermark": watermark})
+
+
+def _place(
+    state: InstanceState, signal: HealthSignal, newest: bool, config: CorrelationConfig
+) -> InstanceState:
+    """Remember the instance's failure domain (see :mod:`topology`). A signal older than
+    the newest one seen (input may come late) says nothing of where the instance is now."""
+    keys = config.policy.blast_radius.domains.keys
+    if not keys and not state.domain and not state.domain_said:
+        return state  # per-domain limits off: nothing to remember
+    said = topology.said(keys, state.domain_said, topology.carried(signal) if newest else None)
+    mapped = topology.mapped(config.domains, state.cluster_id, state.instance_id)
+    domain = topology.resolve(keys, said, mapped)
+    if domain == state.domain and said == state.domain_said:
+        return state
+    return state.model_copy(update={"domain": domain, "domain_said": said})
 
 
 def _attach(remediation: Remediation, signal: HealthSignal) -> Remediation:

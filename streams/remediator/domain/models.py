@@ -140,6 +140,12 @@ class ActiveHealthCheckRun(_Input):
     completed_at: Timestamp
     message: str | None = None
     metrics: dict[str, float] | None = None
+    # Addition (issue 13): where the instance sits, for the policy's failure domains.
+    labels: dict[str, str] | None = Field(
+        default=None,
+        description='An addition: e.g. {"rack": "r12", "ib_leaf": "leaf-3"}, where the '
+        "instance sits (the policy's blast_radius.domains.keys name which count).",
+    )
 
 
 class PassiveHealthCheckEvent(_Input):
@@ -411,6 +417,11 @@ class PolicyEvent(_Record):
     reason: str
     occurred_at: Timestamp
     signal: SignalRef | None = None
+    domain: str | None = Field(
+        default=None,
+        description='The failure domain (e.g. "rack=r12") a BLAST_RADIUS_* event is about; '
+        "None: the whole cluster (an addition, issue 13).",
+    )
 
 
 class DeadLetter(_Record):

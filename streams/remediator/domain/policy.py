@@ -29,7 +29,7 @@ import enum
 import hashlib
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
@@ -37,6 +37,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from . import topology
 from .models import (
     ActiveHealthCheckRun,
     ActiveTestResult,
@@ -46,6 +47,7 @@ from .models import (
     RemediationMode,
     Severity,
 )
+from .topology import DomainMap
 
 M = RemediationMode
 
@@ -177,6 +179,58 @@ class HoldForHuman(_Strict):
     window_hours: float = Field(default=24.0, gt=0)
 
 
+DomainKey = Annotated[str, Field(pattern=r"^[^=\s]{1,100}$")]
+
+
+class FailureDomains(_Strict):
+    """Per failure domain (a rack, a leaf switch) within a cluster: how many automated
+    remediations may be open at once there. Off while keys is empty."""
+
+    keys: list[DomainKey] = Field(
+        default_factory=list,
+        description="The annotation / label keys that name a failure domain, e.g. "
+        '["rack", "ib_leaf"]: each is limited on its own. Empty: no per-domain limit.',
+    )
+    max_open: int = Field(
+        default=2, ge=1, description="At most this many open automated remediations per domain."
+    )
+    max_percent: float = Field(
+        default=100.0,
+        gt=0,
+        le=100,
+        description="... and at most this % of the domain's known instances, whichever is smaller.",
+    )
+    min_allowed: int = Field(
+        default=1, ge=0, description="Always allow this many per domain, whatever the %."
+    )
+    resume_fraction: float = Field(
+        default=0.5,
+        ge=0,
+        lt=1,
+        description="Once a domain trips, its instances' new automated remediations resume "
+        "only when its open ones fall to this fraction of its limit.",
+    )
+    file: str | None = Field(
+        default=None,
+        description="A mapping file (TOML, or JSON when it ends in .json): instance id, or "
+        '"cluster_id/instance_id" -> { rack = "r12", ... }, for instances whose signals do '
+        "not carry the keys. Relative to the policy file's directory.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> FailureDomains:
+        if self.file is not None and not self.keys:
+            raise ValueError("a domains file needs keys: which of its values name a domain")
+        return self
+
+    def limit(self, known_instances: int) -> int:
+        by_percent = int(known_instances * self.max_percent / 100)
+        return max(self.min_allowed, min(self.max_open, by_percent))
+
+    def resume_at(self, known_instances: int) -> int:
+        return int(self.limit(known_instances) * self.resume_fraction)
+
+
 class BlastRadius(_Strict):
     """Per cluster: how many automated remediations may be open at once (storm limit)."""
 
@@ -201,6 +255,11 @@ class BlastRadius(_Strict):
         lt=1,
         description="Once tripped, new automated remediations resume only when the open "
         "ones fall to this fraction of the limit (hysteresis).",
+    )
+    domains: FailureDomains = Field(
+        default_factory=FailureDomains,
+        description="The same limit per failure domain (rack, leaf switch) within the "
+        "cluster; off unless keys are given.",
     )
 
     def limit(self, known_instances: int) -> int:
@@ -442,10 +501,14 @@ class PolicyInForce:
     policy: Policy
     source: str
     sha256: str
+    #: The failure domains' mapping file, read (``blast_radius.domains.file``); empty
+    #: without one.
+    domains: DomainMap = field(default_factory=dict)
 
 
 def load_policy_in_force(path: Path | None) -> PolicyInForce:
-    """The policy in ``path``, or the default shipped with the package when None."""
+    """The policy in ``path``, or the default shipped with the package when None, with
+    the failure domains' mapping file it names (relative to the policy file)."""
     if path is None:
         text, source = default_policy_text(), DEFAULT_SOURCE
     else:
@@ -456,7 +519,15 @@ def load_policy_in_force(path: Path | None) -> PolicyInForce:
         source = str(path)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     policy = parse_policy(text, source) if path is None else parse_layered(text, source)
-    return PolicyInForce(policy, source, digest)
+    domains: DomainMap = topology.EMPTY
+    file = policy.blast_radius.domains.file
+    if file is not None:
+        where = Path(file) if path is None else path.parent / file
+        try:
+            domains = topology.load_domain_map(where)
+        except topology.DomainMapError as exc:
+            raise PolicyError(f"{source}: blast_radius.domains.file: {exc}") from None
+    return PolicyInForce(policy, source, digest, domains)
 
 
 def load_policy(path: Path | None) -> Policy:

@@ -15,6 +15,8 @@ replays with everything else about the instance:
   before, and the decision says so;
 - admitted as soon as there is room (the pipeline asks whenever the cluster's counts or
   clock change): opened with its transition(s) and a ``QUEUE_ADMITTED`` policy event;
+  when the first in line waits only for its failure domain (a full rack), those behind
+  it in other domains go first;
 - dropped when its problem clears (the test that failed passes, the alert resolves) or
   the instance is opted out or gets a remediation by hand.
 
@@ -27,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import ids, safety
+from . import ids, safety, topology
 from .models import (
     ActiveHealthCheckRun,
     ActiveTestResult,
@@ -99,14 +101,23 @@ class Admitted:
     event: PolicyEvent
 
 
+@dataclass(frozen=True, slots=True)
+class NoRoom:
+    """Why the waiting proposal cannot open yet."""
+
+    #: Only its failure domain is full: proposals behind it, in other domains, may open.
+    domain_only: bool
+
+
 def try_admit(
     state: InstanceState, view: ClusterView, policy: Policy, clock: datetime, now: datetime
-) -> Admitted | None:
+) -> Admitted | NoRoom:
     """Open the instance's waiting proposal if the cluster has room at event time
-    ``clock`` (``now`` stamps what opens); None if it has not (or nothing waits)."""
+    ``clock`` (``now`` stamps what opens). ``view`` is the cluster as this instance
+    asks (``ClusterModel.view(instance)``)."""
     waiting = state.waiting
     if waiting is None or state.open is not None or state.opt_out is not None:
-        return None
+        return NoRoom(domain_only=True)  # nothing to open here; look further
     record = waiting.remediation
     proposal = Proposal(
         cluster_id=state.cluster_id,
@@ -115,10 +126,11 @@ def try_admit(
         rule=record.rule,
         mode=record.mode,
         at=clock,
+        domains=topology.names(state.domain),
     )
     admission = safety.admit(view, proposal, policy, now, queued=True)
     if not admission.admitted:
-        return None
+        return NoRoom(domain_only=admission.blocked is safety.BlockReason.DOMAIN)
     waited = f"waited since {format_timestamp(waiting.since)} ({waiting.blocked})"
     remediation = record.model_copy(
         update={"create_time": now, "update_time": now, "reason": f"{record.reason}; {waited}"}

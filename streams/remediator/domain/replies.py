@@ -87,6 +87,23 @@ class Explanation(BaseModel):
     )
 
 
+class DomainSafety(BaseModel):
+    """One failure domain of a cluster, as the safety view shows it (issue 13)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    domain: str = Field(description='Key and value, e.g. "rack=r12".')
+    known_instances: int
+    unhealthy_instances: list[str] = Field(
+        description="Its instances with an open automated remediation."
+    )
+    limit: int = Field(description="Open automated remediations allowed at once in it.")
+    resume_at: int = Field(description="Once tripped, its new ones resume at this many or fewer.")
+    tripped_at: Timestamp | None = Field(
+        default=None, description="Set while its limit holds its instances' new ones back."
+    )
+
+
 class SafetyView(BaseModel):
     """A cluster's safety state, as ``GET …/clusters/{c}/safety`` shows it."""
 
@@ -125,6 +142,11 @@ class SafetyView(BaseModel):
     opted_out: dict[str, OptOut] = Field(
         default_factory=dict,
         description="Instances taken out of automated remediation, by instance id.",
+    )
+    domains: list[DomainSafety] = Field(
+        default_factory=list,
+        description="Per failure domain (the policy's blast_radius.domains.keys), by name: "
+        "its counts, limit and whether it is tripped. Empty when the policy sets no keys.",
     )
 
 

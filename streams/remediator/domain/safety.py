@@ -13,25 +13,27 @@ locally and at once, from a :class:`ClusterView`:
 
 Rules, in order: a paused cluster admits nothing; a tripped cluster admits nothing until
 the unhealthy count falls to the lower mark, which resumes it (:func:`reconcile`); a
-proposal that would go past the limit trips it; the hourly budget (event time) refuses
-beyond it; and while earlier refused proposals wait in the cluster's queue, a new one
-waits behind them (first come, first opened: see ``domain/queueing.py``). Tripping,
-resuming, pausing and resuming from a pause are :class:`PolicyEvent` values for
-alerting, with ids derived from what caused them, so a replay re-publishes the same ids.
-Manual remediations never come here: an operator can always act.
+proposal that would go past the limit trips it; the same, per failure domain (a rack, a
+leaf switch: :mod:`topology`), for the instances of a domain only; the hourly budget
+(event time) refuses beyond it; and while earlier refused proposals wait in the
+cluster's queue, a new one waits behind them (first come, first opened: see
+``domain/queueing.py``). Tripping, resuming, pausing and resuming from a pause are
+:class:`PolicyEvent` values for alerting, with ids derived from what caused them, so a
+replay re-publishes the same ids. Manual remediations never come here: an operator can
+always act.
 """
 
 from __future__ import annotations
 
 import bisect
 import enum
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import ids
+from . import ids, topology
 from .models import (
     Identifier,
     PolicyEvent,
@@ -67,6 +69,11 @@ class ClusterRecord(BaseModel):
         default=None,
         description="When the hourly budget first refused a proposal; None: it has room.",
     )
+    tripped_domains: dict[str, Timestamp] = Field(
+        default_factory=dict,
+        description='Failure domain (e.g. "rack=r12") -> when its own blast-radius limit '
+        "tripped; a domain not listed is not tripped.",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +89,15 @@ class ClusterView:
     admissions: Sequence[datetime] = ()
     #: The newest event time seen in the cluster: the clock the budget is counted on.
     latest: datetime | None = None
-    #: Proposals waiting in the cluster's admission queue (the asking instance's not
-    #: counted): a new proposal waits behind them.
+    #: Proposals waiting in the cluster's admission queue for room in the cluster (the
+    #: asking instance's not counted): a new proposal waits behind them. Those waiting
+    #: only for their failure domain hold nobody else back.
     waiting: int = 0
+    #: Failure domain ("rack=r12") -> its known instances / its unhealthy ones.
+    domain_known: Mapping[str, int] = field(default_factory=dict)
+    domain_unhealthy: Mapping[str, int] = field(default_factory=dict)
+    #: The domains the asking instance is already counted in (as of its last signal).
+    asking_domains: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +110,8 @@ class Proposal:
     rule: str | None
     mode: RemediationMode
     at: datetime  # event time of the signal behind it
+    #: The failure domains the instance is in (``topology.names``); none: not limited by one.
+    domains: tuple[str, ...] = ()
 
 
 class BlockReason(enum.StrEnum):
@@ -111,10 +126,13 @@ class BlockReason(enum.StrEnum):
     COOLDOWN = "cooldown"  # the instance's last remediation ended too recently
     HELD_FOR_HUMAN = "held_for_human"  # too many remediations of the instance lately
     QUEUED = "queued"  # earlier refused proposals of the cluster wait for room first
+    DOMAIN = "domain_blast_radius"  # the instance's failure domain (rack, leaf) is full
 
 
 #: Refusals for lack of room: such a proposal waits in the cluster's queue.
-QUEUEABLE = frozenset({BlockReason.BLAST_RADIUS, BlockReason.RATE_BUDGET, BlockReason.QUEUED})
+QUEUEABLE = frozenset(
+    {BlockReason.BLAST_RADIUS, BlockReason.DOMAIN, BlockReason.RATE_BUDGET, BlockReason.QUEUED}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +190,9 @@ def admit(
             proposal,
         )
         return Admission(False, reason, record, (*events, tripped), BlockReason.BLAST_RADIUS)
+    refused = _domain_check(view, proposal, policy, record, events, now, queued)
+    if refused is not None:
+        return refused
     budget = policy.rate_budget_per_hour
     if budget:
         recent = budget_used(view.admissions, proposal.at)
@@ -193,6 +214,62 @@ def admit(
         reason = f"{view.waiting} earlier proposal(s) of the cluster wait for room first"
         return Admission(False, reason, record, events, BlockReason.QUEUED)
     return Admission(True, f"admitted: {view.unhealthy + 1} of limit {limit}", record, events)
+
+
+def _domain_check(
+    view: ClusterView,
+    proposal: Proposal,
+    policy: Policy,
+    record: ClusterRecord,
+    events: tuple[PolicyEvent, ...],
+    now: datetime,
+    queued: bool = False,
+) -> Admission | None:
+    """The blast radius per failure domain: the refusal, or None when every domain of the
+    instance has room (an instance in no domain always has).
+
+    A proposal in a tripped domain is refused; one that would take a domain past its
+    limit trips it (every such domain, each with its event) and is refused, unless it
+    comes from the queue (``queued``, see :func:`admit`). Other domains, and instances
+    in none, are not held back.
+    """
+    limits = policy.blast_radius.domains
+    if not limits.keys or not proposal.domains:
+        return None
+    counts = []
+    for name in proposal.domains:
+        # The asking instance counts as known in the domain its signal placed it in.
+        known = view.domain_known.get(name, 0) + (name not in view.asking_domains)
+        counts.append((name, known, view.domain_unhealthy.get(name, 0)))
+    for name, known, unhealthy in counts:
+        if name in record.tripped_domains:
+            reason = (
+                f"blast radius in {name}: {unhealthy} of {known} instances unhealthy, tripped "
+                f"at {limits.limit(known)}; resumes at {limits.resume_at(known)} or fewer"
+            )
+            return Admission(False, reason, record, events, BlockReason.DOMAIN)
+    over = [(n, k, u) for n, k, u in counts if u + 1 > limits.limit(k)]
+    if not over:
+        return None
+    if queued:
+        full = ", ".join(f"{n} ({u} of limit {limits.limit(k)} open)" for n, k, u in over)
+        return Admission(False, f"blast radius in {full}", record, events, BlockReason.DOMAIN)
+    tripped = dict(record.tripped_domains)
+    reasons = []
+    for name, known, unhealthy in over:
+        tripped[name] = now
+        reason = (
+            f"blast radius tripped in {name}: {unhealthy} of its {known} instances already "
+            f"unhealthy, limit {limits.limit(known)} per domain (max_open {limits.max_open}, "
+            f"max_percent {limits.max_percent:g}); no new automated remediations there until "
+            f"they fall to {limits.resume_at(known)}"
+        )
+        reasons.append(reason)
+        kind = PolicyEventKind.BLAST_RADIUS_TRIPPED
+        cause = f"propose/{proposal.remediation_id}/{name}"
+        events = (*events, _event(record.cluster_id, kind, reason, now, cause, proposal, name))
+    record = record.model_copy(update={"tripped_domains": tripped})
+    return Admission(False, "; ".join(reasons), record, events, BlockReason.DOMAIN)
 
 
 def budget_used(admissions: Sequence[datetime], at: datetime) -> int:
@@ -223,6 +300,9 @@ def reconcile(
             )
             kind = PolicyEventKind.BLAST_RADIUS_RESUMED
             events = (*events, _event(record.cluster_id, kind, reason, now, cause))
+    if record.tripped_domains:
+        record, resumed = _resume_domains(view, record, policy, now)
+        events = (*events, *resumed)
     budget = policy.rate_budget_per_hour
     if record.budget_exhausted_at is not None:
         used = budget_used(view.admissions, view.latest or now)
@@ -232,6 +312,35 @@ def reconcile(
             reason = f"rate budget has room again: {used} opened in the last hour"
             kind = PolicyEventKind.RATE_BUDGET_RESTORED
             events = (*events, _event(record.cluster_id, kind, reason, now, cause))
+    return record, events
+
+
+def _resume_domains(
+    view: ClusterView, record: ClusterRecord, policy: Policy, now: datetime
+) -> tuple[ClusterRecord, tuple[PolicyEvent, ...]]:
+    """Resume each tripped failure domain whose unhealthy count fell to its lower mark,
+    or whose key the policy no longer limits (it would never resume otherwise)."""
+    limits = policy.blast_radius.domains
+    still: dict[str, datetime] = {}
+    events: tuple[PolicyEvent, ...] = ()
+    for name, tripped_at in sorted(record.tripped_domains.items()):
+        known = view.domain_known.get(name, 0)
+        unhealthy = view.domain_unhealthy.get(name, 0)
+        if topology.key_of(name) not in limits.keys:
+            reason = f"blast radius resumed in {name}: the policy no longer limits it"
+        elif unhealthy <= limits.resume_at(known):
+            reason = (
+                f"blast radius resumed in {name}: {unhealthy} of its {known} instances "
+                f"unhealthy, at or below {limits.resume_at(known)}"
+            )
+        else:
+            still[name] = tripped_at
+            continue
+        cause = f"resume/{name}/{format_timestamp(tripped_at)}"
+        kind = PolicyEventKind.BLAST_RADIUS_RESUMED
+        events = (*events, _event(record.cluster_id, kind, reason, now, cause, domain=name))
+    if events:
+        record = record.model_copy(update={"tripped_domains": still})
     return record, events
 
 
@@ -273,6 +382,7 @@ def _event(
     now: datetime,
     cause: str,
     proposal: Proposal | None = None,
+    domain: str | None = None,
 ) -> PolicyEvent:
     return PolicyEvent(
         event_id=ids.policy_event_id(cluster_id, "-", kind.value, cause),
@@ -283,4 +393,5 @@ def _event(
         mode=proposal.mode if proposal is not None else None,
         reason=reason,
         occurred_at=now,
+        domain=domain,
     )

@@ -145,6 +145,16 @@ class InstanceState(BaseModel):
         default=None,
         description="The check after the instance's last SUCCEEDED remediation (issue 13).",
     )
+    domain: dict[str, str] = Field(
+        default_factory=dict,
+        description="Its failure domain: key -> value of the policy's domain keys, e.g. "
+        '{"rack": "r12"}, from its signals or the mapping file (see domain.topology).',
+    )
+    domain_said: dict[str, str] = Field(
+        default_factory=dict,
+        description="The values of those keys its newest signals carried: they win over "
+        "the mapping file.",
+    )
 
     @classmethod
     def empty(cls, cluster_id: str, instance_id: str) -> InstanceState:

@@ -231,11 +231,17 @@ class Context:
 
     def settle(self, model: ClusterModel, now: datetime) -> None:
         """Apply what a cluster's new counts and clock call for: resume a tripped blast
-        radius, open waiting proposals while there is room, expire stale recommendations,
-        fail verifications past their deadline (on the cluster's event time), start
-        queued remediations while slots are free. Level-triggered, so doing it again
-        (after a replay, a takeover) changes nothing that is already done."""
-        if model.record.tripped_at is not None or model.record.budget_exhausted_at is not None:
+        radius (the cluster's or a failure domain's), open waiting proposals while there
+        is room, expire stale recommendations, fail verifications past their deadline
+        (on the cluster's event time), start queued remediations while slots are free.
+        Level-triggered, so doing it again (after a replay, a takeover) changes nothing
+        that is already done."""
+        record = model.record
+        if (
+            record.tripped_at is not None
+            or record.budget_exhausted_at is not None
+            or record.tripped_domains
+        ):
             record, events = safety.reconcile(model.view(), self.policy, now)
             if record != model.record:
                 self.put_cluster(model, record)
@@ -272,9 +278,12 @@ class Context:
             if state.open is not None or state.opt_out is not None:
                 self.put(model, queueing.drop(state))  # handled otherwise meanwhile
                 continue
-            admitted = queueing.try_admit(state, model.view(), self.policy, clock, now)
-            if admitted is None:
-                return  # no room for the first in line: none for those behind it
+            view = model.view(instance)
+            admitted = queueing.try_admit(state, view, self.policy, clock, now)
+            if isinstance(admitted, queueing.NoRoom):
+                if admitted.domain_only:
+                    continue  # its rack is full; others may have room
+                return  # no room in the cluster: none for those behind it either
             self.put(model, admitted.state, admitted.transitions, (admitted.event,))
 
 

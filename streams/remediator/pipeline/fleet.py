@@ -4,9 +4,10 @@ The tables are the source of truth (DESIGN.md invariant 5); this is their decode
 for the partitions this worker owns, so that a decision costs neither a parse nor a
 scan. Each :class:`ClusterModel` keeps the cluster's :class:`ClusterRecord` and its
 instances' hot records, and *derives* the counts that admission and the execution slots
-need (unhealthy instances, RUNNING and queued remediations, recent admissions), updated
-on every :meth:`ClusterModel.put` in O(1) or O(log n): the cost of a signal does not grow
-with the size of its cluster.
+need (unhealthy instances, RUNNING and queued remediations, recent admissions, the
+known and unhealthy instances of each failure domain), updated on every
+:meth:`ClusterModel.put` in O(1) or O(log n): the cost of a signal does not grow with the
+size of its cluster.
 
 Only the state owner (``pipeline/processor.py``) changes it, and always ahead of what is
 persisted: a model is rebuilt from the tables whenever partitions move.
@@ -19,9 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from remediator.domain import expiry, slots, verification
+from remediator.domain import expiry, slots, topology, verification
 from remediator.domain.models import Remediation, RemediationTrigger
-from remediator.domain.safety import ClusterRecord, ClusterView, budget_used
+from remediator.domain.safety import BlockReason, ClusterRecord, ClusterView, budget_used
 from remediator.domain.state import InstanceState
 
 
@@ -53,10 +54,16 @@ class ClusterModel:
     queued: dict[str, tuple[datetime, str]] = field(default_factory=dict)
     #: Instance -> its place in the admission queue (see domain.queueing).
     waiting: dict[str, tuple[datetime, str]] = field(default_factory=dict)
+    #: Those of them waiting for room in the cluster, not only in their failure domain:
+    #: a new proposal waits behind these.
+    waiting_for_cluster: set[str] = field(default_factory=set)
     #: Event times of automated admissions, sorted (the hourly budget).
     admissions: list[datetime] = field(default_factory=list)
     #: Newest event time seen in the cluster (the clock of its safety view).
     latest: datetime | None = None
+    #: Failure domain ("rack=r12") -> instances in it / unhealthy ones (zeros dropped).
+    domain_known: dict[str, int] = field(default_factory=dict)
+    domain_unhealthy: dict[str, int] = field(default_factory=dict)
 
     def get(self, instance_id: str) -> InstanceState | None:
         return self.instances.get(instance_id)
@@ -66,7 +73,15 @@ class ClusterModel:
         instance = state.instance_id
         old = self.instances.get(instance)
         self.instances[instance] = state
+        was_unhealthy = instance in self.unhealthy
         _toggle(self.unhealthy, instance, _unhealthy(state))
+        old_domain = old.domain if old is not None else {}
+        is_unhealthy = instance in self.unhealthy
+        if (state.domain or old_domain) and (
+            state.domain != old_domain or is_unhealthy != was_unhealthy
+        ):
+            self._count_domains(old_domain, was_unhealthy, -1)
+            self._count_domains(state.domain, is_unhealthy, +1)
         current = _open_record(state)
         _toggle(self.running, instance, slots.holds_slot(current))
         _toggle(self.awaiting, instance, expiry.awaiting_approval(state))
@@ -79,6 +94,11 @@ class ClusterModel:
             self.waiting[instance] = (state.waiting.since, instance)
         else:
             self.waiting.pop(instance, None)
+        _toggle(
+            self.waiting_for_cluster,
+            instance,
+            state.waiting is not None and state.waiting.blocked != BlockReason.DOMAIN.value,
+        )
         if old is None or old.admitted != state.admitted:
             for at in old.admitted if old is not None else ():
                 index = bisect.bisect_left(self.admissions, at)
@@ -89,17 +109,29 @@ class ClusterModel:
         if state.watermark is not None and (self.latest is None or state.watermark > self.latest):
             self.latest = state.watermark
 
+    def _count_domains(self, domain: dict[str, str], unhealthy: bool, step: int) -> None:
+        for name in topology.names(domain):
+            _add(self.domain_known, name, step)
+            if unhealthy:
+                _add(self.domain_unhealthy, name, step)
+
     def view(self, asking: str | None = None) -> ClusterView:
         """The cluster as admission sees it; ``asking`` (an instance maybe seen for the
         first time right now) counts as known."""
         known = len(self.instances) + (asking is not None and asking not in self.instances)
+        current = self.instances.get(asking) if asking is not None else None
+        asking_domains = topology.names(current.domain) if current and current.domain else ()
         return ClusterView(
             record=self.record,
             known=known,
             unhealthy=len(self.unhealthy),
             admissions=self.admissions,
             latest=self.latest,
-            waiting=len(self.waiting) - (asking is not None and asking in self.waiting),
+            waiting=len(self.waiting_for_cluster)
+            - (asking is not None and asking in self.waiting_for_cluster),
+            domain_known=self.domain_known,
+            domain_unhealthy=self.domain_unhealthy,
+            asking_domains=asking_domains,
         )
 
     def budget_used(self) -> int:
@@ -120,6 +152,14 @@ class ClusterModel:
     def next_queued(self) -> list[str]:
         """Instances whose PENDING remediation waits for a slot, first in line first."""
         return sorted(self.queued, key=self.queued.__getitem__)
+
+
+def _add(counts: dict[str, int], name: str, step: int) -> None:
+    count = counts.get(name, 0) + step
+    if count:
+        counts[name] = count
+    else:
+        del counts[name]
 
 
 def _toggle(members: set[str], member: str, present: bool) -> None:

@@ -13,12 +13,12 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
-from remediator.domain import commands, correlate, execution, ids, safety, verification
+from remediator.domain import commands, correlate, execution, ids, safety, topology, verification
 from remediator.domain.commands import Claim, Command, CommandKind
 from remediator.domain.correlate import Outcome
 from remediator.domain.execution import ReportKind
 from remediator.domain.models import dump_json
-from remediator.domain.replies import ClusterSummary, Reply, SafetyView
+from remediator.domain.replies import ClusterSummary, DomainSafety, Reply, SafetyView
 from remediator.domain.safety import ControlKind
 from remediator.domain.state import InstanceState
 from remediator.logs import about
@@ -241,7 +241,34 @@ def safety_view(ctx: Context, model: ClusterModel) -> SafetyView:
             for instance, state in sorted(model.instances.items())
             if state.opt_out is not None
         },
+        domains=domain_safety(ctx, model),
     )
+
+
+def domain_safety(ctx: Context, model: ClusterModel) -> list[DomainSafety]:
+    """The cluster's failure domains the policy limits, by name (a read: it may scan the
+    unhealthy instances)."""
+    limits = ctx.policy.blast_radius.domains
+    keys = set(limits.keys)
+    unhealthy: dict[str, list[str]] = {}
+    for instance in sorted(model.unhealthy):
+        state = model.get(instance)
+        for name in topology.names(state.domain if state is not None else {}):
+            unhealthy.setdefault(name, []).append(instance)
+    tripped = model.record.tripped_domains
+    names = {*model.domain_known, *tripped}
+    return [
+        DomainSafety(
+            domain=name,
+            known_instances=(known := model.domain_known.get(name, 0)),
+            unhealthy_instances=unhealthy.get(name, []),
+            limit=limits.limit(known),
+            resume_at=limits.resume_at(known),
+            tripped_at=tripped.get(name),
+        )
+        for name in sorted(names)
+        if topology.key_of(name) in keys or name in tripped
+    ]
 
 
 def summary(ctx: Context, model: ClusterModel) -> ClusterSummary:
