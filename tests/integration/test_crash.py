@@ -120,11 +120,12 @@ async def test_kill_9_in_the_middle_of_a_stream_loses_no_signal_and_doubles_no_r
 async def test_a_stalled_partition_is_re_seeked_and_its_records_processed(
     stall_check: bool, start_worker: Callable[..., WorkerProcess], kafka: Kafka, names: Names
 ) -> None:
-    """The consumer drops records it wrongly counts as read (a failpoint reproduces the
-    Faust/rebalance stall); the stall check notices the lag without progress and re-seeks.
+    """The consumer drops records after a rebalance (a failpoint reproduces what Faust's
+    queues do then); nothing is committed over them (offsets.py), and the stall check
+    notices the lag without progress and re-seeks.
     Without the check the remediation never comes, which shows the failpoint bites."""
     worker = start_worker(
-        REMEDIATOR_TEST_FAILPOINTS="consumer.skip_ahead",
+        REMEDIATOR_TEST_FAILPOINTS="consumer.drop_fetched",
         REMEDIATOR_STALL_SECONDS="3" if stall_check else "0",
     )
     await asyncio.sleep(1.0)  # the skip happens just after the first rebalance
