@@ -125,6 +125,8 @@ class RemediatorApp(faust.App):
         self._progress: dict[Any, tuple[int | None, float]] = {}
         #: How many times the stall check re-seeked (for /healthz and tests).
         self.stall_reseeks = 0
+        #: Failpoint consumer.drop_fetched: until when (loop time) fetched records drop.
+        self.drop_fetched_until = 0.0
 
     async def _on_agent_error(self, agent: faust.types.AgentT[Any], exc: BaseException) -> None:
         # Faust's default restarts the agent in place; ours stops the worker (see
@@ -151,8 +153,10 @@ class RemediatorApp(faust.App):
 
     def on_rebalance_end(self) -> None:
         super().on_rebalance_end()
-        if failpoints.armed("consumer.skip_ahead"):
-            self.loop.call_later(0.5, self._skip_ahead)  # after the re-seek below
+        if failpoints.armed("consumer.drop_fetched"):
+            # Read by SafeOffsets.dropping (offsets.py) in the fetch loop.
+            self.drop_fetched_until = self.loop.time() + 5.0
+            log.critical("failpoint consumer.drop_fetched: dropping source records for 5 s")
         if self.processor is not None:
             self.processor.on_rebalance_end()
         if failpoints.armed("consumer.reseek_storm"):
@@ -174,13 +178,6 @@ class RemediatorApp(faust.App):
             tps = [tp for tp in self.consumer.assignment() if tp.topic in self.watched_topics]
             await self.reseek(tps)
             await asyncio.sleep(0.005)
-
-    def _skip_ahead(self) -> None:
-        consumer: Any = self.consumer
-        for tp in consumer.assignment():
-            if tp.topic in self.watched_topics:
-                consumer._read_offset[tp] = (consumer._read_offset.get(tp) or 0) + 1_000_000
-        log.critical("failpoint consumer.skip_ahead: source read offsets moved ahead")
 
     async def check_stalls(self, stall_after: float, topics: frozenset[str]) -> None:
         """Re-seek when an assigned partition has lag but made no progress for a while.

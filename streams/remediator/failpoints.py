@@ -27,10 +27,10 @@ its source partitions every 5 ms for 8 s, so that any race between a seek and th
 consumer's fetcher shows at once (it did: a KeyError in aiokafka's Fetcher crashed the
 worker, issue 12).
 
-Not a crash, ``consumer.skip_ahead`` reproduces the stall the stall check exists for:
-after each rebalance the consumer's read offsets of the agents' source topics jump ahead,
-so the next records are fetched and dropped as already read (Faust's behaviour for such
-records), with lag left behind and nothing committed.
+Not a crash, ``consumer.drop_fetched`` reproduces the stall the stall check exists for:
+for 5 s after each rebalance the records fetched from the agents' source topics are
+dropped undelivered (as Faust's stream queues drop what they hold at a rebalance), with
+lag left behind and nothing committed over them (``offsets.py``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Faust's aiokafka transport with a configurable fetch wait and true end offsets.
+"""Faust's aiokafka transport with a configurable fetch wait, true end offsets, and the
+consumer's offsets kept safe (``offsets.py``).
 
 Two things Faust's transport takes for granted that the embedded broker (Tansu) does not
 give, fixed here so that they hold on any broker:
@@ -26,6 +27,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as driver
+
+from .offsets import SafeOffsets
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +108,7 @@ def transport_class(fetch_max_wait_ms: int) -> type[driver.Transport]:
                 await self._ends.close()
             await super().on_thread_stop()
 
-    class FetchConsumer(driver.Consumer):
+    class FetchConsumer(SafeOffsets, driver.Consumer):
         def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
             return FetchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 

@@ -39,7 +39,7 @@ SCENARIOS: dict[str, ScenarioFn] = {
 }
 # kill-9 is left out of the short form until the loss it found is fixed (README,
 # RELIABILITY: workers killed while starting lose signals); make test-faults runs it.
-SHORT = ("duplicates-late-disorder", "bad-input", "api-abuse")
+SHORT = ("kill-9", "duplicates-late-disorder", "bad-input", "api-abuse")
 COLUMNS = (
     "scenario",
     "signals",

@@ -1,4 +1,4 @@
-"""The fault suite's short form, inside ``make test``: three scenarios of tests/faults, small
+"""The fault suite's short form, inside ``make test``: four scenarios of tests/faults, small
 (``make test-faults`` runs all seven at full size and prints the table)."""
 
 from __future__ import annotations
