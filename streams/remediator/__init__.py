@@ -1,3 +1,3 @@
 """remediator: links GPU-cluster health checks to node remediations."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
