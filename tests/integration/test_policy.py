@@ -384,6 +384,42 @@ async def test_no_health_by_the_deadline_fails_the_repair_and_escalates_at_once(
     assert [e["kind"] for e in events] == ["VERIFICATION_FAILED"]
 
 
+async def test_a_recommendation_not_approved_in_time_expires_on_event_time(
+    start_worker: Any, api: Any, kafka: Kafka, names: Names, cluster: str, tmp_path: Path
+) -> None:
+    """Approval expiry (issue 13) on the real broker: event time only. A recommendation
+    opened from a signal two days old waits; a signal of another instance an hour later
+    changes nothing; one 25 hours later (the default TTL is 24 h) cancels it with the
+    reason, an EXPIRE transition stamped at the deadline and an APPROVAL_EXPIRED event."""
+    client = api(start_worker(**policy_env(tmp_path)))
+    base = (datetime.now(UTC) - timedelta(days=2)).replace(microsecond=0)
+    await kafka.produce(names.passive, alert(cluster, "i-1", iso(base, 0)), key=b"i-1")
+    (opened,) = await until(lambda: _list(client, cluster, "i-1"), "the recommendation")
+    assert opened["state"] == "PENDING_APPROVAL"
+
+    await kafka.produce(names.active, _passing(cluster, "i-2", iso(base, 60)), key=b"i-2")
+    await until(lambda: _known(client, cluster, 2), "the second instance")
+    (still,) = await _list(client, cluster, "i-1")
+    assert still["state"] == "PENDING_APPROVAL"
+
+    await kafka.produce(names.active, _passing(cluster, "i-3", iso(base, 25 * 60)), key=b"i-3")
+    events = await mine(kafka, names.policy_events, cluster, at_least=1)
+    assert [(e["kind"], e["instance_id"]) for e in events] == [("APPROVAL_EXPIRED", "i-1")]
+    deadline = iso(base, 24 * 60)
+    assert events[0]["occurred_at"] == deadline
+    (expired,) = await _list(client, cluster, "i-1")
+    assert expired["state"] == "CANCELLED"
+    transitions = [
+        t
+        for t in await kafka.read(names.transitions, at_least=2)
+        if t["remediation_id"] == opened["id"]
+    ]
+    last = max(transitions, key=lambda t: t["sequence"])
+    assert (last["event"], last["to_state"]) == ("EXPIRE", "CANCELLED")
+    assert last["occurred_at"] == deadline
+    assert "approval expired" in last["reason"]
+
+
 def _policy_topic(names: Names) -> str:
     return names.policy_events
 

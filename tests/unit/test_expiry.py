@@ -71,3 +71,17 @@ def test_a_rule_sets_its_own_ttl_and_zero_means_never() -> None:
     opened(never)
     tick(never, 24 * 30)
     assert never.state("c1", "sick").open is not None  # type: ignore[union-attr]
+
+
+def test_the_ttl_counts_from_the_opening_signals_event_time_not_the_record_time() -> None:
+    """A backlog: signals two days old arrive now (the inputs' record time is now). The
+    recommendation expires on the signals' own clock, as it would have live."""
+    harness = Harness(parse_layered(""))
+    late = T0 + timedelta(days=2)  # the record time of every input below
+    harness.signal(run(instance_id="sick", completed_at=hours(0)), now=late)
+    harness.signal(run(instance_id="other", result="PASSED", completed_at=hours(25)), now=late)
+    state = harness.state("c1", "sick")
+    assert state is not None
+    assert state.open is None
+    (event,) = [e for e in harness.events() if e.kind is PolicyEventKind.APPROVAL_EXPIRED]
+    assert event.occurred_at == T0 + timedelta(hours=24)

@@ -7,9 +7,11 @@ waiting recommendations would only grow. So it is cancelled with the reason "app
 expired", a transition and an ``APPROVAL_EXPIRED`` policy event; the next failing signal
 opens a fresh one if the problem is still there.
 
-Decided on the cluster's event time (the newest signal seen), like every other rule, so
-a replay or a backlog decides the same; the ids of the transition and the event derive
-from the remediation's, so doing it again after a crash re-publishes the same ones.
+Decided on the cluster's event time (the newest signal seen), like every other rule, and
+counted from the event time of the signal that opened it (a proposal that waited in the
+admission queue counts its wait too), so a replay or a backlog decides the same; the
+ids of the transition and the event derive from the remediation's, so doing it again
+after a crash re-publishes the same ones.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .lifecycle import Event
 from .models import (
     PolicyEvent,
     PolicyEventKind,
+    Remediation,
     RemediationState,
     RemediationTransition,
     RemediationTrigger,
@@ -48,17 +51,24 @@ def awaiting_approval(state: InstanceState | None) -> bool:
     )
 
 
+def opened_at(remediation: Remediation) -> datetime:
+    """When the recommendation opened, on the clock expiry is decided on (event time):
+    the event time of the signal that opened it. Its ``create_time`` is the input's
+    record time, which a backlog or a replay of old signals puts days after it."""
+    return remediation.signals[0].observed_at if remediation.signals else remediation.create_time
+
+
 def expire(state: InstanceState, policy: Policy, clock: datetime) -> Expired | None:
     """Cancel the instance's recommendation if it waited past its TTL at ``clock``."""
     if not awaiting_approval(state) or state.open is None:
         return None
     remediation = state.open.remediation
     ttl = policy.approval_ttl(remediation.rule)
-    if ttl is None or clock < remediation.create_time + ttl:
+    if ttl is None or clock < opened_at(remediation) + ttl:
         return None
     hours = ttl.total_seconds() / 3600
     reason = f"approval expired: not approved within {hours:g} h"
-    when = remediation.create_time + ttl
+    when = opened_at(remediation) + ttl
     state, transition = record_change(
         state, remediation, Event.EXPIRE, now=when, actor=SYSTEM_PRINCIPAL, reason=reason
     )
