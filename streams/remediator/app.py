@@ -117,7 +117,6 @@ class RemediatorApp(faust.App):
         self._reseeks: set[asyncio.Future[None]] = set()
         self.executor: Executor | None = None
         self.processor: Processor | None = None
-        self._assigned_before: set[Any] = set()
         self.inbox_topic_name = ""
         #: The agents' source topics (set by create_app): what re-seeks and stall checks
         #: look at (table changelogs are read by Faust's recovery, never committed).
@@ -143,7 +142,6 @@ class RemediatorApp(faust.App):
         await super()._on_partitions_revoked(revoked)
 
     def on_rebalance_start(self) -> None:
-        self._assigned_before = set(self.consumer.assignment())
         super().on_rebalance_start()
         if self.processor is not None:
             self.processor.on_rebalance_start()
@@ -163,8 +161,7 @@ class RemediatorApp(faust.App):
             task = asyncio.ensure_future(self._reseek_storm())
             self._reseeks.add(task)
             task.add_done_callback(self._reseeks.discard)
-        retained, self._assigned_before = self._assigned_before, set()
-        task = asyncio.ensure_future(self._seek_again(self.consumer_generation_id, retained))
+        task = asyncio.ensure_future(self._seek_again(self.consumer_generation_id))
         self._reseeks.add(task)  # keep a reference until done
         task.add_done_callback(self._reseeks.discard)
 
@@ -254,18 +251,18 @@ class RemediatorApp(faust.App):
         # (reproduced by the failpoint consumer.reseek_storm, test_crash.py).
         await consumer.seek_wait({tp: committed[tp] or earliest.get(tp) or 0 for tp in chosen})
 
-    async def _seek_again(self, generation: int, retained: set[Any]) -> None:
+    async def _seek_again(self, generation: int) -> None:
         await asyncio.sleep(0.05)  # let the recovery that called us finish resuming
         if self.rebalancing or self.consumer_generation_id != generation:
             return  # another rebalance is under way and will seek itself
-        # Only partitions kept across the rebalance can have had records fetched and
-        # dropped; a partition new to this worker starts from its committed offset
-        # already, and seeking it again would only process its first records twice.
-        tps = [
-            tp
-            for tp in self.consumer.assignment()
-            if tp in retained and tp.topic in self.watched_topics
-        ]
+        # Every source partition, new ones too. A kept one may have had records fetched
+        # and dropped from the queues; a new one, records fetched while the tables were
+        # recovering (the consumer fetches, the streams skip them while the app's flow
+        # is suspended, unacknowledged). Since commits never pass an unprocessed record
+        # (offsets.py), such a partition would commit nothing more until the stall check
+        # re-read it (60 s: the fault suite's kill-9 scenario showed it on every input
+        # partition of a freshly started worker). Seeking costs a few records read twice.
+        tps = [tp for tp in self.consumer.assignment() if tp.topic in self.watched_topics]
         try:
             await self.reseek(tps)
         except Exception:  # the next rebalance seeks anyway; never crash the worker
