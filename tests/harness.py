@@ -25,7 +25,7 @@ from remediator.domain.state import InstanceState
 from remediator.pipeline.context import Batch, Context, Item, Origin, Tables, Topics
 from remediator.pipeline.fleet import Fleet
 from remediator.pipeline.handlers import handler_for
-from remediator.pipeline.messages import InboxMessage, Kick, Route
+from remediator.pipeline.messages import InboxMessage, Kick, Route, dead_letter_key
 from remediator.pipeline.outbox import Record
 from tests.builders import T0
 
@@ -135,6 +135,9 @@ class Harness:
     def report(self, report: StepReport, now: datetime = T0) -> Batch:
         return self.apply(InboxMessage(report=report), now=now)
 
+    def dead_letters(self) -> list[Record]:
+        return [r for r in self.outputs if r.topic == TOPICS.dead_letters]
+
     def kick(self, cluster_id: str = "c1", now: datetime = T0) -> Batch:
         return self.apply(InboxMessage(kick=Kick(cluster_id=cluster_id)), now=now)
 
@@ -183,6 +186,9 @@ def _key(message: InboxMessage) -> bytes:
         if message.route is Route.CLAIM:
             return f"claim:{message.command.remediation_id}".encode()
         return ids.instance_key(message.command.cluster_id, message.command.instance_id).encode()
+    if message.unreadable is not None:
+        letter = message.unreadable.letter
+        return dead_letter_key(letter.source_topic, letter.partition).encode()
     return message.cluster_id.encode()
 
 

@@ -306,6 +306,9 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         consumer_auto_offset_reset="earliest",
         # take_events that acknowledges a batch only once processed (see batches.py).
         Stream=BatchingStream,
+        # TLS and SASL (REMEDIATOR_BROKER_*), for Faust's consumer, producer and topic
+        # creation; our own clients take them from settings.connection.
+        broker_credentials=settings.broker_security.faust_credentials(),
         broker_session_timeout=session_timeout,
         # Heartbeats at most a second apart and one rebalance timeout for every worker,
         # whatever its session timeout: a worker with a long one still learns of a
@@ -337,7 +340,9 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         web_stats_enabled=False,
     )
     # Before anything touches app.transport (declaring a topic does).
-    app.transport = transport_class(settings.fetch_max_wait_ms)(app.conf.broker_consumer, app)
+    app.transport = transport_class(settings.fetch_max_wait_ms, settings.connection)(
+        app.conf.broker_consumer, app
+    )
     topics = _topics(app, settings)
     tables = _tables(app, settings)
     app.inbox_topic_name = settings.inbox_topic
@@ -404,14 +409,12 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         active_runs=topics.active_runs,
         passive_events=topics.passive_events,
         inbox=settings.inbox_topic,
-        dead_letters=settings.topic_dead_letter,
         processor=processor,
         partitions=settings.partitions,
         clock=clock,
         batch_max=settings.batch_max,
         batch_wait=settings.batch_wait_ms / 1000,
         max_input_bytes=settings.max_input_bytes,
-        metrics=metrics,
     )
     register_instances(
         app,
@@ -425,7 +428,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         app=app,
         inbox=topics.inbox,
         replies=topics.replies,
-        bootstrap_servers=settings.bootstrap_servers,
+        connection=settings.connection,
         partitions=settings.partitions,
         timeout=settings.api_timeout_seconds,
     )

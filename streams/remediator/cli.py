@@ -133,8 +133,8 @@ _BROKER_HELP = "bootstrap servers (default: $REMEDIATOR_BROKER, else kafka://127
 def _run_topic_tool(args: argparse.Namespace) -> int:
     from . import topictools
 
-    broker = args.broker or os.environ.get("REMEDIATOR_BROKER") or topictools.DEFAULT_BROKER
     try:
+        broker = topictools.connection(args.broker)
         if args.command == "publish":
             if args.raw:
                 documents = [topictools.read_raw(args.file)]
@@ -250,24 +250,28 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
     import faust
 
     from . import logs
-    from .admin import BrokerUnavailable, ensure_topics
     from .app import create_app, external_topic_names
+    from .kafka.admin import BrokerUnavailable, check_connection, ensure_topics
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    if settings.create_topics:
-        try:
+    try:
+        # Before Faust, which would retry a refused credential for ever: one line instead.
+        loop.run_until_complete(
+            check_connection(settings.connection, settings.broker_connect_timeout)
+        )
+        if settings.create_topics:
             loop.run_until_complete(
                 ensure_topics(
-                    settings.bootstrap_servers,
+                    settings.connection,
                     external_topic_names(settings),
                     partitions=settings.partitions,
                     replication_factor=settings.replication_factor,
                     timeout=settings.broker_connect_timeout,
                 )
             )
-        except BrokerUnavailable as exc:
-            return _fail(f"REMEDIATOR_BROKER: {exc}", EXIT_START)
+    except BrokerUnavailable as exc:
+        return _fail(f"REMEDIATOR_BROKER: {exc}", EXIT_START)
     # Our own handler and formats (see logs.py); Faust's would replace them.
     logs.configure(settings.log_level, settings.log_format)
     _print_banner(settings, embedded=embedded)
@@ -306,7 +310,8 @@ def _print_banner(settings: Settings, *, embedded: bool) -> None:
     policy = settings.policy_in_force
     lines = [
         f"remediator {__version__} worker, app id {settings.app_id!r}",
-        f"  {where}: {settings.broker}",
+        f"  {where}: {settings.broker}"
+        + ("" if embedded else f" ({settings.broker_security.describe()})"),
         f"  REST API: http://{settings.web_host}:{settings.web_port}/v1/compute "
         f"(OpenAPI at /openapi.json, health at /healthz, metrics at /metrics)",
         f"  API principals: {', '.join(sorted(set(settings.tokens.values()))) or 'none'}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import socket
@@ -75,6 +76,11 @@ class EmbeddedBroker:
     @property
     def url(self) -> str:
         return f"kafka://{self.address}"
+
+    @property
+    def name(self) -> str:
+        """What the bench and the fault suite record: ``tansu 0.6.0``."""
+        return tansu_version()
 
     def start(self, timeout: float = 15.0) -> str:
         """Start the broker and wait until it listens; return ``host:port``."""
@@ -159,6 +165,18 @@ class EmbeddedBroker:
             return "(no log)"
         lines = self._log_path.read_text(errors="replace").strip().splitlines()
         return lines[-1] if lines else "(empty log)"
+
+
+@functools.cache
+def tansu_version() -> str:
+    """``tansu X.Y.Z``, as the binary reports it."""
+    try:
+        done = subprocess.run(  # noqa: S603 - our own binary, fixed argv
+            [_broker_binary(), "--version"], capture_output=True, text=True, check=False
+        )
+    except (OSError, EmbeddedBrokerError):
+        return "tansu (version unknown)"
+    return done.stdout.strip() or "tansu (version unknown)"
 
 
 def _broker_binary() -> str:

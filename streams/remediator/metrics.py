@@ -106,6 +106,8 @@ class Tally:
     steps: list[tuple[str, str, float]] = field(default_factory=list)
     #: (mode, seconds from the first failing signal) per SUCCEEDED remediation.
     successes: list[tuple[str, float]] = field(default_factory=list)
+    #: input topic -> inputs dead-lettered (each once, however often it was read).
+    dead_letters: dict[str, int] = field(default_factory=dict)
 
     def signal(self, signal: HealthSignal, result: str) -> None:
         key = (type(signal), result)
@@ -272,9 +274,12 @@ class Metrics:
             self.steps(action, result).observe(seconds)
         for mode, seconds in tally.successes:
             self.time_to_success(mode).observe(seconds)
+        for topic, count in tally.dead_letters.items():
+            self.dead_lettered(topic, count)
 
     def dead_lettered(self, topic: str, count: int = 1) -> None:
-        """Input of ``topic`` that could not be read as a signal (counted at ingest)."""
+        """Input of ``topic`` that could not be read as a signal (counted once, when its
+        dead letter is durable)."""
         self.signals(topic, DEAD_LETTERED).inc(count)
 
     def control_plane_retry(self, call: str, cause: str) -> None:

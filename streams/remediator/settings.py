@@ -13,10 +13,10 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from remediator.domain.policy import (
@@ -25,6 +25,13 @@ from remediator.domain.policy import (
     PolicyInForce,
     load_policy,
     load_policy_in_force,
+)
+from remediator.kafka.security import (
+    BrokerSecurity,
+    Connection,
+    Mechanism,
+    Protocol,
+    SecurityError,
 )
 
 ENV_PREFIX = "REMEDIATOR_"
@@ -44,8 +51,9 @@ class ConfigError(Exception):
 DEFAULT_SESSION_TIMEOUT = 6.0
 
 
-class Settings(BaseSettings):
-    """The service's settings. Each field is read from ``REMEDIATOR_<FIELD NAME>``."""
+class BrokerSettings(BaseSettings):
+    """Where the broker is and how to connect to it: all that the CLI's topic tools
+    (``publish``, ``tail``, ``simulate``) read, and the first part of :class:`Settings`."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
@@ -54,6 +62,191 @@ class Settings(BaseSettings):
         description="Kafka bootstrap servers, e.g. kafka://10.0.0.5:9092 (comma-separated "
         "list allowed). Unset: the worker starts an embedded Tansu broker on loopback.",
     )
+    broker_security_protocol: Protocol = Field(
+        default="PLAINTEXT",
+        description="How to talk to the broker: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or "
+        "SASL_SSL (TLS and SASL, what managed Kafkas use). Every client the service and its "
+        "CLI create uses it.",
+    )
+    broker_sasl_mechanism: Mechanism | None = Field(
+        default=None,
+        description="SASL mechanism, required with SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.",
+    )
+    broker_sasl_username: str | None = Field(
+        default=None, min_length=1, description="SASL user name, required with SASL_*."
+    )
+    broker_sasl_password: SecretStr | None = Field(
+        default=None,
+        description="SASL password (never printed). Prefer REMEDIATOR_BROKER_SASL_PASSWORD_FILE.",
+    )
+    broker_sasl_password_file: Path | None = Field(
+        default=None,
+        description="A file holding the SASL password (a trailing newline is ignored), "
+        "e.g. a mounted Kubernetes secret.",
+    )
+    broker_ssl_cafile: Path | None = Field(
+        default=None,
+        description="PEM file of the CA(s) that signed the broker's certificate. Unset: the "
+        "system's CAs. The broker's host name is always checked.",
+    )
+    broker_ssl_certfile: Path | None = Field(
+        default=None,
+        description="PEM client certificate, for brokers that require mutual TLS (the key "
+        "may be in the same file or in REMEDIATOR_BROKER_SSL_KEYFILE).",
+    )
+    broker_ssl_keyfile: Path | None = Field(
+        default=None, description="PEM private key of the client certificate."
+    )
+    broker_connect_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds to keep trying to reach the broker at start before giving up. "
+        "A refused credential or certificate stops start-up at once.",
+    )
+
+    @field_validator("broker")
+    @classmethod
+    def _check_broker(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        for entry in value.split(","):
+            parse_server(entry.strip())
+        return value.strip()
+
+    @field_validator(
+        "broker_sasl_password_file",
+        "broker_ssl_cafile",
+        "broker_ssl_certfile",
+        "broker_ssl_keyfile",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_security(self) -> BrokerSettings:
+        # Raised as one line naming the variable (see _one_line); never a secret's value.
+        self.broker_security  # noqa: B018 - builds it: files readable, PEM loads
+        return self
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """``host:port`` entries of the external broker (empty when embedded)."""
+        if self.broker is None:
+            return []
+        return [parse_server(e.strip()) for e in self.broker.split(",")]
+
+    @property
+    def broker_security(self) -> BrokerSecurity:
+        """TLS and SASL settings, checked (raises ValueError naming the variable)."""
+        return _security(self)
+
+    @property
+    def connection(self) -> Connection:
+        """What every Kafka client needs: servers and security."""
+        return Connection(tuple(self.bootstrap_servers), self.broker_security)
+
+
+def _security(s: BrokerSettings) -> BrokerSecurity:
+    protocol = s.broker_security_protocol
+    var = f"{ENV_PREFIX}BROKER_"
+    sasl = protocol.startswith("SASL_")
+    tls = protocol in ("SSL", "SASL_SSL")
+    given_sasl = [
+        name
+        for name, value in (
+            ("SASL_MECHANISM", s.broker_sasl_mechanism),
+            ("SASL_USERNAME", s.broker_sasl_username),
+            ("SASL_PASSWORD", s.broker_sasl_password),
+            ("SASL_PASSWORD_FILE", s.broker_sasl_password_file),
+        )
+        if value is not None
+    ]
+    given_tls = [
+        name
+        for name, value in (
+            ("SSL_CAFILE", s.broker_ssl_cafile),
+            ("SSL_CERTFILE", s.broker_ssl_certfile),
+            ("SSL_KEYFILE", s.broker_ssl_keyfile),
+        )
+        if value is not None
+    ]
+    # A credential set for a protocol that would not use it is a mistake that would
+    # otherwise connect without it: refuse, naming both.
+    if given_sasl and not sasl:
+        raise ValueError(
+            f"{var}{given_sasl[0]} is set but {var}SECURITY_PROTOCOL is {protocol} "
+            "(use SASL_SSL or SASL_PLAINTEXT)"
+        )
+    if given_tls and not tls:
+        raise ValueError(
+            f"{var}{given_tls[0]} is set but {var}SECURITY_PROTOCOL is {protocol} "
+            "(use SSL or SASL_SSL)"
+        )
+    if protocol != "PLAINTEXT" and s.broker is None:
+        raise ValueError(
+            f"{var}SECURITY_PROTOCOL is {protocol} but {ENV_PREFIX}BROKER is unset "
+            "(the embedded broker speaks plain text only)"
+        )
+    if s.broker_ssl_keyfile is not None and s.broker_ssl_certfile is None:
+        raise ValueError(f"{var}SSL_KEYFILE is set without {var}SSL_CERTFILE")
+    password: str | None = None
+    if sasl:
+        if s.broker_sasl_mechanism is None:
+            raise ValueError(
+                f"{var}SASL_MECHANISM is required with {protocol} "
+                "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+            )
+        if s.broker_sasl_username is None:
+            raise ValueError(f"{var}SASL_USERNAME is required with {protocol}")
+        password = _password(s, var)
+    for name, path in (
+        ("SSL_CAFILE", s.broker_ssl_cafile),
+        ("SSL_CERTFILE", s.broker_ssl_certfile),
+        ("SSL_KEYFILE", s.broker_ssl_keyfile),
+    ):
+        if path is not None and not os.access(path, os.R_OK):
+            raise ValueError(f"{var}{name}: cannot read {path}")
+    security = BrokerSecurity(
+        protocol=protocol,
+        mechanism=s.broker_sasl_mechanism,
+        username=s.broker_sasl_username,
+        password=password,
+        cafile=s.broker_ssl_cafile,
+        certfile=s.broker_ssl_certfile,
+        keyfile=s.broker_ssl_keyfile,
+    )
+    try:
+        security.ssl_context  # noqa: B018 - load the PEM files now, not at first connect
+    except SecurityError as exc:
+        raise ValueError(f"{var}{exc.setting}: {exc}") from None
+    return security
+
+
+def _password(s: BrokerSettings, var: str) -> str:
+    if s.broker_sasl_password is not None and s.broker_sasl_password_file is not None:
+        raise ValueError(f"{var}SASL_PASSWORD and {var}SASL_PASSWORD_FILE are both set")
+    if s.broker_sasl_password_file is not None:
+        try:
+            text = s.broker_sasl_password_file.read_text().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8"
+            raise ValueError(
+                f"{var}SASL_PASSWORD_FILE: cannot read {s.broker_sasl_password_file} ({reason})"
+            ) from None
+        if not text:
+            raise ValueError(f"{var}SASL_PASSWORD_FILE: {s.broker_sasl_password_file} is empty")
+        return text
+    if s.broker_sasl_password is None or not s.broker_sasl_password.get_secret_value():
+        raise ValueError(f"{var}SASL_PASSWORD or {var}SASL_PASSWORD_FILE is required")
+    return s.broker_sasl_password.get_secret_value()
+
+
+class Settings(BrokerSettings):
+    """The service's settings. Each field is read from ``REMEDIATOR_<FIELD NAME>``."""
+
     app_id: str = Field(
         default="remediator",
         pattern=r"^[A-Za-z0-9._-]{1,200}$",
@@ -175,12 +368,6 @@ class Settings(BaseSettings):
         description="How long an API request waits for the owner of the instance to answer "
         "before a 503 (during a rebalance or a restart).",
     )
-    broker_connect_timeout: float = Field(
-        default=60.0,
-        gt=0,
-        le=3600,
-        description="Seconds to keep trying to reach the broker at start before giving up.",
-    )
     broker_session_timeout: float | None = Field(
         default=None,
         gt=0,
@@ -295,15 +482,6 @@ class Settings(BaseSettings):
         """The policy with its source and the SHA-256 of its text."""
         return load_policy_in_force(self.policy_file)
 
-    @field_validator("broker")
-    @classmethod
-    def _check_broker(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        for entry in value.split(","):
-            parse_server(entry.strip())
-        return value.strip()
-
     @field_validator("api_tokens")
     @classmethod
     def _check_tokens(cls, value: str) -> str:
@@ -323,13 +501,6 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError(f"bad port in {value!r}") from None
         return value.strip().rstrip("/")
-
-    @property
-    def bootstrap_servers(self) -> list[str]:
-        """``host:port`` entries of the external broker (empty when embedded)."""
-        if self.broker is None:
-            return []
-        return [parse_server(e.strip()) for e in self.broker.split(",")]
 
     @property
     def tokens(self) -> dict[str, str]:
@@ -386,14 +557,27 @@ def parse_tokens(value: str) -> dict[str, str]:
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and check the settings; raise :class:`ConfigError` (one line) if any is bad."""
+    return _load(Settings, environ)
+
+
+def load_broker_settings(environ: Mapping[str, str] | None = None) -> BrokerSettings:
+    """Only the broker and its security (for the CLI's topic tools): the rest of the
+    worker's settings need not be valid, or set, where they run."""
+    return _load(BrokerSettings, environ)
+
+
+_S = TypeVar("_S", bound=BrokerSettings)
+
+
+def _load(model: type[_S], environ: Mapping[str, str] | None) -> _S:
     env = dict(os.environ if environ is None else environ)
     ours = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}
     try:
-        return Settings.model_validate(
+        return model.model_validate(
             {
                 k[len(ENV_PREFIX) :].lower(): v
                 for k, v in ours.items()
-                if k[len(ENV_PREFIX) :].lower() in Settings.model_fields
+                if k[len(ENV_PREFIX) :].lower() in model.model_fields
             }
         )
     except ValidationError as exc:
@@ -418,8 +602,9 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
 
 def _one_line(exc: ValidationError) -> str:
     problems = []
-    for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else "?"
+    for error in exc.errors(include_input=False):
         message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{ENV_PREFIX}{field.upper()}: {message}")
+        if error["loc"]:
+            message = f"{ENV_PREFIX}{str(error['loc'][0]).upper()}: {message}"
+        problems.append(message)  # a check of several settings names them itself
     return "invalid configuration: " + "; ".join(problems)

@@ -9,27 +9,44 @@ sends one message per JSON document (a file holding one object, or JSON Lines), 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import IO
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
-from remediator.settings import parse_server
+from remediator.kafka.admin import BrokerUnavailable, check_connection
+from remediator.kafka.metadata import partitions_of
+from remediator.kafka.security import Connection
+from remediator.settings import ConfigError, load_broker_settings, parse_server
 
 DEFAULT_BROKER = "kafka://127.0.0.1:9092"
+#: How long publish and tail try to reach the broker before giving up.
+CONNECT_TIMEOUT = 15.0
 
 
 class ToolError(Exception):
     """A one-line problem with the arguments or the input."""
 
 
-def servers(broker: str) -> list[str]:
+def connection(broker: str | None, environ: Mapping[str, str] | None = None) -> Connection:
+    """``--broker`` (else ``$REMEDIATOR_BROKER``, else the local default) with the
+    ``REMEDIATOR_BROKER_*`` security settings of the environment, checked."""
+    env = dict(os.environ if environ is None else environ)
+    if broker is not None:
+        try:
+            for entry in broker.split(","):
+                parse_server(entry.strip())
+        except ValueError as exc:
+            raise ToolError(f"--broker: {exc}") from None
+        env["REMEDIATOR_BROKER"] = broker
+    env.setdefault("REMEDIATOR_BROKER", DEFAULT_BROKER)
     try:
-        return [parse_server(entry.strip()) for entry in broker.split(",")]
-    except ValueError as exc:
-        raise ToolError(f"--broker: {exc}") from None
+        return load_broker_settings(env).connection
+    except ConfigError as exc:
+        raise ToolError(str(exc).removeprefix("invalid configuration: ")) from None
 
 
 def read_documents(stream: IO[bytes]) -> list[bytes]:
@@ -55,9 +72,14 @@ def read_documents(stream: IO[bytes]) -> list[bytes]:
 
 
 async def publish(
-    broker: str, topic: str, documents: Iterable[bytes], key: str | None, key_field: str | None
+    broker: Connection,
+    topic: str,
+    documents: Iterable[bytes],
+    key: str | None,
+    key_field: str | None,
 ) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=servers(broker), request_timeout_ms=10000)
+    await _reach(broker)
+    producer = broker.producer(request_timeout_ms=10000)
     await producer.start()
     sent = 0
     try:
@@ -80,7 +102,7 @@ async def publish(
 
 
 async def tail(
-    broker: str,
+    broker: Connection,
     topic: str,
     *,
     from_beginning: bool,
@@ -88,12 +110,12 @@ async def tail(
     idle_timeout: float | None,
     out: IO[str],
 ) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers(broker), enable_auto_commit=False)
+    await _reach(broker)
+    consumer = broker.consumer(enable_auto_commit=False)
     await consumer.start()
     printed = 0
     try:
-        await consumer.topics()
-        partitions = consumer.partitions_for_topic(topic)
+        partitions = await partitions_of(consumer, topic)
         if not partitions:
             raise ToolError(f"topic {topic!r} does not exist")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
@@ -119,6 +141,14 @@ async def tail(
     finally:
         await consumer.stop()
     return printed
+
+
+async def _reach(broker: Connection) -> None:
+    """One line, not aiokafka's retries, when the broker is away or refuses us."""
+    try:
+        await check_connection(broker, CONNECT_TIMEOUT)
+    except BrokerUnavailable as exc:
+        raise ToolError(f"--broker: {exc}") from None
 
 
 def _render(key: bytes | None, value: bytes | None) -> str:

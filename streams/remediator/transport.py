@@ -28,6 +28,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as driver
 
+from .kafka.security import Connection
 from .offsets import SafeOffsets
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,8 @@ _PROBE_SECONDS = 2.0
 class EndOffsets:
     """True end offsets: what the broker says, checked against its last record batch."""
 
-    def __init__(self, bootstrap_servers: list[str]) -> None:
-        self._bootstrap = bootstrap_servers
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
         self._consumer: AIOKafkaConsumer | None = None
 
     async def check(self, ends: Mapping[Any, int]) -> dict[Any, int]:
@@ -66,8 +67,7 @@ class EndOffsets:
 
     async def _ensure(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap,
+            consumer = self._connection.consumer(
                 group_id=None,
                 enable_auto_commit=False,
                 fetch_max_wait_ms=50,
@@ -82,7 +82,7 @@ class EndOffsets:
             self._consumer = None
 
 
-def transport_class(fetch_max_wait_ms: int) -> type[driver.Transport]:
+def transport_class(fetch_max_wait_ms: int, connection: Connection) -> type[driver.Transport]:
     """A Faust Kafka transport whose consumer waits at most ``fetch_max_wait_ms`` and
     reports true end offsets."""
 
@@ -98,9 +98,7 @@ def transport_class(fetch_max_wait_ms: int) -> type[driver.Transport]:
         async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
             ends = await super()._highwaters(partitions)
             if self._ends is None:
-                transport: Any = self.transport
-                servers = driver.server_list(transport.url, transport.default_port)
-                self._ends = EndOffsets(servers)
+                self._ends = EndOffsets(connection)
             return await self._ends.check(ends)
 
         async def on_thread_stop(self) -> None:

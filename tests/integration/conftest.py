@@ -1,6 +1,11 @@
-"""Real parts for integration tests: a Tansu broker, worker processes, Kafka clients.
+"""Real parts for integration tests: real brokers, worker processes, Kafka clients.
 
-- ``broker``: one real Tansu broker for the session (the same binary the worker embeds).
+- ``broker``: a real broker, started once per session and kind: Tansu (the binary the
+  worker embeds) for every test, and Apache Kafka (``remediator.kafka.local``, the broker
+  production runs) for the modules and tests marked ``@pytest.mark.brokers("tansu",
+  "kafka")``, which then run once on each (ids ``[tansu]``, ``[kafka]``; ``-m kafka``
+  selects the Kafka tier). Without Java the Kafka tier skips with one line saying why,
+  except under ``CI=true``, where it fails.
 - ``names``: a unique app id and unique topic names per test, so tests never see each
   other's messages or consumer groups.
 - ``start_worker``: starts ``remediator worker`` as a real process against the broker
@@ -33,10 +38,22 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from remediator.domain.policy import default_policy_text
 from remediator.embedded import EmbeddedBroker, free_port
+from remediator.kafka.local import LocalKafka, LocalKafkaError, unavailable_reason
+from remediator.kafka.metadata import partitions_of
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
+
+#: A broker a test can use: both offer host, port, address, url and name.
+Broker = EmbeddedBroker | LocalKafka
+
+#: Apache Kafka for tests: sessions as short as the tests' 3 s (Kafka's default minimum
+#: is 6 s), and the log cleaner quick enough for a compaction test to see it work.
+KAFKA_TEST_PROPERTIES = {
+    "group.min.session.timeout.ms": "1000",
+    "log.cleaner.backoff.ms": "500",
+}
 
 
 def permissive_policy_text() -> str:
@@ -57,14 +74,81 @@ def permissive_policy_text() -> str:
     return text
 
 
+class Brokers:
+    """The session's brokers, started on first use and stopped at the end."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._started: dict[str, Broker] = {}
+        self._refused: str | None = None
+
+    def get(self, kind: str) -> Broker:
+        if kind not in self._started:
+            self._started[kind] = self._start(kind)
+        return self._started[kind]
+
+    def _start(self, kind: str) -> Broker:
+        if kind == "tansu":
+            tansu = EmbeddedBroker(port=0, log_dir=self.root / "tansu")
+            tansu.start()
+            return tansu
+        if kind != "kafka":
+            raise ValueError(f"unknown broker kind {kind!r}")
+        if self._refused is None:
+            self._refused = unavailable_reason() or ""
+        if self._refused:
+            kafka_unavailable(self._refused)
+        kafka = LocalKafka(log_dir=self.root / "kafka", properties=KAFKA_TEST_PROPERTIES)
+        try:
+            kafka.start()
+        except LocalKafkaError as exc:
+            self._refused = str(exc)
+            kafka_unavailable(self._refused)
+        return kafka
+
+    def stop(self) -> None:
+        for started in self._started.values():
+            started.stop()
+
+
+def kafka_unavailable(reason: str) -> None:
+    """Skip the Kafka tier with one line, or fail it on CI, where it must run."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"Apache Kafka tier cannot run on CI: {reason}", pytrace=False)
+    pytest.skip(f"Apache Kafka tier skipped: {reason}")
+
+
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    instance = EmbeddedBroker(port=0, log_dir=tmp_path_factory.mktemp("broker"))
-    instance.start()
+def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Brokers]:
+    started = Brokers(tmp_path_factory.mktemp("brokers"))
     try:
-        yield instance
+        yield started
     finally:
-        instance.stop()
+        started.stop()
+
+
+@pytest.fixture(scope="module")
+def broker_kind() -> str:
+    """Tansu unless the test is marked for both brokers (see pytest_generate_tests)."""
+    return "tansu"
+
+
+@pytest.fixture(scope="module")
+def broker(brokers: Brokers, broker_kind: str) -> Broker:
+    return brokers.get(broker_kind)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("brokers")
+    if marker is not None and "broker_kind" in metafunc.fixturenames:
+        metafunc.parametrize("broker_kind", marker.args, scope="module")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("broker_kind") == "kafka":
+            item.add_marker(pytest.mark.kafka)
 
 
 @dataclass(frozen=True)
@@ -181,7 +265,7 @@ def _permissive_policy_file(directory: Path) -> Path:
 
 
 def launch_worker(
-    broker: EmbeddedBroker,
+    broker: Broker,
     names: Names,
     directory: Path,
     wait: bool = True,
@@ -219,7 +303,7 @@ def launch_worker(
 
 @pytest.fixture
 def start_worker(
-    broker: EmbeddedBroker, names: Names, tmp_path: Path
+    broker: Broker, names: Names, tmp_path: Path
 ) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
@@ -310,17 +394,16 @@ class Kafka:
 async def _partitions_for(consumer: AIOKafkaConsumer, topic: str, timeout: float) -> set[int]:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        partitions = consumer.partitions_for_topic(topic)
+        partitions = await partitions_of(consumer, topic)
         if partitions:
             return partitions
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"topic {topic} does not exist")
         await asyncio.sleep(0.2)
-        await consumer.topics()  # refreshes the cluster metadata
 
 
 @pytest.fixture
-async def kafka(broker: EmbeddedBroker) -> AsyncIterator[Kafka]:
+async def kafka(broker: Broker) -> AsyncIterator[Kafka]:
     client = Kafka(broker.address)
     try:
         yield client

@@ -16,9 +16,15 @@ from typing import Any
 import httpx
 import pytest
 
-from remediator.embedded import EmbeddedBroker
 from tests.builders import run_payload
-from tests.integration.conftest import Kafka, Names, WorkerProcess, launch_worker, unique_names
+from tests.integration.conftest import (
+    Broker,
+    Kafka,
+    Names,
+    WorkerProcess,
+    launch_worker,
+    unique_names,
+)
 
 TOKENS = "alice=alice-token,bob=bob-token"
 ALICE = {"Authorization": "Bearer alice-token"}
@@ -32,7 +38,7 @@ def api_names() -> Names:
 
 @pytest.fixture(scope="module")
 def worker(
-    broker: EmbeddedBroker, api_names: Names, tmp_path_factory: pytest.TempPathFactory
+    broker: Broker, api_names: Names, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
     process = launch_worker(
         broker, api_names, tmp_path_factory.mktemp("api"), REMEDIATOR_API_TOKENS=TOKENS

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from remediator.embedded import EmbeddedBroker
-from tests.integration.conftest import launch_worker, unique_names
+from tests.integration.conftest import Broker, launch_worker, unique_names
 
 
 def test_schemathesis_finds_no_server_error_and_no_nonconformance(
-    broker: EmbeddedBroker, tmp_path: Path
+    broker: Broker, tmp_path: Path
 ) -> None:
     st = shutil.which("st", path=str(Path(sys.executable).parent))
     if st is None:

@@ -8,10 +8,14 @@ import asyncio
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from remediator.pipeline.messages import cluster_partition
 from tests.builders import run_payload
 from tests.integration.conftest import PARTITIONS, Kafka, Names, WorkerProcess
+
+# Broker-sensitive: run on Tansu and on Apache Kafka (conftest.py).
+pytestmark = pytest.mark.brokers("tansu", "kafka")
 
 TOKENS = {"REMEDIATOR_API_TOKENS": "alice=alice-token"}
 ALICE = {"Authorization": "Bearer alice-token"}

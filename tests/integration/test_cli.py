@@ -16,9 +16,9 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from remediator.embedded import EmbeddedBroker, free_port
+from remediator.embedded import free_port
 from tests.builders import run_payload
-from tests.integration.conftest import Kafka, WorkerProcess
+from tests.integration.conftest import Broker, Kafka, WorkerProcess
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -201,9 +201,7 @@ def test_embedded_broker_dies_with_a_killed_worker(tmp_path: Path) -> None:
         worker.kill()
 
 
-def test_publish_and_tail_feed_and_read_a_topic_by_hand(
-    broker: EmbeddedBroker, tmp_path: Path
-) -> None:
+def test_publish_and_tail_feed_and_read_a_topic_by_hand(broker: Broker, tmp_path: Path) -> None:
     topic = f"by-hand-{uuid.uuid4().hex[:8]}"
     sample = Path(__file__).resolve().parents[1] / "data" / "active-run-failed.json"
     env = clean_env(REMEDIATOR_BROKER=broker.url)
@@ -233,7 +231,7 @@ def test_publish_and_tail_feed_and_read_a_topic_by_hand(
     assert json.loads(sample.read_text()) in values
 
 
-def test_publish_refuses_a_file_that_is_not_json(broker: EmbeddedBroker, tmp_path: Path) -> None:
+def test_publish_refuses_a_file_that_is_not_json(broker: Broker, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"ok": 1}\nnot json\n')
     result = subprocess.run(
@@ -248,7 +246,7 @@ def test_publish_refuses_a_file_that_is_not_json(broker: EmbeddedBroker, tmp_pat
     assert result.stderr.strip().startswith("remediator: line 2 is not JSON (")
 
 
-def test_publish_raw_sends_the_bytes_as_given(broker: EmbeddedBroker, tmp_path: Path) -> None:
+def test_publish_raw_sends_the_bytes_as_given(broker: Broker, tmp_path: Path) -> None:
     topic = f"raw-{uuid.uuid4().hex[:8]}"
     env = clean_env(REMEDIATOR_BROKER=broker.url)
     sent = [
@@ -289,7 +287,7 @@ def test_publish_raw_sends_the_bytes_as_given(broker: EmbeddedBroker, tmp_path: 
     assert {v: k for k, v in received} == {sent[0]: b"i-7", sent[1]: None}
 
 
-def test_tail_stops_quietly_when_its_reader_goes_away(broker: EmbeddedBroker) -> None:
+def test_tail_stops_quietly_when_its_reader_goes_away(broker: Broker) -> None:
     """`remediator tail … | head -n 1`: once the reader has closed the pipe, the next
     message ends tail with status 0 and nothing on stderr."""
     topic = f"piped-{uuid.uuid4().hex[:8]}"

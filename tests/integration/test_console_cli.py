@@ -19,9 +19,16 @@ from typing import Any
 import httpx
 import pytest
 
-from remediator.embedded import EmbeddedBroker, free_port
+from remediator.embedded import free_port
 from tests.builders import run_payload
-from tests.integration.conftest import Kafka, Names, WorkerProcess, launch_worker, unique_names
+from tests.integration.conftest import (
+    Broker,
+    Kafka,
+    Names,
+    WorkerProcess,
+    launch_worker,
+    unique_names,
+)
 
 TOKEN = "cli-token"
 
@@ -33,7 +40,7 @@ def cli_names() -> Names:
 
 @pytest.fixture(scope="module")
 def worker(
-    broker: EmbeddedBroker, cli_names: Names, tmp_path_factory: pytest.TempPathFactory
+    broker: Broker, cli_names: Names, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
     process = launch_worker(
         broker,

@@ -18,6 +18,9 @@ import pytest
 from tests.builders import event_payload, run_payload
 from tests.integration.conftest import Kafka, Names, WorkerProcess
 
+# Broker-sensitive: run on Tansu and on Apache Kafka (conftest.py).
+pytestmark = pytest.mark.brokers("tansu", "kafka")
+
 
 def wait_for_death(worker: WorkerProcess, timeout: float = 60.0) -> None:
     assert worker.process is not None

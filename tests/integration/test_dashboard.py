@@ -27,11 +27,11 @@ from typing import Any
 import httpx
 import pytest
 
-from remediator.embedded import EmbeddedBroker
 from tests.builders import event_payload, run_payload
 from tests.integration.conftest import (
     OPERATOR_TOKEN,
     OPERATOR_TOKENS,
+    Broker,
     Kafka,
     Names,
     WorkerProcess,
@@ -64,7 +64,7 @@ from playwright.async_api import Page, async_playwright, expect  # noqa: E402
 
 @pytest.fixture(scope="module")
 def dashboard_worker(
-    broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
+    broker: Broker, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[WorkerProcess, Names]]:
     """One worker for the module: approvals required (the permissive policy), the built-in
     simulated control plane, fast polling of its steps."""

@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from remediator.embedded import EmbeddedBroker
 from tests.faults.runner import SCENARIOS, SHORT, table
 from tests.faults.scenarios import Suite
+from tests.integration.conftest import Broker
+
+# Broker-sensitive: run on Tansu and on Apache Kafka (conftest.py).
+pytestmark = pytest.mark.brokers("tansu", "kafka")
 
 
 @pytest.mark.parametrize("name", SHORT)
-async def test_fault_scenario_small(name: str, broker: EmbeddedBroker, tmp_path: Path) -> None:
+async def test_fault_scenario_small(name: str, broker: Broker, tmp_path: Path) -> None:
     seed = random.randrange(10**6)
     outcome = await SCENARIOS[name](Suite(broker, tmp_path, random.Random(seed), short=True))
     assert outcome.ok, "\n".join(

@@ -17,9 +17,16 @@ import orjson
 import pytest
 
 from remediator.api.live import READY, TransitionFeed
-from remediator.embedded import EmbeddedBroker
+from remediator.kafka.security import Connection
 from tests.builders import event_payload
-from tests.integration.conftest import OPERATOR_TOKEN, OPERATOR_TOKENS, Kafka, Names, WorkerProcess
+from tests.integration.conftest import (
+    OPERATOR_TOKEN,
+    OPERATOR_TOKENS,
+    Broker,
+    Kafka,
+    Names,
+    WorkerProcess,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -109,11 +116,11 @@ async def test_transitions_arrive_as_events_and_the_stream_ends_with_the_worker(
 
 
 async def test_the_feed_reads_only_while_someone_listens_and_starts_again(
-    broker: EmbeddedBroker, kafka: Kafka
+    broker: Broker, kafka: Kafka
 ) -> None:
     topic = f"transitions-{uuid.uuid4().hex[:8]}"
     await kafka.create_topics(topic)
-    feed = TransitionFeed(bootstrap_servers=[broker.address], topic=topic, idle_seconds=0.5)
+    feed = TransitionFeed(connection=Connection((broker.address,)), topic=topic, idle_seconds=0.5)
     try:
         async with feed.subscribe() as first:
             assert await asyncio.wait_for(first.queue.get(), 20) == READY

@@ -21,11 +21,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from remediator.embedded import EmbeddedBroker
 from tests.builders import event_payload, run_payload
 from tests.integration.conftest import (
     OPERATOR_TOKEN,
     PARTITIONS,
+    Broker,
     Kafka,
     Names,
     WorkerProcess,
@@ -59,7 +59,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 
 @pytest.fixture(scope="module")
 def worker(
-    broker: EmbeddedBroker,
+    broker: Broker,
     metrics_names: Names,
     control_plane: ControlPlane,
     tmp_path_factory: pytest.TempPathFactory,

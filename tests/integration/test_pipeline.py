@@ -8,9 +8,13 @@ from collections.abc import Callable
 
 import httpx
 import orjson
+import pytest
 
 from tests.builders import event_payload, run_payload
 from tests.integration.conftest import Kafka, Names, WorkerProcess
+
+# Broker-sensitive: run on Tansu and on Apache Kafka (conftest.py).
+pytestmark = pytest.mark.brokers("tansu", "kafka")
 
 
 async def test_one_failed_run_creates_exactly_one_remediation(

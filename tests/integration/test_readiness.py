@@ -6,8 +6,12 @@ import time
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from tests.integration.conftest import OPERATOR_TOKEN, OPERATOR_TOKENS, WorkerProcess
+
+# Broker-sensitive: run on Tansu and on Apache Kafka (conftest.py).
+pytestmark = pytest.mark.brokers("tansu", "kafka")
 
 
 def test_healthz_is_503_with_a_reason_until_the_worker_serves(

@@ -11,10 +11,14 @@ from collections import Counter
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from tests.builders import run_payload
 from tests.integration.conftest import PARTITIONS, Kafka, Names, WorkerProcess
 from tests.integration.test_crash import assert_consistent
+
+# Broker-sensitive: run on Tansu and on Apache Kafka (conftest.py).
+pytestmark = pytest.mark.brokers("tansu", "kafka")
 
 
 def notable(log: str) -> str:

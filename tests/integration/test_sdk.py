@@ -37,9 +37,18 @@ from together import (
 from together.types import WhoamiProjectAPIKey
 from together.types.clusters import Remediation
 
-from remediator.embedded import EmbeddedBroker
 from tests.builders import event_payload, run_payload
-from tests.integration.conftest import Kafka, Names, WorkerProcess, launch_worker, unique_names
+from tests.integration.conftest import (
+    Broker,
+    Kafka,
+    Names,
+    WorkerProcess,
+    launch_worker,
+    unique_names,
+)
+
+# Broker-sensitive: run on Tansu and on Apache Kafka (conftest.py).
+pytestmark = pytest.mark.brokers("tansu", "kafka")
 
 TOKEN = "sdk-token"
 
@@ -51,7 +60,7 @@ def sdk_names() -> Names:
 
 @pytest.fixture(scope="module")
 def worker(
-    broker: EmbeddedBroker, sdk_names: Names, tmp_path_factory: pytest.TempPathFactory
+    broker: Broker, sdk_names: Names, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
     process = launch_worker(
         broker,

@@ -13,10 +13,10 @@ from typing import Any
 
 import httpx
 
-from remediator.embedded import EmbeddedBroker
 from remediator.fleetsim.generator import cluster_name
 from tests.integration.conftest import (
     OPERATOR_TOKENS,
+    Broker,
     Kafka,
     Names,
     WorkerProcess,
@@ -44,7 +44,7 @@ async def remediations_of(
 
 
 async def test_a_worker_opens_remediations_from_a_short_simulated_burst(
-    broker: EmbeddedBroker,
+    broker: Broker,
     names: Names,
     kafka: Kafka,
     start_worker: Callable[..., WorkerProcess],

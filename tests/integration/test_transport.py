@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from remediator.embedded import EmbeddedBroker
+from remediator.kafka.security import Connection
 from remediator.transport import EndOffsets
-from tests.integration.conftest import Kafka
+from tests.integration.conftest import Broker, Kafka
+
+# Broker-sensitive: run on Tansu and on Apache Kafka (conftest.py).
+pytestmark = pytest.mark.brokers("tansu", "kafka")
 
 
 async def test_the_end_offset_is_after_the_last_record_of_the_last_batch(
-    broker: EmbeddedBroker, kafka: Kafka
+    broker: Broker, kafka: Kafka
 ) -> None:
     topic = f"ends-{uuid.uuid4().hex[:8]}"
     await kafka.create_topics(topic, partitions=2)
@@ -21,7 +25,7 @@ async def test_the_end_offset_is_after_the_last_record_of_the_last_batch(
     await producer.start()
     consumer = AIOKafkaConsumer(bootstrap_servers=broker.address)
     await consumer.start()
-    ends = EndOffsets([broker.address])
+    ends = EndOffsets(Connection((broker.address,)))
     try:
         batch = producer.create_batch()
         for n in range(100):

@@ -21,6 +21,7 @@ from remediator.api import live
 from remediator.api.errors import contract_errors
 from remediator.api.live import READY, Subscriber, TransitionFeed, TransitionStream
 from remediator.api.views import Api
+from remediator.kafka.security import Connection
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "streams" / "remediator" / "dashboard" / "static"
@@ -38,7 +39,7 @@ async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
         app_id="test",
         openapi=lambda: b"{}",
     )
-    feed = TransitionFeed(bootstrap_servers=["127.0.0.1:1"], topic="transitions")
+    feed = TransitionFeed(connection=Connection(("127.0.0.1:1",)), topic="transitions")
     app = web.Application(middlewares=[contract_errors])
     app.add_routes(dashboard.Dashboard().routes() + TransitionStream(feed, api.principal).routes())
     async with TestClient(TestServer(app)) as test_client:
@@ -129,7 +130,7 @@ def test_a_subscriber_keeps_its_cluster_or_instance_by_the_key_alone() -> None:
 
 
 def test_a_transition_is_one_event_with_the_topic_value_as_its_data() -> None:
-    feed = TransitionFeed(bootstrap_servers=["127.0.0.1:1"], topic="transitions")
+    feed = TransitionFeed(connection=Connection(("127.0.0.1:1",)), topic="transitions")
     mine, other = Subscriber(cluster_id=b"c1"), Subscriber(cluster_id=b"c2")
     feed.subscribers.update({mine, other})
     value = orjson.dumps({"transition_id": "r1:2", "to_state": "RUNNING"})

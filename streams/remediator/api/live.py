@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -34,6 +34,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from remediator.api.errors import ApiError
 from remediator.domain.models import Identifier
+from remediator.kafka.metadata import partitions_of
+from remediator.kafka.security import Connection
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +90,13 @@ class TransitionFeed(Service):
     def __init__(
         self,
         *,
-        bootstrap_servers: Sequence[str],
+        connection: Connection,
         topic: str,
         fetch_max_wait_ms: int = 100,
         idle_seconds: float = 30.0,
     ) -> None:
         super().__init__()
-        self.bootstrap_servers = list(bootstrap_servers)
+        self.connection = connection
         self.topic = topic
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.idle_seconds = idle_seconds
@@ -187,19 +189,17 @@ class TransitionFeed(Service):
         return True
 
     async def _start_consumer(self) -> AIOKafkaConsumer:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
+        consumer = self.connection.consumer(
             enable_auto_commit=False,
             group_id=None,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
         await consumer.start()
         try:
-            partitions = consumer.partitions_for_topic(self.topic)
+            partitions = await partitions_of(consumer, self.topic)
             while not partitions:
                 await asyncio.sleep(0.5)
-                await consumer.topics()
-                partitions = consumer.partitions_for_topic(self.topic)
+                partitions = await partitions_of(consumer, self.topic)
             tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
             await consumer.seek_to_end(*tps)

@@ -109,7 +109,7 @@ def install(
 ) -> TransitionFeed:
     """Serve the dashboard and the transition stream on ``app``'s web server."""
     feed = TransitionFeed(
-        bootstrap_servers=settings.bootstrap_servers,
+        connection=settings.connection,
         topic=settings.topic_transitions,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )

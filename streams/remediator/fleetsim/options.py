@@ -14,13 +14,15 @@ from typing import IO, TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:  # imported when used: every command builds this parser
     from remediator.fleetsim.generator import FleetConfig
+    from remediator.kafka.security import Connection
 
 DEFAULT_BROKER = "kafka://127.0.0.1:9092"
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    broker: str
+    broker: str  # as given, for the progress line
+    connection: Connection  # the servers with the REMEDIATOR_BROKER_* security settings
     active_topic: str
     passive_topic: str
     rate: float  # signals per second; 0: as fast as the broker takes them
@@ -103,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def options_from(args: argparse.Namespace, out: IO[str]) -> tuple[FleetConfig, RunOptions]:
     """The fleet and the run, or ``ValueError`` naming the option that is wrong."""
     from remediator.fleetsim.generator import FleetConfig
-    from remediator.settings import parse_server
+    from remediator.topictools import ToolError, connection
 
     if args.rate < 0:
         raise ValueError("--rate must not be negative")
@@ -113,9 +115,9 @@ def options_from(args: argparse.Namespace, out: IO[str]) -> tuple[FleetConfig, R
         raise ValueError("--duration must be positive")
     broker = args.broker or os.environ.get("REMEDIATOR_BROKER") or DEFAULT_BROKER
     try:
-        [parse_server(entry.strip()) for entry in broker.split(",")]
-    except ValueError as exc:
-        raise ValueError(f"--broker: {exc}") from None
+        reach = connection(broker)  # with the REMEDIATOR_BROKER_* security settings
+    except ToolError as exc:
+        raise ValueError(str(exc)) from None
     config = FleetConfig(
         clusters=args.clusters,
         instances=args.instances,
@@ -132,6 +134,7 @@ def options_from(args: argparse.Namespace, out: IO[str]) -> tuple[FleetConfig, R
         partitions = 8
     return config, RunOptions(
         broker=broker,
+        connection=reach,
         active_topic=args.active_topic,
         passive_topic=args.passive_topic,
         rate=args.rate,

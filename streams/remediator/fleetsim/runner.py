@@ -21,13 +21,11 @@ from typing import IO
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaProducer
 
-from remediator.admin import BrokerUnavailable, ensure_topics
 from remediator.embedded import _die_with_parent
 from remediator.fleetsim.generator import FleetSimulator
 from remediator.fleetsim.options import RunOptions, options_from
-from remediator.settings import parse_server
+from remediator.kafka.admin import BrokerUnavailable, ensure_topics
 
 EXIT_OK, EXIT_START, EXIT_USAGE = 0, 1, 2
 #: Messages in flight before the producer waits for their acknowledgements.
@@ -97,10 +95,9 @@ async def simulate(sim: FleetSimulator, options: RunOptions, out: IO[str]) -> in
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    servers = [parse_server(entry.strip()) for entry in options.broker.split(",")]
     try:
         await ensure_topics(
-            servers,
+            options.connection,
             [options.active_topic, options.passive_topic],
             partitions=options.partitions,
             replication_factor=1,
@@ -121,9 +118,7 @@ async def simulate(sim: FleetSimulator, options: RunOptions, out: IO[str]) -> in
             + "\n"
         )
         out.flush()
-    producer = AIOKafkaProducer(
-        bootstrap_servers=servers, linger_ms=5, request_timeout_ms=15000, acks=1
-    )
+    producer = options.connection.producer(linger_ms=5, request_timeout_ms=15000, acks=1)
     await producer.start()
     progress = Progress(out, options.progress, options.progress_every, header)
     start = loop.time()

@@ -117,6 +117,8 @@ class Batch:
     events: set[str] = field(default_factory=set)
     #: What the batch applied, for the metrics once it is durable.
     tally: Tally = field(default_factory=Tally)
+    #: Values written by this batch (see Context.read), by (table, key).
+    pending: dict[tuple[str, bytes], bytes | None] = field(default_factory=dict)
 
 
 class Context:
@@ -145,6 +147,20 @@ class Context:
 
     def cluster(self, partition: int, cluster_id: str) -> ClusterModel:
         return self.fleet.cluster(partition, cluster_id)
+
+    def read(self, store: TableStore, key: bytes) -> bytes | None:
+        """A table's value as this batch has left it: an earlier input of the same batch
+        may have written it (two creates with one id in one batch must see each other)."""
+        pending = self.batch.pending
+        if (store.name, key) in pending:
+            return pending[(store.name, key)]
+        return store.get(key)
+
+    def write(self, store: TableStore, key: bytes, value: bytes | None) -> None:
+        """Write a table value with the batch (durable, in order, before the inputs are
+        acknowledged: see the module docstring)."""
+        self.batch.writes.append(Write(store, key, value))
+        self.batch.pending[(store.name, key)] = value
 
     def _log(self, store: TableStore, key: bytes) -> bytes | None:
         pending = self.batch.logs.get((store.name, key))

@@ -23,6 +23,8 @@ from pydantic import ValidationError
 from remediator.domain.commands import EVERYWHERE, Command, CommandKind
 from remediator.domain.models import dump_json
 from remediator.domain.replies import Reply
+from remediator.kafka.metadata import partitions_of
+from remediator.kafka.security import Connection
 from remediator.pipeline.messages import InboxMessage, Route, command_key, command_partition
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ class Gateway(Service):
         app: faust.App,
         inbox: faust.TopicT,
         replies: faust.TopicT,
-        bootstrap_servers: Sequence[str],
+        connection: Connection,
         partitions: int,
         timeout: float,
     ) -> None:
@@ -54,7 +56,7 @@ class Gateway(Service):
         self.inbox = inbox
         self.replies = replies
         self.replies_topic = replies.get_topic_name()
-        self.bootstrap_servers = list(bootstrap_servers)
+        self.connection = connection
         self.partitions = partitions
         self.timeout = timeout
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
@@ -63,8 +65,7 @@ class Gateway(Service):
 
     async def on_start(self) -> None:
         await self.replies.maybe_declare()  # nothing consumes it through Faust
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
+        consumer = self.connection.consumer(
             enable_auto_commit=False,
             group_id=None,
             fetch_max_wait_ms=50,
@@ -80,13 +81,12 @@ class Gateway(Service):
             await self._consumer.stop()
 
     async def _read_replies(self, consumer: AIOKafkaConsumer) -> None:
-        partitions: set[int] | None = None
+        partitions: set[int] = set()
         while not self.should_stop and not partitions:
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(self.replies_topic)
+            partitions = await partitions_of(consumer, self.replies_topic)
             if not partitions:
                 await asyncio.sleep(0.2)
-        tps = [TopicPartition(self.replies_topic, p) for p in sorted(partitions or ())]
+        tps = [TopicPartition(self.replies_topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         for tp in tps:  # resolve the lazy "end" now, before any command is sent

@@ -13,6 +13,8 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
+import orjson
+
 from remediator.domain import commands, correlate, execution, ids, safety, topology, verification
 from remediator.domain.commands import Claim, Command, CommandKind
 from remediator.domain.correlate import Outcome
@@ -23,7 +25,7 @@ from remediator.domain.safety import ControlKind
 from remediator.domain.state import InstanceState
 from remediator.logs import about
 
-from .context import Context, Item, Write
+from .context import Context, Item
 from .fleet import ClusterModel
 from .messages import InboxMessage, Route, cluster_partition
 
@@ -200,7 +202,7 @@ def on_claim(ctx: Context, item: Item) -> None:
     on to its cluster's partition."""
     command = _command(item)
     key = item.key
-    raw = ctx.tables.claims.get(key)
+    raw = ctx.read(ctx.tables.claims, key)
     existing = None if raw is None else Claim.model_validate_json(raw)
     kept, refusal = commands.claim(existing, command)
     if refusal is not None:
@@ -214,7 +216,46 @@ def on_claim(ctx: Context, item: Item) -> None:
         partition, instance_key, InboxMessage(command=command, route=Route.INSTANCE), item.now
     )
     if existing != kept:
-        ctx.batch.writes.append(Write(ctx.tables.claims, key, dump_json(kept)))
+        ctx.write(ctx.tables.claims, key, dump_json(kept))
+
+
+#: Offsets remembered per input partition: the newest this many dead-lettered ones. A
+#: record is read again only from its partition's committed offset on, and no more than
+#: this many bad inputs lie between a commit and the next in practice.
+MAX_DEAD_LETTER_MARKS = 1000
+
+
+def on_unreadable(ctx: Context, item: Item) -> None:
+    """Dead-letter an input that cannot be used, once: the offsets dead-lettered from
+    each input partition are remembered, so the same record read again (a re-seek after
+    a rebalance, another worker taking the partition over) is not dead-lettered twice.
+    Only a crash between the dead letter's ack and the mark's may repeat one (the same
+    source_topic, partition and offset: a consumer drops it by those)."""
+    unreadable = item.message.unreadable
+    assert unreadable is not None  # noqa: S101
+    letter = unreadable.letter
+    raw = ctx.read(ctx.tables.claims, item.key)
+    marks: list[int] = [] if raw is None else orjson.loads(raw)
+    if letter.offset in marks:
+        log.debug(
+            "%s[%d]@%d read again: already dead-lettered",
+            letter.source_topic,
+            letter.partition,
+            letter.offset,
+        )
+        return
+    ctx.dead_letter(unreadable.raw_key, dump_json(letter))
+    marks = sorted([*marks, letter.offset])[-MAX_DEAD_LETTER_MARKS:]
+    ctx.write(ctx.tables.claims, item.key, orjson.dumps(marks))
+    tally = ctx.batch.tally.dead_letters
+    tally[letter.source_topic] = tally.get(letter.source_topic, 0) + 1
+    log.warning(
+        "dead-lettered %s[%d]@%d: %s",
+        letter.source_topic,
+        letter.partition,
+        letter.offset,
+        letter.error,
+    )
 
 
 def safety_view(ctx: Context, model: ClusterModel) -> SafetyView:
@@ -308,6 +349,8 @@ def handler_for(message: InboxMessage) -> Handler:
         return on_report
     if message.kick is not None:
         return on_kick
+    if message.unreadable is not None:
+        return on_unreadable
     return HANDLERS[message.route]
 
 

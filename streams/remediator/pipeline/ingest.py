@@ -2,7 +2,9 @@
 
 Reads ``active-health-check-runs`` and ``passive-health-check-events`` as raw bytes,
 whatever their key, in batches. A message that fails validation goes to the dead-letter
-topic with a one-line reason and the agent moves on. A valid signal belongs to its
+topic with a one-line reason and the agent moves on; it goes there through the owner of
+its input partition's dead-letter marks (``handlers.on_unreadable``), which sends each
+bad record once however often it is read. A valid signal belongs to its
 cluster's partition (everything about a cluster has one writer): when this worker owns
 that partition, the signal is handed straight to the state owner (no hop through Kafka);
 otherwise it is forwarded to the inbox partition of its cluster, whose owner applies it.
@@ -15,10 +17,9 @@ owner drops the repeats.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import faust
 from faust.streams import Stream
@@ -30,14 +31,9 @@ from remediator.domain.models import ActiveHealthCheckRun, PassiveHealthCheckEve
 
 from .context import Item, Origin
 from .decode import InvalidInput, check_size, dead_letter, decode_signal
-from .messages import InboxMessage, cluster_partition
-from .outbox import Record
+from .messages import InboxMessage, Unreadable, cluster_partition, dead_letter_key
+from .outbox import Record, key_partition
 from .processor import Processor
-
-if TYPE_CHECKING:
-    from remediator.metrics import Metrics
-
-log = logging.getLogger(__name__)
 
 
 def record_time(event: EventT[bytes], clock: Callable[[], datetime]) -> datetime:
@@ -55,14 +51,12 @@ def register_ingest(
     active_runs: faust.TopicT,
     passive_events: faust.TopicT,
     inbox: str,
-    dead_letters: str,
     processor: Processor,
     partitions: int,
     batch_max: int,
     batch_wait: float,
     max_input_bytes: int,
     clock: Callable[[], datetime],
-    metrics: Metrics,
 ) -> faust.types.AgentT[bytes]:
     models: dict[str, type[ActiveHealthCheckRun] | type[PassiveHealthCheckEvent]] = {
         active_runs.get_topic_name(): ActiveHealthCheckRun,
@@ -72,9 +66,9 @@ def register_ingest(
         *models, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
 
-    def read(
-        event: EventT[bytes], local: list[Item], remote: list[Record], unreadable: list[str]
-    ) -> None:
+    def read(event: EventT[bytes]) -> tuple[int, bytes, InboxMessage]:
+        """Where an input goes: its cluster's partition, or (unusable) the partition of
+        its input partition's dead-letter marks; with the key and message to apply."""
         message = event.message
         raw = message.value
         try:
@@ -90,26 +84,11 @@ def register_ingest(
                 error=str(exc),
                 received_at=clock(),
             )
-            log.warning(
-                "dead-lettered %s[%d]@%d: %s",
-                message.topic,
-                message.partition,
-                message.offset,
-                letter.error,
-            )
-            remote.append(Record(dead_letters, message.key, dump_json(letter)))
-            unreadable.append(message.topic)
-            return
-        partition = cluster_partition(signal.cluster_id, partitions)
+            key = dead_letter_key(message.topic, message.partition).encode()
+            unreadable = InboxMessage(unreadable=Unreadable.of(letter, message.key))
+            return key_partition(key, partitions), key, unreadable
         key = ids.instance_key(signal.cluster_id, signal.instance_id).encode()
-        forwarded = InboxMessage.of_signal(signal)
-        now = record_time(event, clock)
-        if processor.owns(partition):
-            origin = Origin(message.topic, message.partition, message.offset, raw)
-            local.append(Item(partition, key, forwarded, now, origin))
-        else:
-            timestamp_ms = int(now.timestamp() * 1000)
-            remote.append(Record(inbox, key, dump_json(forwarded), partition, timestamp_ms))
+        return cluster_partition(signal.cluster_id, partitions), key, InboxMessage.of_signal(signal)
 
     async def ingest(stream: StreamT[bytes]) -> None:
         # take_events is on faust's Stream, not on its StreamT protocol.
@@ -117,13 +96,18 @@ def register_ingest(
             await processor.reload()  # after a rebalance: know what is owned before sorting
             local: list[Item] = []
             remote: list[Record] = []
-            unreadable: list[str] = []  # topics of the dead-lettered ones
             for event in events:
-                read(event, local, remote, unreadable)
+                partition, key, forwarded = read(event)
+                now = record_time(event, clock)
+                if processor.owns(partition):  # applied here, without a hop through Kafka
+                    message = event.message
+                    origin = Origin(message.topic, message.partition, message.offset, message.value)
+                    local.append(Item(partition, key, forwarded, now, origin))
+                else:
+                    timestamp_ms = int(now.timestamp() * 1000)
+                    remote.append(Record(inbox, key, dump_json(forwarded), partition, timestamp_ms))
             if failpoints.armed("ingest.raise"):
                 raise RuntimeError("failpoint ingest.raise: a bug in the ingest agent")
             await asyncio.gather(processor.sender.deliver(remote), processor.apply(local))
-            for topic in unreadable:
-                metrics.dead_lettered(topic)
 
     return app.agent(sources, name="ingest")(ingest)

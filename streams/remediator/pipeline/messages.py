@@ -11,7 +11,11 @@ the inbox is partitioned by ``cluster_id`` (:func:`cluster_partition`), whatever
   (``cluster``: list, safety view, pause);
 - the executor's step reports, keyed ``cluster/instance``;
 - ``kick``: look at a cluster again (a worker that takes a cluster over asks for its
-  queue to be re-applied, e.g. after the RUNNING limit was raised).
+  queue to be re-applied, e.g. after the RUNNING limit was raised);
+- ``unreadable``: an input that cannot be used, with its dead letter. It has no cluster:
+  it goes to the partition of ``dead-letters:{topic}:{partition}`` (its input partition),
+  whose owner remembers which offsets it dead-lettered, so that a record read again is
+  not dead-lettered again (``handlers.on_unreadable``).
 
 Two routes are partitioned otherwise: a CREATE with a client-specified id goes first to
 the partition of ``claim:{remediation_id}``, whose owner reserves the id across all
@@ -21,6 +25,7 @@ clusters exist) is sent to every partition, and each owner answers for its own.
 
 from __future__ import annotations
 
+import base64
 import enum
 import functools
 
@@ -31,6 +36,7 @@ from remediator.domain.commands import Command
 from remediator.domain.execution import StepReport
 from remediator.domain.models import (
     ActiveHealthCheckRun,
+    DeadLetter,
     HealthSignal,
     Identifier,
     PassiveHealthCheckEvent,
@@ -54,6 +60,23 @@ class Kick(BaseModel):
     cluster_id: Identifier
 
 
+class Unreadable(BaseModel):
+    """An input that cannot be used: its dead letter, and its key as it came (base64)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    letter: DeadLetter
+    key: str | None = None
+
+    @property
+    def raw_key(self) -> bytes | None:
+        return None if self.key is None else base64.b64decode(self.key)
+
+    @classmethod
+    def of(cls, letter: DeadLetter, key: bytes | None) -> Unreadable:
+        return cls(letter=letter, key=None if key is None else base64.b64encode(key).decode())
+
+
 class InboxMessage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -62,11 +85,19 @@ class InboxMessage(BaseModel):
     command: Command | None = None
     report: StepReport | None = None
     kick: Kick | None = None
+    unreadable: Unreadable | None = None
     route: Route = Route.INSTANCE
 
     @model_validator(mode="after")
     def _exactly_one(self) -> InboxMessage:
-        items = (self.active_run, self.passive_event, self.command, self.report, self.kick)
+        items = (
+            self.active_run,
+            self.passive_event,
+            self.command,
+            self.report,
+            self.kick,
+            self.unreadable,
+        )
         if sum(item is not None for item in items) != 1:
             raise ValueError("an inbox message carries exactly one item")
         return self
@@ -85,7 +116,10 @@ class InboxMessage(BaseModel):
 
     @property
     def cluster_id(self) -> str:
-        """The cluster this message is about (every message is about one)."""
+        """The cluster this message is about (every message but an unreadable input's
+        is about one; that one says ``""``)."""
+        if self.unreadable is not None:
+            return ""
         item = self.active_run or self.passive_event or self.command or self.report or self.kick
         assert item is not None  # noqa: S101 - guaranteed by _exactly_one
         return item.cluster_id
@@ -100,6 +134,12 @@ def cluster_partition(cluster_id: str, partitions: int) -> int:
 
 def claim_key(remediation_id: str) -> str:
     return f"claim:{remediation_id}"
+
+
+def dead_letter_key(topic: str, partition: int) -> str:
+    """Where the offsets dead-lettered from one input partition are remembered (the
+    claims table, partitioned by key like the inbox message that carries them)."""
+    return f"dead-letters:{topic}:{partition}"
 
 
 def command_key(command: Command, route: Route) -> str:
