@@ -6,7 +6,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: install system-deps run test test-unit test-integration test-faults lint format schemas bench clean
+.PHONY: install system-deps kafka-deps kafka run test test-unit test-integration test-kafka test-faults lint format schemas bench clean
+
+# The broker of test-faults and bench: tansu (embedded, the default) or kafka (Apache Kafka).
+BROKER ?= tansu
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -72,22 +75,38 @@ run: $(RUN_STAMP)  ## run a worker (embedded broker, simulated control plane and
 	@echo "remediator: $(if $(filter 1,$(SIMULATE)),a simulated fleet feeds the worker ($(SIMULATE_ARGS)); make run SIMULATE=0 for none,no simulated fleet); Ctrl-C stops everything"
 	$(VENV)/bin/remediator worker $(if $(filter 1,$(SIMULATE)),--simulate --simulate-args "$(SIMULATE_ARGS)")
 
-test: $(STAMP) system-deps  ## the whole suite: unit, then integration on a real Tansu broker
+# Apache Kafka's broker jars, fetched once through Maven into ~/.cache/remediator (see
+# streams/remediator/kafka/pom.xml) for the Kafka tier of the tests, `make kafka`, and
+# BROKER=kafka. Without java or mvn it says so and the Kafka tier skips (fails on CI=true).
+kafka-deps: $(STAMP)  ## fetch Apache Kafka's jars with Maven (once; needs java and mvn)
+	@if command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then \
+	  $(PY) -m remediator.kafka.local --fetch-only >/dev/null; \
+	else echo "kafka-deps: java or mvn missing: the Apache Kafka tier of the tests will skip"; fi
+
+# A local Apache Kafka on 127.0.0.1:9092 (data in remediator-data/kafka, kept); then
+# REMEDIATOR_BROKER=kafka://127.0.0.1:9092 make run. ARGS="--port 19092": another port.
+kafka: kafka-deps  ## run a local Apache Kafka (one KRaft node) until Ctrl-C
+	$(PY) -m remediator.kafka.local $(ARGS)
+
+test: $(STAMP) system-deps kafka-deps  ## the whole suite: unit, integration on Tansu and on Apache Kafka
 	$(PY) -m pytest
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit
 
-test-integration: $(STAMP) system-deps
+test-integration: $(STAMP) system-deps kafka-deps
 	$(PY) -m pytest tests/integration
+
+test-kafka: $(STAMP) kafka-deps  ## only the Apache Kafka tier of the integration tests
+	$(PY) -m pytest -m kafka tests/integration
 
 # Real workers on a real broker under faults (kill -9, rebalances, broker cuts, control-plane
 # outages, bad input, API abuse), checked against a reference model; prints the table and
 # writes .faults/latest.json; fails if any check fails. ARGS="--only kill-9 --seed 7": a part.
-test-faults: $(STAMP)  ## the fault suite (README "Reliability"); a short form runs in `make test`
-	$(PY) -m tests.faults.runner $(ARGS)
+test-faults: $(STAMP) $(if $(filter kafka,$(BROKER)),kafka-deps)  ## the fault suite (README "Reliability"); BROKER=kafka on Apache Kafka
+	$(PY) -m tests.faults.runner --broker $(BROKER) $(ARGS)
 
-lint: $(STAMP)  ## ruff (lint + format check) and mypy on the domain core
+lint: $(STAMP)  ## ruff (lint + format check) and mypy --strict on the package
 	$(VENV)/bin/ruff check streams tests
 	$(VENV)/bin/ruff format --check streams tests
 	$(VENV)/bin/mypy
@@ -97,8 +116,8 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix streams tests
 
 # ARGS=--quick: a one-minute smoke run; ARGS="--only steady,worst --reps 1": a part.
-bench: $(STAMP)  ## throughput, latency, memory, recovery vs a raw aiokafka baseline, one broker
-	$(PY) -m tests.bench.bench_pipeline $(ARGS)
+bench: $(STAMP) $(if $(filter kafka,$(BROKER)),kafka-deps)  ## throughput, latency, memory, recovery vs a raw baseline; BROKER=kafka on Apache Kafka
+	$(PY) -m tests.bench.bench_pipeline --broker $(BROKER) $(ARGS)
 
 schemas: $(STAMP)  ## regenerate the JSON Schema files under schemas/
 	$(PY) -m remediator.schemas

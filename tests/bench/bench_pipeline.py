@@ -2,9 +2,12 @@
 
     make bench                 # the full bench (about 16 minutes on an idle 2-core machine)
     make bench ARGS=--quick    # a smoke run of everything, small sizes (about 1.5 minutes)
+    make bench BROKER=kafka    # the same on Apache Kafka (--broker kafka)
     python -m tests.bench.bench_pipeline --only steady,worst --reps 1
 
-One embedded Tansu broker (memory storage) serves everything. Every subject is a real
+One broker serves everything: the embedded Tansu (memory storage) by default, or Apache
+Kafka (``--broker kafka``, ``remediator.kafka.local``), its name and version recorded as
+``broker`` in ``.bench/latest.json``. Every subject is a real
 process, started fresh for each run with new topics and a new consumer group: the raw
 loop (``tests/bench/raw_loop.py``) or ``remediator worker`` (``python -m remediator.cli
 worker``) at its normal log level, with ``REMEDIATOR_COMMIT_INTERVAL_SECONDS=0.2`` so the
@@ -74,7 +77,7 @@ from dataclasses import asdict, dataclass, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from remediator.embedded import EmbeddedBroker
+from tests.brokers import KINDS, start_broker
 
 from . import scenarios
 from .procs import ProcessDied, Processes
@@ -401,7 +404,7 @@ def summary_lines(config: Config) -> list[tuple[str, str]]:
 
 
 def print_summary(results: Results, config: Config, seconds: float) -> None:
-    print(f"\n== summary ({seconds / 60:.1f} min) ==")
+    print(f"\n== summary ({seconds / 60:.1f} min, {results.figures.get('broker')}) ==")
     for key, label in summary_lines(config):
         value = results.figures.get(key)
         if value is None:
@@ -451,6 +454,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma-separated scenarios (default: all of {','.join(SCENARIOS)})",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (worker logs)")
+    parser.add_argument(
+        "--broker", choices=KINDS, default="tansu", help="the broker to run on (%(default)s)"
+    )
     return parser.parse_args(argv)
 
 
@@ -481,13 +487,17 @@ def main(argv: list[str] | None = None) -> int:
     processes = Processes()
     started = time.perf_counter()
     try:
-        with EmbeddedBroker(port=0, log_dir=work / "broker") as broker:
+        broker = start_broker(args.broker, work / "broker")
+        try:
             bench = Bench(broker, work, processes, config.partitions, config.commit_interval)
-            print(f"broker: Tansu at {broker.address}; work dir {work}")
+            print(f"broker: {broker.name} at {broker.address}; work dir {work}")
             try:
                 results = asyncio.run(run_all(bench, config, only))
             finally:
                 processes.stop_all()
+        finally:
+            broker.stop()
+        results.figures["broker"] = broker.name
         seconds = time.perf_counter() - started
         print_summary(results, config, seconds)
         write_results(results, config, args.quick, seconds)

@@ -24,7 +24,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from remediator.embedded import EmbeddedBroker, free_port
+from remediator.embedded import free_port
+from tests.brokers import Broker
 
 from . import kafka
 from .kafka import InputTopics, LagProbe, Produced
@@ -66,7 +67,7 @@ STATE_LOADED = (
 class Bench:
     """What every scenario shares: the broker, a work dir, the processes started."""
 
-    broker: EmbeddedBroker
+    broker: Broker
     work: Path
     processes: Processes
     partitions: int = 8

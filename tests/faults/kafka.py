@@ -16,6 +16,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from remediator.kafka.metadata import partitions_of
+
 #: Large enough for the 10 MB bad input; the broker may still refuse it.
 MAX_REQUEST = 16 * 1024 * 1024
 
@@ -84,13 +86,12 @@ async def read_all(
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        partitions = consumer.partitions_for_topic(topic)
+        partitions = await partitions_of(consumer, topic)
         while not partitions:
             if loop.time() > deadline:
                 return []
             await asyncio.sleep(0.2)
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(topic)
+            partitions = await partitions_of(consumer, topic)
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)

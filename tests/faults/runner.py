@@ -3,6 +3,7 @@
     python -m tests.faults.runner            # everything (make test-faults)
     python -m tests.faults.runner --short    # the small form
     python -m tests.faults.runner --only kill-9,bad-input --seed 7
+    python -m tests.faults.runner --broker kafka   # make test-faults BROKER=kafka
 
 Exits 1 if any check failed.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import orjson
 
-from remediator.embedded import EmbeddedBroker
+from tests.brokers import KINDS, start_broker
 
 from .api_abuse import api_abuse
 from .bad_input import bad_input
@@ -52,9 +53,12 @@ COLUMNS = (
 )
 
 
-async def run_suite(names: list[str], short: bool, seed: int, root: Path) -> list[Outcome]:
-    broker = EmbeddedBroker(port=0, log_dir=root / "broker")
-    broker.start()
+async def run_suite(
+    names: list[str], short: bool, seed: int, root: Path, kind: str = "tansu"
+) -> tuple[str, list[Outcome]]:
+    """The scenarios' outcomes, and the broker they ran on (``kafka 4.1.1``)."""
+    broker = start_broker(kind, root / "broker")
+    print(f"faults: on {broker.name} at {broker.address}", file=sys.stderr, flush=True)
     try:
         suite = Suite(broker, root, random.Random(seed), short)
         outcomes = []
@@ -67,7 +71,7 @@ async def run_suite(names: list[str], short: bool, seed: int, root: Path) -> lis
                 flush=True,
             )
             outcomes.append(outcome)
-        return outcomes
+        return broker.name, outcomes
     finally:
         broker.stop()
 
@@ -116,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--out", type=Path, default=Path(".faults/latest.json"))
     parser.add_argument("--keep", type=Path, help="keep worker logs and data here")
+    parser.add_argument("--broker", choices=KINDS, default="tansu", help="%(default)s")
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(SHORT if args.short else SCENARIOS)
     unknown = set(names) - set(SCENARIOS)
@@ -124,10 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        outcomes = asyncio.run(run_suite(names, args.short, args.seed, args.keep))
+        broker, outcomes = asyncio.run(
+            run_suite(names, args.short, args.seed, args.keep, args.broker)
+        )
     else:
         with tempfile.TemporaryDirectory(prefix="faults-") as root:
-            outcomes = asyncio.run(run_suite(names, args.short, args.seed, Path(root)))
+            broker, outcomes = asyncio.run(
+                run_suite(names, args.short, args.seed, Path(root), args.broker)
+            )
     print(table(outcomes))
     for o in outcomes:
         for line in o.failures:
@@ -137,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "broker": broker,
         "seed": args.seed,
         "short": args.short,
         "seconds": round(time.monotonic() - started, 1),
@@ -145,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     print(
-        f"faults: {len(outcomes)} scenarios in {report['seconds']} s, seed {args.seed}, "
+        f"faults: {len(outcomes)} scenarios on {broker} in {report['seconds']} s, "
+        f"seed {args.seed}, "
         f"written to {args.out}"
     )
     return 0 if report["ok"] else 1

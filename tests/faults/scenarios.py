@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from remediator.embedded import EmbeddedBroker
+from tests.brokers import Broker, kind_of, make_broker
 from tests.integration.conftest import (
     OPERATOR_TOKEN,
     OPERATOR_TOKENS,
@@ -40,7 +40,7 @@ from .proxy import CuttableProxy
 class Suite:
     """What every scenario gets: the shared broker, a directory, a seeded random source."""
 
-    broker: EmbeddedBroker
+    broker: Broker
     root: Path
     rng: random.Random
     short: bool = False
@@ -226,7 +226,7 @@ async def broker_cut(suite: Suite) -> Outcome:
     through the proxy. Production pauses while cut (the suite's producer is cut too).
     """
     cuts = [5.0] if suite.short else [15.0, 5.0, 15.0]
-    cut_broker = EmbeddedBroker(port=0, log_dir=suite.root / "broker-cut")
+    cut_broker = make_broker(kind_of(suite.broker), suite.root / "broker-cut")
     proxy = CuttableProxy("127.0.0.1", cut_broker.port)
     cut_broker.advertised_port = proxy.port
     cut_broker.start()

@@ -35,25 +35,17 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 
 from remediator.domain.policy import default_policy_text
-from remediator.embedded import EmbeddedBroker, free_port
-from remediator.kafka.local import LocalKafka, LocalKafkaError, unavailable_reason
+from remediator.embedded import free_port
+from remediator.kafka.local import LocalKafkaError, unavailable_reason
 from remediator.kafka.metadata import partitions_of
+from tests.brokers import Broker, start_broker
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
-
-#: A broker a test can use: both offer host, port, address, url and name.
-Broker = EmbeddedBroker | LocalKafka
-
-#: Apache Kafka for tests: sessions as short as the tests' 3 s (Kafka's default minimum
-#: is 6 s), and the log cleaner quick enough for a compaction test to see it work.
-KAFKA_TEST_PROPERTIES = {
-    "group.min.session.timeout.ms": "1000",
-    "log.cleaner.backoff.ms": "500",
-}
 
 
 def permissive_policy_text() -> str:
@@ -88,23 +80,17 @@ class Brokers:
         return self._started[kind]
 
     def _start(self, kind: str) -> Broker:
-        if kind == "tansu":
-            tansu = EmbeddedBroker(port=0, log_dir=self.root / "tansu")
-            tansu.start()
-            return tansu
-        if kind != "kafka":
-            raise ValueError(f"unknown broker kind {kind!r}")
-        if self._refused is None:
-            self._refused = unavailable_reason() or ""
-        if self._refused:
-            kafka_unavailable(self._refused)
-        kafka = LocalKafka(log_dir=self.root / "kafka", properties=KAFKA_TEST_PROPERTIES)
+        if kind == "kafka":
+            if self._refused is None:
+                self._refused = unavailable_reason() or ""
+            if self._refused:
+                kafka_unavailable(self._refused)
         try:
-            kafka.start()
+            return start_broker(kind, self.root / kind)
         except LocalKafkaError as exc:
             self._refused = str(exc)
             kafka_unavailable(self._refused)
-        return kafka
+            raise  # not reached: kafka_unavailable skips or fails
 
     def stop(self) -> None:
         for started in self._started.values():
@@ -323,6 +309,7 @@ class Kafka:
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
         self._producer: AIOKafkaProducer | None = None
+        self._known: set[str] = set()
 
     async def create_topics(self, *topics: str, partitions: int = PARTITIONS) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
@@ -334,9 +321,27 @@ class Kafka:
         finally:
             await admin.close()
 
+    async def ensure_topic(self, topic: str) -> None:
+        """Create ``topic`` unless it exists: Apache Kafka, as the tests run it and as most
+        production clusters run, does not create topics on first use (monitoring's
+        topics exist before it writes; a test that writes before a worker started makes
+        them, as an operator would)."""
+        if topic in self._known:
+            return
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            if topic not in set(await admin.list_topics()):
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+        finally:
+            await admin.close()
+        self._known.add(topic)
+
     async def produce(
         self, topic: str, value: bytes | dict[str, Any], key: bytes | None = None
     ) -> None:
+        await self.ensure_topic(topic)
         if self._producer is None:
             self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
             await self._producer.start()

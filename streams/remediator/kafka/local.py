@@ -184,9 +184,14 @@ class LocalKafka:
         secure: SecureListener | None = None,
         heap: str = "1g",
         version: str = KAFKA_VERSION,
+        advertised_port: int | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        # Clients are told to connect here (the fault suite puts a TCP proxy there); the
+        # broker itself talks to itself on an internal listener of its own.
+        self.advertised_port = advertised_port or self.port
+        self._internal_port = free_port(host)
         self.version = version
         self.secure = secure
         self.secure_port = free_port(host) if secure is not None else None
@@ -291,10 +296,14 @@ class LocalKafka:
         data = self.directory / "data"
         listeners = {
             "PLAINTEXT": self.port,
+            "INTERNAL": self._internal_port,
             "CONTROLLER": self._controller_port,
         }
-        protocols = {"PLAINTEXT": "PLAINTEXT", "CONTROLLER": "PLAINTEXT"}
-        advertised = [f"PLAINTEXT://{self.address}"]
+        protocols = {"PLAINTEXT": "PLAINTEXT", "INTERNAL": "PLAINTEXT", "CONTROLLER": "PLAINTEXT"}
+        advertised = [
+            f"PLAINTEXT://{self.host}:{self.advertised_port}",
+            f"INTERNAL://{self.host}:{self._internal_port}",
+        ]
         lines = dict(self.properties)
         if self.secure is not None and self.secure_port is not None:
             listeners["SECURE"] = self.secure_port
@@ -307,7 +316,7 @@ class LocalKafka:
                 "node.id": "1",
                 "controller.quorum.voters": f"1@{self.host}:{self._controller_port}",
                 "controller.listener.names": "CONTROLLER",
-                "inter.broker.listener.name": "PLAINTEXT",
+                "inter.broker.listener.name": "INTERNAL",
                 "listeners": ",".join(f"{n}://{self.host}:{p}" for n, p in listeners.items()),
                 "advertised.listeners": ",".join(advertised),
                 "listener.security.protocol.map": ",".join(
