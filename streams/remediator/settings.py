@@ -115,6 +115,9 @@ class BrokerSettings(BaseSettings):
         return value.strip()
 
     @field_validator(
+        "broker_sasl_mechanism",
+        "broker_sasl_username",
+        "broker_sasl_password",
         "broker_sasl_password_file",
         "broker_ssl_cafile",
         "broker_ssl_certfile",
