@@ -251,7 +251,7 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
 
     from . import logs
     from .app import create_app, external_topic_names
-    from .kafka.admin import BrokerUnavailable, check_connection, ensure_topics
+    from .kafka.admin import BrokerUnavailable, check_connection, ensure_topics, missing_topics
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -270,6 +270,18 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
                     timeout=settings.broker_connect_timeout,
                 )
             )
+        else:
+            # Faust would wait for them for ever (a broker that auto-creates topics
+            # would make them with its own partition count): say so instead.
+            missing = loop.run_until_complete(
+                missing_topics(settings.connection, external_topic_names(settings))
+            )
+            if missing:
+                return _fail(
+                    f"topic(s) {', '.join(missing)} do not exist and REMEDIATOR_CREATE_TOPICS "
+                    "is false: create them, or let the worker (true)",
+                    EXIT_START,
+                )
     except BrokerUnavailable as exc:
         return _fail(f"REMEDIATOR_BROKER: {exc}", EXIT_START)
     # Our own handler and formats (see logs.py); Faust's would replace them.

@@ -22,15 +22,24 @@ signals with the group's offsets committed past them and nothing in any log):
 3. **Gaps that are not there.** Faust counts the offsets between the last record it
    delivered and the next as records that do not exist (transaction markers, compaction)
    and so as done, including the next record itself (off by one); after such a seek the
-   "gap" was every record the seek was for. Here a gap is only what one fetch response
-   skips between two records of a partition, which the broker did not return because
-   there is no record there.
+   "gap" was every record the seek was for. Here a gap is only what the fetcher itself
+   moved past without returning a record: the offsets between its position before and
+   after one fetch that no returned record has (:func:`skipped_ranges`, read in the
+   consumer's thread around each fetch: ``transport.py``). aiokafka moves its position
+   past transaction markers, aborted transactions (read_committed) and compacted-away
+   offsets, also when a fetch returns nothing else: the markers that a transactional
+   producer upstream leaves after each transaction, at the end of a partition too, are
+   committed over (found on Apache Kafka: the rule of 0.3, "between two records of one
+   response", left the commits of such a partition stuck at its first marker). A seek
+   during a fetch moves the position back (nothing counted) or forward to offsets below
+   the committed one (already done).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, MutableSequence
 from typing import Any, cast
 
@@ -41,6 +50,22 @@ from mode import Service, ServiceT
 from remediator import failpoints
 
 log = logging.getLogger(__name__)
+
+
+def skipped_ranges(before: int, after: int, delivered: Iterable[int]) -> list[tuple[int, int]]:
+    """The offsets in ``[before, after)`` that no delivered record has, as inclusive
+    ``(first, last)`` ranges: where the fetcher moved past without a record."""
+    if after <= before:
+        return []
+    ranges: list[tuple[int, int]] = []
+    cursor = before
+    for offset in sorted(o for o in delivered if before <= o < after):
+        if offset > cursor:
+            ranges.append((cursor, offset - 1))
+        cursor = max(cursor, offset + 1)
+    if cursor < after:
+        ranges.append((cursor, after - 1))
+    return ranges
 
 
 def next_commit(
@@ -58,7 +83,7 @@ def next_commit(
     committed run is removed from ``acked`` and ``acked_index`` (Faust's bookkeeping), as
     Faust's own ``_new_offset`` does.
     """
-    if not acked or start is None:
+    if start is None:
         return None
     offsets = set(acked)
     for gap in gaps:
@@ -92,6 +117,7 @@ class SafeOffsets:
     callback: Any
     suspend_flow: asyncio.Event
     should_stop: bool
+    _thread: Any
 
     #: Per partition never committed: its first offset, where its run must start.
     _first_offsets: dict[TP, int]
@@ -154,27 +180,18 @@ class SafeOffsets:
                 records: AsyncIterator[tuple[TP, Any]] = consumer.getmany(timeout=1.0)
                 await consumer.sleep(0)  # getmany may return at once, again and again
                 if not self.should_stop:
-                    before: dict[TP, int] = {}  # the previous record in this response
                     async for tp, message in records:
                         since_yield += 1
                         if since_yield > 100:
                             await asyncio.sleep(0)
                             since_yield = 0
-                        offset = message.offset
-                        previous = before.get(tp)
-                        before[tp] = offset
-                        if (
-                            previous is not None
-                            and offset > previous + 1
-                            and acks_enabled_for(message.topic)
-                        ):
-                            await consumer._add_gap(tp, previous + 1, offset - 1)
                         if failpoints.armed("consumer.drop_fetched") and consumer.dropping(tp):
                             continue
                         if self._commit_every is not None and self._n_acked >= self._commit_every:
                             self._n_acked = 0
                             await consumer.commit()
                         await consumer.wait_first(callback(message), self.suspend_flow.wait())
+                await self._record_skipped(acks_enabled_for)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -190,6 +207,15 @@ class SafeOffsets:
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _record_skipped(self, acks_enabled_for: Any) -> None:
+        """Count as done the offsets the fetcher moved past without a record (the consumer
+        thread notes them around each fetch: ``transport.py``)."""
+        skipped: deque[tuple[TP, int, int]] | None = getattr(self._thread, "skipped", None)
+        while skipped:
+            tp, first, last = skipped.popleft()
+            if acks_enabled_for(tp.topic):
+                await cast(Any, self)._add_gap(tp, first, last)
 
     def dropping(self, tp: TP) -> bool:
         """Failpoint ``consumer.drop_fetched``: whether to drop a fetched record of ``tp``

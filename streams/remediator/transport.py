@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as driver
 
 from .kafka.security import Connection
-from .offsets import SafeOffsets
+from .offsets import SafeOffsets, skipped_ranges
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +83,61 @@ class EndOffsets:
             self._consumer = None
 
 
+def _positions(consumer: Any, tps: Iterable[Any] | None) -> dict[Any, int]:
+    """The fetch positions of ``tps`` that are known (aiokafka's subscription state)."""
+    assignment = getattr(consumer._subscription.subscription, "assignment", None)
+    if assignment is None or tps is None:
+        return {}
+    positions = {}
+    for tp in tps:
+        state = assignment.state_value(tp)
+        if state is not None and state.has_valid_position:
+            positions[tp] = state.position
+    return positions
+
+
 def transport_class(fetch_max_wait_ms: int, connection: Connection) -> type[driver.Transport]:
     """A Faust Kafka transport whose consumer waits at most ``fetch_max_wait_ms`` and
     reports true end offsets."""
 
     class FetchConsumerThread(driver.AIOKafkaConsumerThread):
         _ends: EndOffsets | None = None
+        #: (tp, first, last): offsets a fetch moved past without a record, for the
+        #: consumer's commit rule (offsets.py). Appended here, read in the app's thread.
+        skipped: deque[tuple[Any, int, int]]
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            self.skipped = deque()
+
+        async def _fetch_records(
+            self,
+            consumer: Any,
+            active_partitions: Any,
+            timeout: float | None = None,
+            max_records: int | None = None,
+        ) -> Any:
+            before = _positions(consumer, active_partitions)
+            records = await super()._fetch_records(
+                consumer, active_partitions, timeout=timeout, max_records=max_records
+            )
+            after = _positions(consumer, before)
+            for tp, start in before.items():
+                end = after.get(tp, start)
+                if end > start:
+                    delivered = (record.offset for record in records.get(tp, ()))
+                    for first, last in skipped_ranges(start, end, delivered):
+                        self.skipped.append((tp, first, last))
+            return records
 
         def _create_worker_consumer(self, transport: Any) -> Any:
             consumer = super()._create_worker_consumer(transport)
             # Read by aiokafka when the consumer starts and creates its fetcher.
             consumer._fetch_max_wait_ms = fetch_max_wait_ms
+            # Committed records only: monitoring that writes its signals in transactions
+            # may abort one, and Faust reads uncommitted (it reads committed only in its
+            # own exactly-once mode). An aborted signal must not open a remediation.
+            consumer._isolation_level = "read_committed"
             return consumer
 
         async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:

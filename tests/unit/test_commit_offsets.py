@@ -13,7 +13,7 @@ import pytest
 from faust.transport.consumer import Consumer
 from intervaltree import IntervalTree
 
-from remediator.offsets import next_commit
+from remediator.offsets import next_commit, skipped_ranges
 
 
 def commit(acked: list[int], start: int | None, gaps: tuple[range, ...] = ()) -> int | None:
@@ -82,3 +82,28 @@ def test_stale_acknowledgements_below_the_start_are_dropped() -> None:
     acked = [3, 4, 10]
     assert next_commit(acked, set(acked), (), 10) == 11
     assert acked == []
+
+
+def test_markers_after_the_last_record_are_committed_over_with_nothing_acknowledged() -> None:
+    # A transaction's records 10-12 were committed earlier; its commit marker at 13 and an
+    # aborted transaction at 14-15 came after: the fetcher moved past them.
+    assert commit([], 13, (range(13, 16),)) == 16
+    assert commit([], 13) is None
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "delivered", "skipped"),
+    [
+        (10, 13, [10, 11, 12], []),  # records only
+        (10, 14, [10, 11, 12], [(13, 13)]),  # a marker after the last record
+        (10, 14, [], [(10, 13)]),  # a fetch with markers only
+        (10, 17, [11, 12, 15], [(10, 10), (13, 14), (16, 16)]),  # holes everywhere
+        (10, 10, [], []),  # no movement
+        (50, 20, [20, 21], []),  # a seek back during the fetch: nothing counted
+        (10, 12, [8, 9, 10, 11], []),  # records below the start (seek): ignored
+    ],
+)
+def test_what_the_fetcher_moved_past_without_a_record_is_skipped(
+    before: int, after: int, delivered: list[int], skipped: list[tuple[int, int]]
+) -> None:
+    assert skipped_ranges(before, after, delivered) == skipped

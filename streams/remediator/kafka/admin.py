@@ -142,6 +142,17 @@ def _cause(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
+async def missing_topics(connection: Connection, names: Iterable[str]) -> list[str]:
+    """Those of ``names`` the broker does not have."""
+    admin = connection.admin(request_timeout_ms=10000)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    return [name for name in dict.fromkeys(names) if name not in existing]
+
+
 async def ensure_topics(
     connection: Connection,
     names: Iterable[str],
