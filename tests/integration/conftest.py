@@ -310,6 +310,7 @@ class Kafka:
         self.bootstrap = bootstrap
         self._producer: AIOKafkaProducer | None = None
         self._known: set[str] = set()
+        self._creating = asyncio.Lock()  # many produce() at once: one admin client
 
     async def create_topics(self, *topics: str, partitions: int = PARTITIONS) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
@@ -328,15 +329,18 @@ class Kafka:
         them, as an operator would)."""
         if topic in self._known:
             return
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        await admin.start()
-        try:
-            if topic not in set(await admin.list_topics()):
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-        finally:
-            await admin.close()
-        self._known.add(topic)
+        async with self._creating:
+            if topic in self._known:
+                return
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            try:
+                if topic not in set(await admin.list_topics()):
+                    with contextlib.suppress(TopicAlreadyExistsError):
+                        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+            finally:
+                await admin.close()
+            self._known.add(topic)
 
     async def produce(
         self, topic: str, value: bytes | dict[str, Any], key: bytes | None = None
