@@ -38,6 +38,7 @@ from remediator.api.errors import contract_errors
 from remediator.api.views import Api
 from remediator.domain.correlate import CorrelationConfig
 from remediator.metrics import Metrics
+from remediator.pipeline import rocks
 from remediator.pipeline.batches import BatchingStream
 from remediator.pipeline.context import Tables
 from remediator.pipeline.context import Topics as ProcessorTopics
@@ -296,7 +297,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
     app = RemediatorApp(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
-        store=settings.store_url,
+        store=_hot_store(settings),
         autodiscover=False,
         key_serializer="raw",
         value_serializer=codec.NAME,
@@ -478,10 +479,26 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
     return app
 
 
-def _tables(app: faust.App, settings: Settings) -> Tables:
-    """The tables, all partitioned like the inbox (by cluster; claims by their id)."""
+def _hot_store(settings: Settings) -> str:
+    """The store of the hot tables (``REMEDIATOR_TABLE_STORE``)."""
+    return rocks.STORE_URL if settings.table_store == "rocksdict" else "memory://"
 
-    def table(name: str, help_text: str, partition_of: Callable[[bytes], int]) -> TableStore:
+
+def _tables(app: faust.App, settings: Settings) -> Tables:
+    """The tables, all partitioned like the inbox (by cluster; claims by their id).
+
+    The hot ones (``state``, ``claims``) in the store ``REMEDIATOR_TABLE_STORE`` names;
+    the cold ones (``archive``, ``decisions``: history that grows with the fleet's age,
+    read only on an append or an operator's request) in RocksDB whatever it says, so
+    that the worker's memory stays flat (``pipeline/rocks.py``). Every RocksDB table
+    shares one memory budget, ``REMEDIATOR_ROCKSDB_MEMORY_MB``.
+    """
+    options = {rocks.BUDGET_OPTION: settings.rocksdb_memory_mb * 1024 * 1024}
+
+    def table(
+        name: str, help_text: str, partition_of: Callable[[bytes], int], *, cold: bool = False
+    ) -> TableStore:
+        in_rocksdb = cold or settings.table_store == "rocksdict"
         created = app.Table(
             name,
             default=None,
@@ -489,6 +506,8 @@ def _tables(app: faust.App, settings: Settings) -> Tables:
             value_type=bytes,
             partitions=settings.partitions,
             help=help_text,
+            store=rocks.table_store_url(name) if in_rocksdb else "memory://",
+            options=dict(options) if in_rocksdb else None,
         )
         return TableStore(created, partition_of)
 
@@ -506,9 +525,14 @@ def _tables(app: faust.App, settings: Settings) -> Tables:
             "blast radius), in one changelog so that they recover to the same point.",
             by_cluster,
         ),
-        archive=table("archive", "Per instance: its closed remediations (JSON Lines).", by_cluster),
+        archive=table(
+            "archive", "Per instance: its closed remediations (JSON Lines).", by_cluster, cold=True
+        ),
         decisions=table(
-            "decisions", "Per instance: recent policy decisions (JSON Lines).", by_cluster
+            "decisions",
+            "Per instance: recent policy decisions (JSON Lines).",
+            by_cluster,
+            cold=True,
         ),
         claims=table("claims", "Client-specified remediation ids: who uses each.", by_key),
     )

@@ -252,6 +252,7 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
     from . import logs
     from .app import create_app, external_topic_names
     from .kafka.admin import BrokerUnavailable, check_connection, ensure_topics, missing_topics
+    from .pipeline import rocks
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -288,6 +289,11 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
     logs.configure(settings.log_level, settings.log_format)
     _print_banner(settings, embedded=embedded)
     app = create_app(settings)
+    # Local RocksDB files of changelogs the broker no longer has (the embedded broker's
+    # topics live in memory only): removed before Faust recovers from them.
+    loop.run_until_complete(
+        rocks.discard_stale(app, settings.connection, settings.broker_connect_timeout)
+    )
     worker = faust.Worker(
         app, loop=loop, loglevel=settings.log_level, quiet=True, override_logging=False
     )
