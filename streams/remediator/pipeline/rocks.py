@@ -37,6 +37,7 @@ import asyncio
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,6 +266,7 @@ async def discard_stale(app: faust.App, connection: Connection, timeout: float) 
     found = [p for p in local_partitions(app) if p.offset is not None]
     if not found:
         return
+    started = time.perf_counter()
     try:
         ends = await asyncio.wait_for(
             changelog_ends(connection, {(p.changelog, p.partition) for p in found}), timeout
@@ -272,6 +274,11 @@ async def discard_stale(app: faust.App, connection: Connection, timeout: float) 
     except Exception as exc:  # noqa: BLE001 - never stop the start for this check
         log.warning("could not check the local table files against the changelogs: %s", exc)
         return
+    log.debug(
+        "%d local table partition(s) checked against their changelogs in %.2fs",
+        len(found),
+        time.perf_counter() - started,
+    )
     for part in stale(found, ends):
         log.warning(
             "table %s partition %d: the local RocksDB files are at changelog offset %d, "
