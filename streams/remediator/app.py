@@ -27,6 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -282,8 +283,15 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> faust.App:
-    """Build the Faust app for ``settings``; the broker must be set (see ``cli``)."""
+def create_app(
+    settings: Settings, *, clock: Callable[[], datetime] = utcnow, datadir: Path | None = None
+) -> faust.App:
+    """Build the Faust app for ``settings``; the broker must be set (see ``cli``).
+
+    ``datadir``: where its local table files go (``cli`` claims one per running worker,
+    see :func:`remediator.pipeline.rocks.claim_datadir`); by default the app id's
+    directory under ``REMEDIATOR_DATA_DIR``.
+    """
     if not settings.bootstrap_servers:
         raise ValueError("create_app needs settings.broker; the CLI starts an embedded one")
     codec.register()
@@ -324,7 +332,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         # the whole record): fewer, larger produce requests.
         producer_max_batch_size=256 * 1024,
         producer_linger=0.0,
-        datadir=str(settings.data_dir / settings.app_id),
+        datadir=str(datadir or settings.data_dir / settings.app_id),
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,

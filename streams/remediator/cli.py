@@ -288,7 +288,15 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
     # Our own handler and formats (see logs.py); Faust's would replace them.
     logs.configure(settings.log_level, settings.log_format)
     _print_banner(settings, embedded=embedded)
-    app = create_app(settings)
+    datadir, _held = rocks.claim_datadir(settings.data_dir, settings.app_id)
+    if datadir != settings.data_dir / settings.app_id:
+        logging.getLogger("remediator").info(
+            "another worker of %s uses %s: local tables in %s",
+            settings.app_id,
+            settings.data_dir / settings.app_id,
+            datadir,
+        )
+    app = create_app(settings, datadir=datadir)
     # Local RocksDB files of changelogs the broker no longer has (the embedded broker's
     # topics live in memory only): removed before Faust recovers from them.
     loop.run_until_complete(

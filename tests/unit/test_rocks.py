@@ -163,3 +163,18 @@ def record_tp(store: TableStore, partition: int):  # type: ignore[no-untyped-def
     from faust.types import TP
 
     return TP(store.changelog, partition)
+
+
+def test_each_running_worker_claims_a_data_dir_of_its_own(tmp_path: Path) -> None:
+    """RocksDB opens a database in one process at a time: two workers of one app id on
+    one data dir would wait on each other's partition locks after a rebalance."""
+    first, first_lock = rocks.claim_datadir(tmp_path, "app")
+    second, second_lock = rocks.claim_datadir(tmp_path, "app")
+    assert (first, second) == (tmp_path / "app", tmp_path / "app@2")
+    first_lock.close()  # the first worker ends (however: the lock goes with the process)
+    again, again_lock = rocks.claim_datadir(tmp_path, "app")
+    assert again == tmp_path / "app"  # its files found again by the next one alone
+    other, other_lock = rocks.claim_datadir(tmp_path, "other-app")
+    assert other == tmp_path / "other-app"
+    for lock in (second_lock, again_lock, other_lock):
+        lock.close()

@@ -34,6 +34,7 @@ changelog like a memory store.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import shutil
 import threading
@@ -41,7 +42,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import faust
 import rocksdict
@@ -292,6 +293,31 @@ async def discard_stale(app: faust.App, connection: Connection, timeout: float) 
             ends.get((part.changelog, part.partition), 0),
         )
         shutil.rmtree(part.path)
+
+
+def claim_datadir(data_dir: Path, app_id: str) -> tuple[Path, IO[bytes]]:
+    """The directory of this worker's local tables: ``data_dir/app_id`` unless another
+    running worker holds it, then ``data_dir/app_id@2``, ``@3``...; with the open lock
+    file that holds it (an ``flock``, released however the process ends: keep it open).
+
+    RocksDB lets one process at a time open a database, and the cold tables are always
+    in RocksDB: two workers of one app id on the same data dir (two terminals, tests)
+    would otherwise wait on each other's partition locks after a rebalance (Faust gives
+    up after 30 s and the worker stops). A worker started again alone gets the first
+    directory back, with its files.
+    """
+    slot = 1
+    while True:
+        directory = data_dir / (app_id if slot == 1 else f"{app_id}@{slot}")
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = (directory / "worker.lock").open("ab")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            slot += 1
+            continue
+        return directory, lock
 
 
 def register() -> None:
