@@ -199,11 +199,11 @@ class RemediatorApp(faust.App):
         now = asyncio.get_running_loop().time()
         stalled = []
         for tp in tps:
-            committed = consumer._committed_offset.get(tp)  # Faust: last processed offset
+            # The offset committed: the next one to read (0.3 took it for the last one
+            # processed, and so never noticed a partition stuck one record short).
+            committed = consumer._committed_offset.get(tp)
             highwater = highwaters.get(tp)
-            lagging = highwater is not None and highwater > (
-                committed + 1 if committed is not None else 0
-            )
+            lagging = highwater is not None and highwater > (committed or 0)
             seen = self._progress.get(tp)
             if not lagging or seen is None or seen[0] != committed:
                 self._progress[tp] = (committed, now)
