@@ -402,6 +402,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         executor=executor,
         clock=clock,
         metrics=metrics,
+        max_output_bytes=settings.max_output_bytes,
     )
     app.processor = processor
     register_ingest(

@@ -331,6 +331,16 @@ class Settings(BrokerSettings):
         description="Largest input message accepted; a larger one goes to the dead-letter "
         "topic (with a prefix of it, its size and SHA-256).",
     )
+    max_output_bytes: int = Field(
+        default=1_000_000,
+        ge=64 * 1024,
+        le=64 * 1024 * 1024,
+        description="Largest record the worker writes (key and value). Just under Apache "
+        "Kafka's default message.max.bytes (1048588); set it below the broker's or the "
+        "topics' limit if those are lower. Outputs are kept far smaller; one that is "
+        "still larger is dropped (never retried for ever), with a CRITICAL log line, "
+        "remediator_output_records_dropped_total and a dead letter describing it.",
+    )
     batch_max: int = Field(
         default=1000,
         ge=1,

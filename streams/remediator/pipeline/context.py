@@ -29,6 +29,7 @@ from datetime import datetime
 from pydantic import TypeAdapter
 
 from remediator.domain import expiry, ids, queueing, safety, slots, verification
+from remediator.domain.bounds import MAX_ARCHIVE_BYTES, MAX_DECISIONS_BYTES
 from remediator.domain.correlate import CorrelationConfig
 from remediator.domain.execution import start
 from remediator.domain.models import (
@@ -49,7 +50,8 @@ from .outbox import Record
 from .store import TableStore
 
 #: Closed remediations kept per instance in the archive (older ones are only on
-#: ``remediation-transitions``), and decisions kept per instance for ``explain``.
+#: ``remediation-transitions``), and decisions kept per instance for ``explain``; each
+#: log is one table value, so it is bounded in bytes too (domain/bounds.py).
 MAX_ARCHIVED = 50
 MAX_DECISIONS = 50
 
@@ -199,11 +201,17 @@ class Context:
                 batch.events.add(transition.event)
             if transition.to_state.is_terminal:
                 self._append(
-                    self.tables.archive, key, dump_json(transition.remediation), MAX_ARCHIVED
+                    self.tables.archive,
+                    key,
+                    dump_json(transition.remediation),
+                    MAX_ARCHIVED,
+                    MAX_ARCHIVE_BYTES,
                 )
         self.publish_events(events)
         if decision is not None:
-            self._append(self.tables.decisions, key, dump_json(decision), MAX_DECISIONS)
+            self._append(
+                self.tables.decisions, key, dump_json(decision), MAX_DECISIONS, MAX_DECISIONS_BYTES
+            )
 
     def put_cluster(self, model: ClusterModel, record: ClusterRecord) -> None:
         """A cluster's own record changed (in the same log as its instances: see above)."""
@@ -237,11 +245,13 @@ class Context:
     def dead_letter(self, key: bytes | None, value: bytes) -> None:
         self.batch.outputs.append(Record(self.topics.dead_letters, key, value))
 
-    def _append(self, store: TableStore, key: bytes, line: bytes, limit: int) -> None:
+    def _append(
+        self, store: TableStore, key: bytes, line: bytes, limit: int, max_bytes: int
+    ) -> None:
         old = self._log(store, key)
         if old is not None and (old == line or old.startswith(line + b"\n")):
             return  # the same entry again (an input replayed after a crash)
-        self.batch.logs[(store.name, key)] = (store, append_line(old, line, limit))
+        self.batch.logs[(store.name, key)] = (store, append_line(old, line, limit, max_bytes))
 
     # -- the cluster after a change --------------------------------------------------
 
@@ -308,16 +318,23 @@ _CLUSTER_EVENTS = frozenset(
 )
 
 
-def append_line(old: bytes | None, line: bytes, limit: int) -> bytes:
-    """``line`` first, then at most ``limit - 1`` lines of ``old`` (JSON Lines, newest
-    first): an append costs a copy, not a parse of the history."""
+def append_line(old: bytes | None, line: bytes, limit: int, max_bytes: int | None = None) -> bytes:
+    """``line`` first, then the newest lines of ``old`` (JSON Lines, newest first): at
+    most ``limit`` lines in all, and no more than ``max_bytes`` bytes unless ``line``
+    alone is (a table value must fit in a Kafka record). An append costs a copy, not a
+    parse of the history."""
     if not old:
         return line
+    room = len(old) if max_bytes is None else max_bytes - len(line) - 1
     end = -1
     for _ in range(max(limit, 1) - 1):
-        end = old.find(b"\n", end + 1)
-        if end < 0:
-            return line + b"\n" + old
+        newline = old.find(b"\n", end + 1)
+        stop = len(old) if newline < 0 else newline
+        if stop > room:
+            break  # that line would not fit: it and the older ones go
+        end = stop
+        if newline < 0:
+            break
     return line + b"\n" + old[:end] if end > 0 else line
 
 
