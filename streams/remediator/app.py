@@ -37,6 +37,7 @@ from remediator.api.alertmanager import alertmanager_receiver
 from remediator.api.errors import contract_errors
 from remediator.api.views import Api
 from remediator.domain.correlate import CorrelationConfig
+from remediator.kafka.admin import TopicSpec
 from remediator.metrics import Metrics
 from remediator.pipeline.batches import BatchingStream
 from remediator.pipeline.context import Tables
@@ -84,6 +85,35 @@ def external_topic_names(settings: Settings) -> list[str]:
         settings.topic_transitions,
         settings.topic_dead_letter,
         settings.topic_policy_events,
+    ]
+
+
+#: The tables, each with a compacted changelog ``{app_id}-{name}-changelog``.
+TABLES = ("state", "archive", "decisions", "claims")
+#: How long replies to API commands are kept (only the asking worker reads them, at once).
+REPLIES_RETENTION = timedelta(hours=1)
+
+
+def internal_topics(settings: Settings) -> list[TopicSpec]:
+    """The worker's own topics, created before Faust starts (as Faust would create them).
+
+    Faust declares them itself once it runs, but its consumer may join the group first:
+    on Apache Kafka a group formed before the new inbox was in the metadata, and the
+    worker then owned no inbox partition for minutes while saying it was ready (seen
+    about once in four starts of a fresh app id).
+    """
+    compacted = {"cleanup.policy": "compact"}
+    return [
+        TopicSpec(settings.inbox_topic, settings.partitions),
+        TopicSpec(
+            settings.replies_topic,
+            1,
+            {"retention.ms": str(int(REPLIES_RETENTION.total_seconds() * 1000))},
+        ),
+        *(
+            TopicSpec(f"{settings.app_id}-{table}-changelog", settings.partitions, compacted)
+            for table in TABLES
+        ),
     ]
 
 
@@ -543,7 +573,7 @@ def _topics(app: faust.App, settings: Settings) -> Topics:
             value_serializer="raw",
             partitions=1,
             internal=True,
-            retention=timedelta(hours=1),
+            retention=REPLIES_RETENTION,
         ),
     )
 

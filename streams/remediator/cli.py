@@ -250,8 +250,14 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
     import faust
 
     from . import logs
-    from .app import create_app, external_topic_names
-    from .kafka.admin import BrokerUnavailable, check_connection, ensure_topics, missing_topics
+    from .app import create_app, external_topic_names, internal_topics
+    from .kafka.admin import (
+        BrokerUnavailable,
+        TopicSpec,
+        check_connection,
+        ensure_topics,
+        missing_topics,
+    )
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -260,17 +266,16 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
         loop.run_until_complete(
             check_connection(settings.connection, settings.broker_connect_timeout)
         )
-        if settings.create_topics:
-            loop.run_until_complete(
-                ensure_topics(
-                    settings.connection,
-                    external_topic_names(settings),
-                    partitions=settings.partitions,
-                    replication_factor=settings.replication_factor,
-                    timeout=settings.broker_connect_timeout,
-                )
+        external = [TopicSpec(n, settings.partitions) for n in external_topic_names(settings)]
+        loop.run_until_complete(
+            ensure_topics(
+                settings.connection,
+                [*(external if settings.create_topics else []), *internal_topics(settings)],
+                replication_factor=settings.replication_factor,
+                timeout=settings.broker_connect_timeout,
             )
-        else:
+        )
+        if not settings.create_topics:
             # Faust would wait for them for ever (a broker that auto-creates topics
             # would make them with its own partition count): say so instead.
             missing = loop.run_until_complete(
@@ -283,7 +288,8 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
                     EXIT_START,
                 )
     except BrokerUnavailable as exc:
-        return _fail(f"REMEDIATOR_BROKER: {exc}", EXIT_START)
+        cause = str(exc)
+        return _fail(cause if " topic " in cause else f"REMEDIATOR_BROKER: {cause}", EXIT_START)
     # Our own handler and formats (see logs.py); Faust's would replace them.
     logs.configure(settings.log_level, settings.log_format)
     _print_banner(settings, embedded=embedded)
