@@ -38,8 +38,8 @@ from remediator.api.errors import contract_errors
 from remediator.api.views import Api
 from remediator.domain.correlate import CorrelationConfig
 from remediator.kafka.admin import TopicSpec
+from remediator.kafka.direct import DirectDelivery
 from remediator.metrics import Metrics
-from remediator.pipeline.batches import BatchingStream
 from remediator.pipeline.context import Tables
 from remediator.pipeline.context import Topics as ProcessorTopics
 from remediator.pipeline.controlplane import Backoff, ControlPlaneClient
@@ -147,6 +147,8 @@ class RemediatorApp(faust.App):
         self._reseeks: set[asyncio.Future[None]] = set()
         self.executor: Executor | None = None
         self.processor: Processor | None = None
+        #: The worker's own topics' records, bypassing Faust's streams (kafka/direct.py).
+        self.direct = DirectDelivery(self)
         self.inbox_topic_name = ""
         #: The agents' source topics (set by create_app): what re-seeks and stall checks
         #: look at (table changelogs are read by Faust's recovery, never committed).
@@ -169,14 +171,18 @@ class RemediatorApp(faust.App):
         # before the consumer rejoins its group).
         if self.executor is not None:
             await self.executor.stop_for_revocation()
+        # The batch being applied finishes first, as Faust waits for unacknowledged
+        # events (its state owner already applies nothing more of these partitions).
+        await self.direct.idle()
         await super()._on_partitions_revoked(revoked)
 
     def on_rebalance_start(self) -> None:
         super().on_rebalance_start()
         if self.processor is not None:
             self.processor.on_rebalance_start()
+        # May be called from the consumer's thread: hop to the app's loop.
+        self.loop.call_soon_threadsafe(self.direct.discard)
         if self.executor is not None:
-            # May be called from the consumer's thread: hop to the app's loop.
             self.loop.call_soon_threadsafe(self.executor.suspend)
 
     def on_rebalance_end(self) -> None:
@@ -334,8 +340,6 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         topic_replication_factor=settings.replication_factor,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
-        # take_events that acknowledges a batch only once processed (see batches.py).
-        Stream=BatchingStream,
         # TLS and SASL (REMEDIATOR_BROKER_*), for Faust's consumer, producer and topic
         # creation; our own clients take them from settings.connection.
         broker_credentials=settings.broker_security.faust_credentials(),
@@ -435,25 +439,23 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         max_output_bytes=settings.max_output_bytes,
     )
     app.processor = processor
+    app.add_dependency(app.direct)
     register_ingest(
-        app,
-        active_runs=topics.active_runs,
-        passive_events=topics.passive_events,
+        app.direct,
+        sources=[topics.active_runs, topics.passive_events],
         inbox=settings.inbox_topic,
         processor=processor,
         partitions=settings.partitions,
         clock=clock,
         batch_max=settings.batch_max,
-        batch_wait=settings.batch_wait_ms / 1000,
         max_input_bytes=settings.max_input_bytes,
     )
     register_instances(
-        app,
+        app.direct,
         inbox=topics.inbox,
         processor=processor,
         clock=clock,
         batch_max=settings.batch_max,
-        batch_wait=settings.batch_wait_ms / 1000,
     )
     gateway = Gateway(
         app=app,

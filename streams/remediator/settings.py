@@ -345,13 +345,8 @@ class Settings(BrokerSettings):
         default=1000,
         ge=1,
         le=100_000,
-        description="Most input records applied in one batch (one ack wait, one write pass).",
-    )
-    batch_wait_ms: float = Field(
-        default=10.0,
-        gt=0,
-        le=10_000,
-        description="Longest wait for a batch to fill before it is applied (latency at low load).",
+        description="Most input records applied in one batch (one ack wait, one write pass). "
+        "A batch is what was fetched and not yet applied: no wait to fill it.",
     )
     commit_interval_seconds: float = Field(
         default=2.8,

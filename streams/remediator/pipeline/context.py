@@ -261,7 +261,8 @@ class Context:
         is room, expire stale recommendations, fail verifications past their deadline
         (on the cluster's event time), start queued remediations while slots are free.
         Level-triggered, so doing it again (after a replay, a takeover) changes nothing
-        that is already done."""
+        that is already done. Called after every change: each step is O(1) unless it has
+        something to do (the model caches when the next deadline falls)."""
         record = model.record
         if (
             record.tripped_at is not None
@@ -274,18 +275,40 @@ class Context:
                 self.publish_events(events)
         if model.waiting and model.record.paused is None:
             self._admit_waiting(model, now)
-        if model.awaiting and model.latest is not None:
-            for instance in sorted(model.awaiting):
-                state = model.get(instance)
-                expired = None if state is None else expiry.expire(state, self.policy, model.latest)
-                if expired is not None:
-                    self.put(model, expired.state, (expired.transition,), (expired.event,))
-        if model.verifying and model.latest is not None:
-            for instance in sorted(model.verifying):
-                state = model.get(instance)
-                failed = None if state is None else verification.due(state, model.latest)
-                if failed is not None:
-                    self.put(model, failed.state, (), (failed.event,))
+        if model.latest is not None:
+            self._expire_due(model, model.latest)
+            self._fail_verifications_due(model, model.latest)
+        self._start_queued(model, now)
+
+    def _expire_due(self, model: ClusterModel, clock: datetime) -> None:
+        """Cancel the recommendations that waited for approval past their TTL."""
+
+        def deadline(instance: str) -> datetime | None:
+            state = model.get(instance)
+            return None if state is None else expiry.deadline(state, self.policy)
+
+        due = model.expiry_due(deadline)
+        if due is None or clock < due:
+            return
+        for instance in sorted(model.awaiting):
+            state = model.get(instance)
+            expired = None if state is None else expiry.expire(state, self.policy, clock)
+            if expired is not None:
+                self.put(model, expired.state, (expired.transition,), (expired.event,))
+
+    def _fail_verifications_due(self, model: ClusterModel, clock: datetime) -> None:
+        """Fail the verifications whose instance showed no health by their deadline."""
+        due = model.verify_due()
+        if due is None or clock < due:
+            return
+        for instance in sorted(model.verifying):
+            state = model.get(instance)
+            failed = None if state is None else verification.due(state, clock)
+            if failed is not None:
+                self.put(model, failed.state, (), (failed.event,))
+
+    def _start_queued(self, model: ClusterModel, now: datetime) -> None:
+        """Start PENDING remediations, first approved first, while the cluster has slots."""
         free = slots.due(len(model.running), len(model.queued), self.max_running)
         for instance in model.next_queued()[:free]:
             state = model.get(instance)
