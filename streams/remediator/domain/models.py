@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -491,3 +491,19 @@ class DeadLetter(_Record):
 def dump_json(model: BaseModel) -> bytes:
     """The wire form of a model: compact UTF-8 JSON bytes."""
     return model.__pydantic_serializer__.to_json(model)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def assemble(model: type[_M], values: dict[str, Any], given: set[str]) -> _M:
+    """A model from values the caller vouches for: ``values`` holds EVERY field (set or
+    default) and ``given`` the ones set. What ``model_construct`` does, without its
+    per-field default resolution: a quarter of its cost, for the few models built once per
+    input record (profiled on the hot path). Anything else uses the normal constructors."""
+    instance = model.__new__(model)
+    object.__setattr__(instance, "__dict__", values)
+    object.__setattr__(instance, "__pydantic_fields_set__", given)
+    object.__setattr__(instance, "__pydantic_extra__", None)
+    object.__setattr__(instance, "__pydantic_private__", None)
+    return instance
