@@ -17,4 +17,7 @@ def test_the_fast_uuid5_is_the_standard_one(name: str) -> None:
 def test_ids_of_0_3_are_unchanged() -> None:
     # Recorded with 0.3.0 (uuid.uuid5): a change would open a second remediation for a
     # signal replayed across an upgrade.
-    assert ids.automated_remediation_id("c1", "i1", "active:r1") == "f0c82e99-1fc9-58f9-9915-1e05a99de7d0"
+    assert (
+        ids.automated_remediation_id("c1", "i1", "active:r1")
+        == "f0c82e99-1fc9-58f9-9915-1e05a99de7d0"
+    )

@@ -273,7 +273,14 @@ class Context:
             if record != model.record:
                 self.put_cluster(model, record)
                 self.publish_events(events)
-        if model.waiting and model.record.paused is None:
+        if model.waiting and not safety.no_room(
+            model.record,
+            len(model.instances),
+            len(model.unhealthy),
+            model.admissions,
+            model.latest or now,
+            self.policy,
+        ):
             self._admit_waiting(model, now)
         if model.latest is not None:
             self._expire_due(model, model.latest)
