@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
+from faust.tables.manager import TableManager as FaustTableManager
 
 from remediator import codec, dashboard, failpoints
 from remediator.api import openapi
@@ -119,6 +120,19 @@ def internal_topics(settings: Settings) -> list[TopicSpec]:
 
 #: The time a rebalance may take, the same for every worker of an app id (see create_app).
 REBALANCE_TIMEOUT = 10.0
+
+
+class TableManager(FaustTableManager):
+    """Faust's table manager without its second of sleep at start.
+
+    Faust waits a second before its first recovery so that tables an agent declares as it
+    starts are registered; every table here is declared in :func:`create_app`, before the
+    app starts. A second off every worker start (and off every test that starts one)."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
 
 class RemediatorApp(faust.App):
@@ -289,8 +303,8 @@ class RemediatorApp(faust.App):
 
     async def _seek_again(self, generation: int) -> None:
         await asyncio.sleep(0.05)  # let the recovery that called us finish resuming
-        if self.rebalancing or self.consumer_generation_id != generation:
-            return  # another rebalance is under way and will seek itself
+        if self.should_stop or self.rebalancing or self.consumer_generation_id != generation:
+            return  # stopping, or another rebalance is under way and will seek itself
         # Every source partition, new ones too. A kept one may have had records fetched
         # and dropped from the queues; a new one, records fetched while the tables were
         # recovering (the consumer fetches, the streams skip them while the app's flow
@@ -302,7 +316,8 @@ class RemediatorApp(faust.App):
         try:
             await self.reseek(tps)
         except Exception:  # the next rebalance seeks anyway; never crash the worker
-            log.warning("re-seek after rebalance failed", exc_info=True)
+            if not self.should_stop:  # stopping closes the consumer's loop under it
+                log.warning("re-seek after rebalance failed", exc_info=True)
 
 
 def tune_gc() -> None:
@@ -340,6 +355,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         topic_replication_factor=settings.replication_factor,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
+        TableManager=TableManager,
         # TLS and SASL (REMEDIATOR_BROKER_*), for Faust's consumer, producer and topic
         # creation; our own clients take them from settings.connection.
         broker_credentials=settings.broker_security.faust_credentials(),
