@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 
@@ -247,7 +247,6 @@ def run_worker(*, simulate: bool = False, simulate_args: str = "") -> int:
 
 
 def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str] | None) -> int:
-    import faust
 
     from . import logs
     from .app import create_app, external_topic_names, internal_topics
@@ -294,7 +293,7 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
     logs.configure(settings.log_level, settings.log_format)
     _print_banner(settings, embedded=embedded)
     app = create_app(settings)
-    worker = faust.Worker(
+    worker = _worker_class()(
         app, loop=loop, loglevel=settings.log_level, quiet=True, override_logging=False
     )
     worker.spinner = None  # a terminal spinner; with our logging it only writes escapes
@@ -309,6 +308,18 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
 
             runner.stop_child(fleet)
     return 0  # pragma: no cover - execute_from_commandline always exits
+
+
+def _worker_class() -> type[Any]:
+    import faust
+
+    class Worker(faust.Worker):
+        async def _sentinel_task(self) -> None:
+            # mode sleeps a whole second here, after every service has stopped, before it
+            # closes the loop: a second off every stop and every rolling restart.
+            await asyncio.sleep(0.05)
+
+    return Worker
 
 
 def _start_fleet_simulator(settings: Settings, extra: list[str]) -> subprocess.Popen[bytes]:
