@@ -106,6 +106,8 @@ def internal_topics(settings: Settings) -> list[TopicSpec]:
     compacted = {"cleanup.policy": "compact"}
     return [
         TopicSpec(settings.inbox_topic, settings.partitions),
+        # Faust's leader assignor's topic (one partition), read as the group forms.
+        TopicSpec(f"{settings.app_id}-__assignor-__leader", 1),
         TopicSpec(
             settings.replies_topic,
             1,

@@ -83,4 +83,6 @@ def test_the_internal_topics_created_at_start_are_the_apps_own() -> None:
     assert changelogs <= set(specs)
     assert all(specs[name].config == {"cleanup.policy": "compact"} for name in changelogs)
     assert specs[settings.inbox_topic].partitions == 6
-    assert set(specs) == changelogs | {settings.inbox_topic, settings.replies_topic}
+    leader = app._leader_assignor._leader_topic_name  # type: ignore[attr-defined]
+    assert set(specs) == changelogs | {settings.inbox_topic, settings.replies_topic, leader}
+    assert specs[leader].partitions == 1
