@@ -196,10 +196,32 @@ async def ensure_topics(
         )
         created = _created(response, replication_factor)
         if created:
+            await _wait_for_leaders(admin, created, timeout)
             log.info("created topics %s", ", ".join(created))
         return created
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: Any, topics: list[str], timeout: float) -> None:
+    """Return once every partition of ``topics`` has a leader (or ``timeout`` passed).
+
+    Apache Kafka answers CreateTopics before it has elected the new partitions' leaders;
+    a consumer asking for their offsets meanwhile gets NotLeaderForPartition, which
+    aiokafka logs as an ERROR before retrying (seen at every start of a new app id)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(timeout, 15.0)
+    while loop.time() < deadline:
+        described = await admin.describe_topics(topics)
+        led = all(
+            topic["error_code"] == 0
+            and topic["partitions"]
+            and all(p["leader"] >= 0 for p in topic["partitions"])
+            for topic in described
+        )
+        if led and len(described) == len(topics):
+            return
+        await asyncio.sleep(0.1)
 
 
 #: CreateTopics error codes: none, and "already exists" (another worker made it first).
