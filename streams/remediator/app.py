@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.tables.manager import TableManager as FaustTableManager
 
 from remediator import codec, dashboard, failpoints
 from remediator.api import openapi
@@ -38,9 +39,10 @@ from remediator.api.alertmanager import alertmanager_receiver
 from remediator.api.errors import contract_errors
 from remediator.api.views import Api
 from remediator.domain.correlate import CorrelationConfig
+from remediator.kafka.admin import TopicSpec
+from remediator.kafka.direct import DirectDelivery
 from remediator.metrics import Metrics
 from remediator.pipeline import rocks
-from remediator.pipeline.batches import BatchingStream
 from remediator.pipeline.context import Tables
 from remediator.pipeline.context import Topics as ProcessorTopics
 from remediator.pipeline.controlplane import Backoff, ControlPlaneClient
@@ -89,8 +91,52 @@ def external_topic_names(settings: Settings) -> list[str]:
     ]
 
 
+#: The tables, each with a compacted changelog ``{app_id}-{name}-changelog``.
+TABLES = ("state", "archive", "decisions", "claims")
+#: How long replies to API commands are kept (only the asking worker reads them, at once).
+REPLIES_RETENTION = timedelta(hours=1)
+
+
+def internal_topics(settings: Settings) -> list[TopicSpec]:
+    """The worker's own topics, created before Faust starts (as Faust would create them).
+
+    Faust declares them itself once it runs, but its consumer may join the group first:
+    on Apache Kafka a group formed before the new inbox was in the metadata, and the
+    worker then owned no inbox partition for minutes while saying it was ready (seen
+    about once in four starts of a fresh app id).
+    """
+    compacted = {"cleanup.policy": "compact"}
+    return [
+        TopicSpec(settings.inbox_topic, settings.partitions),
+        # Faust's leader assignor's topic (one partition), read as the group forms.
+        TopicSpec(f"{settings.app_id}-__assignor-__leader", 1),
+        TopicSpec(
+            settings.replies_topic,
+            1,
+            {"retention.ms": str(int(REPLIES_RETENTION.total_seconds() * 1000))},
+        ),
+        *(
+            TopicSpec(f"{settings.app_id}-{table}-changelog", settings.partitions, compacted)
+            for table in TABLES
+        ),
+    ]
+
+
 #: The time a rebalance may take, the same for every worker of an app id (see create_app).
 REBALANCE_TIMEOUT = 10.0
+
+
+class TableManager(FaustTableManager):
+    """Faust's table manager without its second of sleep at start.
+
+    Faust waits a second before its first recovery so that tables an agent declares as it
+    starts are registered; every table here is declared in :func:`create_app`, before the
+    app starts. A second off every worker start (and off every test that starts one)."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
 
 class RemediatorApp(faust.App):
@@ -119,6 +165,8 @@ class RemediatorApp(faust.App):
         self._reseeks: set[asyncio.Future[None]] = set()
         self.executor: Executor | None = None
         self.processor: Processor | None = None
+        #: The worker's own topics' records, bypassing Faust's streams (kafka/direct.py).
+        self.direct = DirectDelivery(self)
         self.inbox_topic_name = ""
         #: The agents' source topics (set by create_app): what re-seeks and stall checks
         #: look at (table changelogs are read by Faust's recovery, never committed).
@@ -141,14 +189,18 @@ class RemediatorApp(faust.App):
         # before the consumer rejoins its group).
         if self.executor is not None:
             await self.executor.stop_for_revocation()
+        # The batch being applied finishes first, as Faust waits for unacknowledged
+        # events (its state owner already applies nothing more of these partitions).
+        await self.direct.idle()
         await super()._on_partitions_revoked(revoked)
 
     def on_rebalance_start(self) -> None:
         super().on_rebalance_start()
         if self.processor is not None:
             self.processor.on_rebalance_start()
+        # May be called from the consumer's thread: hop to the app's loop.
+        self.loop.call_soon_threadsafe(self.direct.discard)
         if self.executor is not None:
-            # May be called from the consumer's thread: hop to the app's loop.
             self.loop.call_soon_threadsafe(self.executor.suspend)
 
     def on_rebalance_end(self) -> None:
@@ -201,11 +253,11 @@ class RemediatorApp(faust.App):
         now = asyncio.get_running_loop().time()
         stalled = []
         for tp in tps:
-            committed = consumer._committed_offset.get(tp)  # Faust: last processed offset
+            # The offset committed: the next one to read (0.3 took it for the last one
+            # processed, and so never noticed a partition stuck one record short).
+            committed = consumer._committed_offset.get(tp)
             highwater = highwaters.get(tp)
-            lagging = highwater is not None and highwater > (
-                committed + 1 if committed is not None else 0
-            )
+            lagging = highwater is not None and highwater > (committed or 0)
             seen = self._progress.get(tp)
             if not lagging or seen is None or seen[0] != committed:
                 self._progress[tp] = (committed, now)
@@ -255,8 +307,8 @@ class RemediatorApp(faust.App):
 
     async def _seek_again(self, generation: int) -> None:
         await asyncio.sleep(0.05)  # let the recovery that called us finish resuming
-        if self.rebalancing or self.consumer_generation_id != generation:
-            return  # another rebalance is under way and will seek itself
+        if self.should_stop or self.rebalancing or self.consumer_generation_id != generation:
+            return  # stopping, or another rebalance is under way and will seek itself
         # Every source partition, new ones too. A kept one may have had records fetched
         # and dropped from the queues; a new one, records fetched while the tables were
         # recovering (the consumer fetches, the streams skip them while the app's flow
@@ -268,7 +320,8 @@ class RemediatorApp(faust.App):
         try:
             await self.reseek(tps)
         except Exception:  # the next rebalance seeks anyway; never crash the worker
-            log.warning("re-seek after rebalance failed", exc_info=True)
+            if not self.should_stop:  # stopping closes the consumer's loop under it
+                log.warning("re-seek after rebalance failed", exc_info=True)
 
 
 def tune_gc() -> None:
@@ -313,8 +366,7 @@ def create_app(
         topic_replication_factor=settings.replication_factor,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
-        # take_events that acknowledges a batch only once processed (see batches.py).
-        Stream=BatchingStream,
+        TableManager=TableManager,
         # TLS and SASL (REMEDIATOR_BROKER_*), for Faust's consumer, producer and topic
         # creation; our own clients take them from settings.connection.
         broker_credentials=settings.broker_security.faust_credentials(),
@@ -411,27 +463,26 @@ def create_app(
         executor=executor,
         clock=clock,
         metrics=metrics,
+        max_output_bytes=settings.max_output_bytes,
     )
     app.processor = processor
+    app.add_dependency(app.direct)
     register_ingest(
-        app,
-        active_runs=topics.active_runs,
-        passive_events=topics.passive_events,
+        app.direct,
+        sources=[topics.active_runs, topics.passive_events],
         inbox=settings.inbox_topic,
         processor=processor,
         partitions=settings.partitions,
         clock=clock,
         batch_max=settings.batch_max,
-        batch_wait=settings.batch_wait_ms / 1000,
         max_input_bytes=settings.max_input_bytes,
     )
     register_instances(
-        app,
+        app.direct,
         inbox=topics.inbox,
         processor=processor,
         clock=clock,
         batch_max=settings.batch_max,
-        batch_wait=settings.batch_wait_ms / 1000,
     )
     gateway = Gateway(
         app=app,
@@ -574,7 +625,7 @@ def _topics(app: faust.App, settings: Settings) -> Topics:
             value_serializer="raw",
             partitions=1,
             internal=True,
-            retention=timedelta(hours=1),
+            retention=REPLIES_RETENTION,
         ),
     )
 

@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 
@@ -247,11 +247,15 @@ def run_worker(*, simulate: bool = False, simulate_args: str = "") -> int:
 
 
 def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str] | None) -> int:
-    import faust
-
     from . import logs
-    from .app import create_app, external_topic_names
-    from .kafka.admin import BrokerUnavailable, check_connection, ensure_topics, missing_topics
+    from .app import create_app, external_topic_names, internal_topics
+    from .kafka.admin import (
+        BrokerUnavailable,
+        TopicSpec,
+        check_connection,
+        ensure_topics,
+        missing_topics,
+    )
     from .pipeline import rocks
 
     loop = asyncio.new_event_loop()
@@ -261,17 +265,16 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
         loop.run_until_complete(
             check_connection(settings.connection, settings.broker_connect_timeout)
         )
-        if settings.create_topics:
-            loop.run_until_complete(
-                ensure_topics(
-                    settings.connection,
-                    external_topic_names(settings),
-                    partitions=settings.partitions,
-                    replication_factor=settings.replication_factor,
-                    timeout=settings.broker_connect_timeout,
-                )
+        external = [TopicSpec(n, settings.partitions) for n in external_topic_names(settings)]
+        loop.run_until_complete(
+            ensure_topics(
+                settings.connection,
+                [*(external if settings.create_topics else []), *internal_topics(settings)],
+                replication_factor=settings.replication_factor,
+                timeout=settings.broker_connect_timeout,
             )
-        else:
+        )
+        if not settings.create_topics:
             # Faust would wait for them for ever (a broker that auto-creates topics
             # would make them with its own partition count): say so instead.
             missing = loop.run_until_complete(
@@ -284,7 +287,8 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
                     EXIT_START,
                 )
     except BrokerUnavailable as exc:
-        return _fail(f"REMEDIATOR_BROKER: {exc}", EXIT_START)
+        cause = str(exc)
+        return _fail(cause if " topic " in cause else f"REMEDIATOR_BROKER: {cause}", EXIT_START)
     # Our own handler and formats (see logs.py); Faust's would replace them.
     logs.configure(settings.log_level, settings.log_format)
     _print_banner(settings, embedded=embedded)
@@ -302,7 +306,7 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
     loop.run_until_complete(
         rocks.discard_stale(app, settings.connection, settings.broker_connect_timeout)
     )
-    worker = faust.Worker(
+    worker = _worker_class()(
         app, loop=loop, loglevel=settings.log_level, quiet=True, override_logging=False
     )
     worker.spinner = None  # a terminal spinner; with our logging it only writes escapes
@@ -317,6 +321,18 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
 
             runner.stop_child(fleet)
     return 0  # pragma: no cover - execute_from_commandline always exits
+
+
+def _worker_class() -> type[Any]:
+    import faust
+
+    class Worker(faust.Worker):
+        async def _sentinel_task(self) -> None:
+            # mode sleeps a whole second here, after every service has stopped, before it
+            # closes the loop: a second off every stop and every rolling restart.
+            await asyncio.sleep(0.05)
+
+    return Worker
 
 
 def _start_fleet_simulator(settings: Settings, extra: list[str]) -> subprocess.Popen[bytes]:

@@ -59,6 +59,11 @@ class DemoteFramework(logging.Filter):
         self.level = level
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if _retried_by_aiokafka(record):
+            # Apache Kafka answers "coordinator not available" while it loads a new
+            # group's coordinator (a second at a group's first start); aiokafka logs it
+            # as an ERROR and retries. /healthz says "joining" for as long as it lasts.
+            record.levelno, record.levelname = logging.INFO, "INFO"
         if _cancelled_in_a_crash(record):
             # Every service a crash stops says so with a traceback of its cancellation;
             # the crash itself is logged once, with its cause.
@@ -95,6 +100,17 @@ class QuietBadRequests(logging.Filter):
         record.msg, record.args = "refused a malformed HTTP request (400): %s", (reason[:200],)
         record.exc_info = record.exc_text = None
         return True
+
+
+#: aiokafka's lines about conditions it retries by itself (see DemoteFramework).
+_RETRIED = ("GroupCoordinatorNotAvailableError", "Marking the coordinator dead")
+
+
+def _retried_by_aiokafka(record: logging.LogRecord) -> bool:
+    if not record.name.startswith("aiokafka") or record.levelno < logging.WARNING:
+        return False
+    text = record.getMessage()
+    return any(marker in text for marker in _RETRIED)
 
 
 def _cancelled_in_a_crash(record: logging.LogRecord) -> bool:

@@ -245,6 +245,18 @@ class Metrics:
                 registry=registry,
             )
         )
+        self.output_dropped = _Children(
+            Counter(
+                "remediator_output_records_dropped_total",
+                "Records the worker did not publish because they were too large to send "
+                "(the last resort: outputs are kept far below the limit), by topic and "
+                "reason: over_limit (larger than REMEDIATOR_MAX_OUTPUT_BYTES, never sent) "
+                "or refused (the producer or the broker refused it as too large). Each "
+                "has a CRITICAL log line and, unless it was one, a dead letter.",
+                ["topic", "reason"],
+                registry=registry,
+            )
+        )
         self.time_to_success = _Children(
             Histogram(
                 "remediator_time_to_success_seconds",
@@ -281,6 +293,10 @@ class Metrics:
         """Input of ``topic`` that could not be read as a signal (counted once, when its
         dead letter is durable)."""
         self.signals(topic, DEAD_LETTERED).inc(count)
+
+    def output_record_dropped(self, topic: str, reason: str) -> None:
+        """An output too large to publish was dropped (see ``pipeline/outbox.py``)."""
+        self.output_dropped(topic, reason).inc()
 
     def control_plane_retry(self, call: str, cause: str) -> None:
         self.cp_retries(call, cause).inc()

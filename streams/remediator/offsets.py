@@ -173,6 +173,9 @@ class SafeOffsets:
         consumer_should_stop = cast(Service, self)._stopped.is_set
         fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
         acks_enabled_for = self.app.topics.acks_enabled_for
+        # The worker's own topics go in batches, past Faust's streams (kafka/direct.py);
+        # a plain Faust app (the bench's bare agent) has none.
+        direct = getattr(self.app, "direct", None)
         since_yield = 0
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
@@ -187,10 +190,15 @@ class SafeOffsets:
                             since_yield = 0
                         if failpoints.armed("consumer.drop_fetched") and consumer.dropping(tp):
                             continue
+                        if direct is not None and direct.takes(message.topic):
+                            direct.add(message)
+                            continue
                         if self._commit_every is not None and self._n_acked >= self._commit_every:
                             self._n_acked = 0
                             await consumer.commit()
                         await consumer.wait_first(callback(message), self.suspend_flow.wait())
+                    if direct is not None:
+                        await direct.flush()
                 await self._record_skipped(acks_enabled_for)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:

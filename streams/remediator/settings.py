@@ -339,17 +339,22 @@ class Settings(BrokerSettings):
         description="Largest input message accepted; a larger one goes to the dead-letter "
         "topic (with a prefix of it, its size and SHA-256).",
     )
+    max_output_bytes: int = Field(
+        default=1_000_000,
+        ge=64 * 1024,
+        le=64 * 1024 * 1024,
+        description="Largest record the worker writes (key and value). Just under Apache "
+        "Kafka's default message.max.bytes (1048588); set it below the broker's or the "
+        "topics' limit if those are lower. Outputs are kept far smaller; one that is "
+        "still larger is dropped (never retried for ever), with a CRITICAL log line, "
+        "remediator_output_records_dropped_total and a dead letter describing it.",
+    )
     batch_max: int = Field(
         default=1000,
         ge=1,
         le=100_000,
-        description="Most input records applied in one batch (one ack wait, one write pass).",
-    )
-    batch_wait_ms: float = Field(
-        default=10.0,
-        gt=0,
-        le=10_000,
-        description="Longest wait for a batch to fill before it is applied (latency at low load).",
+        description="Most input records applied in one batch (one ack wait, one write pass). "
+        "A batch is what was fetched and not yet applied: no wait to fill it.",
     )
     commit_interval_seconds: float = Field(
         default=2.8,

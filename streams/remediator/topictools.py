@@ -31,6 +31,16 @@ class ToolError(Exception):
     """A one-line problem with the arguments or the input."""
 
 
+def connect_timeout(environ: Mapping[str, str] | None = None) -> float:
+    """``REMEDIATOR_BROKER_CONNECT_TIMEOUT`` when set, else :data:`CONNECT_TIMEOUT`: a
+    command at a terminal should not wait the worker's minute by default."""
+    env = os.environ if environ is None else environ
+    try:
+        return float(env["REMEDIATOR_BROKER_CONNECT_TIMEOUT"])
+    except (KeyError, ValueError):
+        return CONNECT_TIMEOUT
+
+
 def connection(broker: str | None, environ: Mapping[str, str] | None = None) -> Connection:
     """``--broker`` (else ``$REMEDIATOR_BROKER``, else the local default) with the
     ``REMEDIATOR_BROKER_*`` security settings of the environment, checked."""
@@ -146,7 +156,7 @@ async def tail(
 async def _reach(broker: Connection) -> None:
     """One line, not aiokafka's retries, when the broker is away or refuses us."""
     try:
-        await check_connection(broker, CONNECT_TIMEOUT)
+        await check_connection(broker, connect_timeout())
     except BrokerUnavailable as exc:
         raise ToolError(f"--broker: {exc}") from None
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import faust
 
+from remediator.kafka.security import Connection
 from remediator.transport import transport_class
 
 
@@ -38,7 +39,7 @@ def main() -> None:
         web_port=int(port),
         web_bind="127.0.0.1",
     )
-    app.transport = transport_class(100)(app.conf.broker_consumer, app)
+    app.transport = transport_class(100, Connection((bootstrap,)))(app.conf.broker_consumer, app)
     topic = app.topic(source, key_type=bytes, value_type=bytes, value_serializer="raw")
 
     @app.agent(topic)

@@ -228,6 +228,7 @@ def test_plain_text_to_a_tls_listener_says_what_to_check(secure: SecureKafka) ->
         "--max",
         "1",
         REMEDIATOR_BROKER_SECURITY_PROTOCOL="PLAINTEXT",
+        REMEDIATOR_BROKER_CONNECT_TIMEOUT="3",
         REMEDIATOR_BROKER_SASL_MECHANISM="",
         REMEDIATOR_BROKER_SASL_USERNAME="",
         REMEDIATOR_BROKER_SASL_PASSWORD_FILE="",

@@ -128,6 +128,34 @@ def test_without_create_topics_a_missing_input_topic_stops_start_up_in_one_line(
     assert "REMEDIATOR_CREATE_TOPICS" in lines[0], lines[0]
 
 
+def test_a_topic_the_broker_refuses_to_create_stops_start_up_in_one_line(
+    broker: Broker, names: Names, tmp_path: Path
+) -> None:
+    """One broker cannot hold three replicas: Kafka refuses, and the worker says so
+    instead of waiting for a topic that will never be there."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "remediator.cli", "worker"],
+        env={
+            **env,
+            **names.env(),
+            "REMEDIATOR_BROKER": broker.url,
+            "REMEDIATOR_REPLICATION_FACTOR": "3",
+            "REMEDIATOR_DATA_DIR": str(tmp_path),
+            "REMEDIATOR_WEB_PORT": str(free_port()),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    (line,) = done.stderr.strip().splitlines()
+    assert done.returncode == 1, done.stderr
+    assert line.startswith("remediator: cannot create topic "), line
+    assert "InvalidReplicationFactorError" in line, line
+    assert "REMEDIATOR_REPLICATION_FACTOR is 3" in line, line
+
+
 async def test_a_restart_recovers_every_instance_from_compacted_changelogs(
     start_worker: Callable[..., WorkerProcess], broker: Broker, kafka: Kafka, names: Names
 ) -> None:

@@ -300,3 +300,29 @@ def test_the_readmes_limit_per_cluster_size_is_the_default_policys() -> None:
         low = int(size.replace(dash, " ").split()[0])
         high = int(size.split(dash)[1]) if dash in size else 1000
         assert {radius.limit(n) for n in range(low, high + 1)} == {limit}, size
+
+
+def test_no_room_is_only_said_when_admission_would_refuse() -> None:
+    """The queue's shortcut (safety.no_room) never says "full" where admit() would open:
+    random clusters, every combination of pause, trip, counts and budget."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        rules = policy(rate_budget_per_hour=rng.choice([0, 1, 3, 20]))
+        clock = at(rng.uniform(0, 180))
+        admissions = sorted(at(rng.uniform(0, 180)) for _ in range(rng.randrange(0, 6)))
+        record = ClusterRecord(
+            cluster_id="c1",
+            tripped_at=rng.choice([None, at(0)]),
+            paused=None,
+        )
+        known_count, unhealthy = rng.randrange(0, 60), rng.randrange(0, 15)
+        record, _ = safety.reconcile(
+            ClusterView(record, known_count, unhealthy, admissions, clock), rules, clock
+        )
+        view = ClusterView(record, known_count, unhealthy, admissions, clock)
+        proposal = Proposal("c1", "i1", "r1", "rule", RemediationMode.REBOOT_VM, clock)
+        full = safety.no_room(record, known_count, unhealthy, admissions, clock, rules)
+        admitted = safety.admit(view, proposal, rules, clock, queued=True).admitted
+        assert not (full and admitted), (record, known_count, unhealthy, admissions, clock)

@@ -100,3 +100,17 @@ def test_a_request_aiohttp_cannot_parse_is_one_info_line_without_the_bytes(
     assert "8190" in line
     assert "aaaa" not in line
     assert "Traceback" not in captured.getvalue()
+
+
+def test_aiokafkas_retried_coordinator_errors_are_not_errors(captured: io.StringIO) -> None:
+    """Kafka's "coordinator not available" while a new group's coordinator loads: aiokafka
+    retries it and logs an ERROR; the operator sees nothing at INFO."""
+    logs.configure("info", "text", captured)
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    coordinator.error(
+        "Group Coordinator Request failed: [Error 15] %s", "GroupCoordinatorNotAvailableError"
+    )
+    coordinator.error("something else broke")
+    text = captured.getvalue()
+    assert "GroupCoordinatorNotAvailableError" not in text
+    assert "something else broke" in text

@@ -27,3 +27,18 @@ def test_times_made_in_code_serialize_like_format_timestamp() -> None:
     ):
         changed = base.model_copy(update={"observed_at": when})
         assert orjson.loads(changed.model_dump_json())["observed_at"] == format_timestamp(when)
+
+
+def test_messages_assembled_on_the_hot_path_equal_constructed_ones() -> None:
+    from remediator.domain.models import dump_json
+    from remediator.pipeline.messages import InboxMessage
+    from tests.builders import event, run
+
+    for signal in (run(), event()):
+        fast = InboxMessage.of_signal(signal)
+        field = "active_run" if signal is fast.active_run else "passive_event"
+        slow = InboxMessage.model_construct(**{field: signal})
+        assert fast == slow
+        assert dump_json(fast) == dump_json(slow)
+        assert fast.model_fields_set == slow.model_fields_set
+        assert InboxMessage.model_validate_json(dump_json(fast)) == fast

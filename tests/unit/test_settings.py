@@ -67,3 +67,22 @@ def test_token_values_are_not_echoed_in_errors() -> None:
 def test_unknown_remediator_variables_are_reported() -> None:
     env = {"REMEDIATOR_BROKR": "x", "REMEDIATOR_APP_ID": "a", "OTHER": "y"}
     assert unknown_variables(env) == ["REMEDIATOR_BROKR"]
+
+
+def test_the_internal_topics_created_at_start_are_the_apps_own() -> None:
+    """The CLI creates them before Faust joins the group (a group formed before the
+    inbox existed owned no inbox partition on Kafka): the same names, counts, policy."""
+    from remediator.app import create_app, internal_topics
+
+    settings = load_settings(
+        {"REMEDIATOR_BROKER": "kafka://127.0.0.1:1", "REMEDIATOR_PARTITIONS": "6"}
+    )
+    app = create_app(settings)
+    specs = {spec.name: spec for spec in internal_topics(settings)}
+    changelogs = {table.changelog_topic.get_topic_name() for table in app.tables.values()}
+    assert changelogs <= set(specs)
+    assert all(specs[name].config == {"cleanup.policy": "compact"} for name in changelogs)
+    assert specs[settings.inbox_topic].partitions == 6
+    leader = app._leader_assignor._leader_topic_name  # type: ignore[attr-defined]
+    assert set(specs) == changelogs | {settings.inbox_topic, settings.replies_topic, leader}
+    assert specs[leader].partitions == 1

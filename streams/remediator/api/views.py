@@ -37,7 +37,7 @@ from remediator.api.models import (
     WhoamiProject,
     WhoamiResponse,
 )
-from remediator.domain.commands import EVERYWHERE, Command, CommandKind
+from remediator.domain.commands import EVERYWHERE, Command, CommandKind, merge_pages
 from remediator.domain.models import (
     Identifier,
     Remediation,
@@ -287,10 +287,12 @@ class Api:
         if command.instance_id == EVERYWHERE:
             # Each partition answers its best page_size + 1; the page is the best of those.
             replies = await self._scan(command)
-            records = order.sort(r for reply in replies for r in reply.remediations or [])
         else:
-            records = list((await self._ask(command)).remediations or [])
-        page, more = records[:page_size], len(records) > page_size
+            replies = [await self._ask(command)]
+        # A reply may be cut short to fit its byte budget: the page then ends early.
+        page, more = merge_pages(
+            [(reply.remediations or [], reply.truncated) for reply in replies], order, page_size
+        )
         return self.ok(
             ListRemediationsResponse(
                 remediations=page,

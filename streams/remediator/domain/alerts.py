@@ -83,7 +83,8 @@ def xid_events(annotations: Mapping[str, str]) -> XidAnnotation | None:
 
 def linked_alert(event: PassiveHealthCheckEvent, remediation_id: str) -> LinkedAlert:
     """The SDK's ``LinkedAlert`` for one FIRING occurrence of a passive alert."""
-    annotations = _bounded(event.annotations or {})
+    # Clipped already, as the event was read (domain/bounds.py).
+    annotations = dict(event.annotations or {})
     target = event.instance_name or event.instance_id
     severity = _SEVERITY.get(event.severity.value, "PHC_SEVERITY_CRITICAL")
     slurm = None
@@ -108,19 +109,6 @@ def linked_alert(event: PassiveHealthCheckEvent, remediation_id: str) -> LinkedA
         ),
         node_remediation_intent_id=remediation_id,
     )
-
-
-#: A linked alert keeps at most this many annotations, each value at most this long: a
-#: remediation carries up to 100 of them in every transition.
-MAX_ANNOTATIONS = 32
-MAX_ANNOTATION_CHARS = 1024
-
-
-def _bounded(annotations: Mapping[str, str]) -> dict[str, str]:
-    return {
-        key[:MAX_ANNOTATION_CHARS]: value[:MAX_ANNOTATION_CHARS]
-        for key, value in list(annotations.items())[:MAX_ANNOTATIONS]
-    }
 
 
 def link(remediation: Remediation, event: PassiveHealthCheckEvent) -> Remediation | None:

@@ -30,6 +30,8 @@ from datetime import datetime
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from remediator.domain.bounds import MAX_PAGE_BYTES, MAX_RECENT_BYTES, Text
+from remediator.domain.budget import measure
 from remediator.domain.lifecycle import Event, IllegalTransition
 from remediator.domain.models import (
     DecisionRecord,
@@ -182,6 +184,42 @@ def select(records: Iterable[Remediation], command: Command) -> list[Remediation
     return order.sort(chosen)[: command.limit]
 
 
+def fit_page(
+    records: Sequence[Remediation], max_bytes: int = MAX_PAGE_BYTES
+) -> tuple[list[Remediation], bool]:
+    """The first of ``records`` (at least one) that fit in ``max_bytes`` serialized, and
+    whether that left some out: a page must fit in one Kafka record (the reply) whatever
+    its page_size; the client pages on for the rest."""
+    total = 0
+    for index, record in enumerate(records):
+        total += measure(record) + 1
+        if index > 0 and total > max_bytes:
+            return list(records[:index]), True
+    return list(records), False
+
+
+def list_reply(command: Command, records: Iterable[Remediation]) -> Reply:
+    """The answer to a LIST: the selected records, cut short if they are too large."""
+    page, cut = fit_page(select(records, command))
+    return Reply(command_id=command.command_id, remediations=page, truncated=cut)
+
+
+def merge_pages(
+    pages: Sequence[tuple[Sequence[Remediation], bool]], order: Order, size: int
+) -> tuple[list[Remediation], bool]:
+    """One page of at most ``size`` records from the LIST replies of one or more owners
+    (each its best records in ``order`` and whether it was cut short), and whether more
+    records follow. A reply cut short ends the page at its last record: that owner's
+    records after it are not known, so nothing after it in the order may be shown yet."""
+    records = order.sort(record for chosen, _ in pages for record in chosen)
+    ends = [chosen[-1] for chosen, cut in pages if cut and chosen]
+    if ends:
+        end = order.cursor(order.sort(ends)[0])
+        records = [r for r in records if not order.is_after(r, end)]
+    page, cut = fit_page(records[:size])
+    return page, bool(ends) or cut or len(records) > size
+
+
 class Command(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -193,8 +231,9 @@ class Command(BaseModel):
     issued_at: Timestamp
     remediation_id: str | None = None
     mode: RemediationMode | None = None
-    reason: str | None = None
-    comment: str | None = None
+    # Clipped, whoever sent the command (the API refuses longer ones already).
+    reason: Text | None = None
+    comment: Text | None = None
     # LIST only: filters, the order, the cursor, and how many records at most.
     states: frozenset[RemediationState] = frozenset()
     modes: frozenset[RemediationMode] = frozenset()
@@ -273,8 +312,7 @@ def handle(
     if command.kind is CommandKind.GET:
         return Handled(state, (), _get(state, command, archived))
     if command.kind is CommandKind.LIST:
-        records = select(all_remediations(state, archived), command)
-        return Handled(state, (), Reply(command_id=command.command_id, remediations=records))
+        return Handled(state, (), list_reply(command, all_remediations(state, archived)))
     if command.kind is CommandKind.CREATE:
         new_state, transitions, reply = _create(state, command, now, archived)
     else:
@@ -306,7 +344,7 @@ def explain(
         cooldown_until=cooldown_until,
         debounce={rule: len(times) for rule, times in state.strikes.items()},
         decisions=list(decisions),
-        recent=list(archived[:10]),
+        recent=fit_page(archived[:10], MAX_RECENT_BYTES)[0],
         last_signal_at=state.watermark,
         held_for_human_at=state.held_for_human_at,
         hold_lifted=state.hold_lifted,

@@ -24,6 +24,7 @@ The contract, in the shape of a stateful stream operator::
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -397,8 +398,8 @@ def _open_if_allowed(
     admission = safety.admit(cluster, proposal, policy, now)
     changed = admission.record if admission.record != cluster.record else None
     if not admission.admitted and admission.blocked in safety.QUEUEABLE:
-        remediation = _automated(rid, signal, mode, verdict, now)
-        state, why = queueing.enqueue(state, remediation, admission, cluster, policy, at)
+        build = functools.partial(_automated, rid, signal, mode, verdict, now)
+        state, why = queueing.enqueue(state, build, admission, cluster, policy, at)
         held = _held(state, verdict, why, admission.blocked)
         outcome = Outcome.QUEUED if state.waiting is not None else Outcome.BLOCKED
         return Decision(

@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict
 
+from .models import assemble
+
 _DIGEST = 8
 #: Native int64: the times are also read in place through ``memoryview.cast("q")``.
 _TIME = struct.Struct("=q")
@@ -104,4 +106,8 @@ class RecentIds(BaseModel):
             floor = newest_forgotten if floor is None else max(floor, newest_forgotten)
             digests, times = digests[cut * _DIGEST :], times[cut * _DIGEST :]
         # Built from values just computed here: no validation needed (a hot path).
-        return RecentIds.model_construct(digests=digests, times=times, floor=floor)
+        return assemble(
+            RecentIds,
+            {"digests": digests, "times": times, "floor": floor},
+            {"digests", "times", "floor"},
+        )

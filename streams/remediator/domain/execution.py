@@ -27,6 +27,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import ids
+from .bounds import Text
 from .lifecycle import Event, IllegalTransition
 from .models import (
     EXECUTING_STATES,
@@ -97,7 +98,7 @@ class StepReport(BaseModel):
     step: int = Field(ge=0, description="Index in the remediation's operations.")
     operation_id: str
     kind: ReportKind
-    error: str | None = None
+    error: Text | None = None  # the control plane's words: clipped (domain/bounds.py)
     observed_at: Timestamp
 
 

@@ -58,14 +58,24 @@ def opened_at(remediation: Remediation) -> datetime:
     return remediation.signals[0].observed_at if remediation.signals else remediation.create_time
 
 
-def expire(state: InstanceState, policy: Policy, clock: datetime) -> Expired | None:
-    """Cancel the instance's recommendation if it waited past its TTL at ``clock``."""
+def deadline(state: InstanceState, policy: Policy) -> datetime | None:
+    """When the instance's recommendation expires, if it waits for approval and its rule
+    has a TTL."""
     if not awaiting_approval(state) or state.open is None:
         return None
     remediation = state.open.remediation
     ttl = policy.approval_ttl(remediation.rule)
-    if ttl is None or clock < opened_at(remediation) + ttl:
+    return None if ttl is None else opened_at(remediation) + ttl
+
+
+def expire(state: InstanceState, policy: Policy, clock: datetime) -> Expired | None:
+    """Cancel the instance's recommendation if it waited past its TTL at ``clock``."""
+    due = deadline(state, policy)
+    if due is None or clock < due or state.open is None:
         return None
+    remediation = state.open.remediation
+    ttl = policy.approval_ttl(remediation.rule)
+    assert ttl is not None  # noqa: S101 - a deadline implies a TTL
     hours = ttl.total_seconds() / 3600
     reason = f"approval expired: not approved within {hours:g} h"
     when = opened_at(remediation) + ttl

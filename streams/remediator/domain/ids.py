@@ -7,10 +7,12 @@ re-publishes the same ``transition_id`` instead of inventing a new remediation.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 #: Fixed namespace for uuid5 ids. Changing it would change every id: never do.
 NAMESPACE = uuid.UUID("6f0c7c0e-5a43-4c8e-9a55-2d1b6a7e0d19")
+_NAMESPACE_BYTES = NAMESPACE.bytes
 
 
 def instance_key(cluster_id: str, instance_id: str) -> str:
@@ -18,9 +20,19 @@ def instance_key(cluster_id: str, instance_id: str) -> str:
     return f"{cluster_id}/{instance_id}"
 
 
+def uuid5(name: str) -> str:
+    """``str(uuid.uuid5(NAMESPACE, name))``, without the ``UUID`` object: a third of the
+    cost, on the path of every failing signal (a unit test holds the two equal)."""
+    raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])  # noqa: S324 - uuid5 is SHA-1 by definition
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 def automated_remediation_id(cluster_id: str, instance_id: str, signal_key: str) -> str:
     """Id of the remediation that the signal ``signal_key`` opened on the instance."""
-    return str(uuid.uuid5(NAMESPACE, f"automated/{cluster_id}/{instance_id}/{signal_key}"))
+    return uuid5(f"automated/{cluster_id}/{instance_id}/{signal_key}")
 
 
 def transition_id(remediation_id: str, sequence: int) -> str:
@@ -39,4 +51,4 @@ def operation_id(remediation_id: str, step: int, action: str) -> str:
 
 def policy_event_id(cluster_id: str, instance_id: str, kind: str, signal_key: str) -> str:
     """Id of the policy event of ``kind`` that the signal ``signal_key`` caused."""
-    return str(uuid.uuid5(NAMESPACE, f"policy/{kind}/{cluster_id}/{instance_id}/{signal_key}"))
+    return uuid5(f"policy/{kind}/{cluster_id}/{instance_id}/{signal_key}")

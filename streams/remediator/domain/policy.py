@@ -26,6 +26,7 @@ post-repair verification in :mod:`verification`; this module only describes it.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import tomllib
 from collections.abc import Mapping
@@ -406,7 +407,15 @@ class Policy(_Strict):
         return timedelta(minutes=minutes) if minutes else None
 
     def rule(self, name: str) -> Rule | None:
-        return next((r for r in self.rules if r.name == name), None)
+        return self._rules_by_name.get(name)
+
+    @functools.cached_property
+    def _rules_by_name(self) -> dict[str, Rule]:
+        # Looked up several times per failing signal; the first rule of a name wins.
+        by_name: dict[str, Rule] = {}
+        for rule in self.rules:
+            by_name.setdefault(rule.name, rule)
+        return by_name
 
     def auto_approves(self, cluster_id: str, rule: str) -> bool:
         cluster = self.clusters.get(cluster_id)

@@ -26,6 +26,7 @@ it, so a replay or a new owner of the cluster re-decides the same.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -50,14 +51,16 @@ from .state import InstanceState, WaitingProposal
 
 def enqueue(
     state: InstanceState,
-    remediation: Remediation,
+    remediation: Callable[[], Remediation],
     admission: Admission,
     view: ClusterView,
     policy: Policy,
     at: datetime,
 ) -> tuple[InstanceState, str]:
     """Put the refused proposal in the queue (or replace the instance's one, keeping its
-    place). Returns the new state and what the decision should say."""
+    place). Returns the new state and what the decision should say. ``remediation``
+    builds what would open: only called when the proposal is queued (in a storm most
+    are refused once the queue is full, and building one is most of a refusal's cost)."""
     waiting = state.waiting
     if waiting is None and view.waiting >= policy.admission_queue_max:
         if not policy.admission_queue_max:
@@ -69,7 +72,7 @@ def enqueue(
     since = waiting.since if waiting is not None else at
     blocked = admission.blocked.value if admission.blocked is not None else ""
     proposal = WaitingProposal(
-        remediation=remediation, since=since, at=at, blocked=blocked, reason=admission.reason
+        remediation=remediation(), since=since, at=at, blocked=blocked, reason=admission.reason
     )
     state = state.model_copy(update={"waiting": proposal})
     return state, f"{admission.reason}; queued since {format_timestamp(since)}"

@@ -192,6 +192,11 @@ class Reply(BaseModel):
     created: bool = False
     error_code: ErrorCode | None = None
     error_message: str | None = None
+    truncated: bool = Field(
+        default=False,
+        description="LIST: remediations was cut short to fit the reply's byte budget; "
+        "more records follow its last one.",
+    )
 
     @property
     def ok(self) -> bool:

@@ -272,6 +272,26 @@ def _domain_check(
     return Admission(False, "; ".join(reasons), record, events, BlockReason.DOMAIN)
 
 
+def no_room(
+    record: ClusterRecord,
+    known: int,
+    unhealthy: int,
+    admissions: Sequence[datetime],
+    clock: datetime,
+    policy: Policy,
+) -> bool:
+    """Whether the cluster certainly has no room for any automated proposal now: paused,
+    tripped, at its blast-radius limit or out of budget (``record`` reconciled at
+    ``clock``). A shortcut for the queue's head asking again after every signal; when in
+    doubt it says False and :func:`admit` decides."""
+    if record.paused is not None or record.tripped_at is not None:
+        return True
+    if unhealthy + 1 > policy.blast_radius.limit(known):
+        return True
+    budget = policy.rate_budget_per_hour
+    return bool(budget) and budget_used(admissions, clock) >= budget
+
+
 def budget_used(admissions: Sequence[datetime], at: datetime) -> int:
     """Admissions within the hour before ``at`` (event time), later ones included."""
     return len(admissions) - bisect.bisect_right(admissions, at - BUDGET_WINDOW)

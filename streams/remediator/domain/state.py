@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import ids, lifecycle
+from . import budget, ids, lifecycle
 from .dedup import RecentIds
 from .lifecycle import Event
 from .models import (
@@ -109,6 +109,12 @@ class InstanceState(BaseModel):
         default=None, description="Newest event time seen for the instance."
     )
     open: OpenRemediation | None = None
+    # Addition (issue 18): see domain/budget.py.
+    open_bytes: int | None = Field(
+        default=None,
+        description="An upper bound of the open remediation's serialized size: the record "
+        "is measured only when this passes its budget. None: not known (measured next).",
+    )
     past: list[PastRemediation] = Field(
         default_factory=list, description="Recent remediations that ended, newest first."
     )
@@ -192,9 +198,10 @@ def record_creation(
             f"instance already has open remediation {state.open.remediation.id}",
         )
     lifecycle.create(remediation, event)
+    remediation, size = budget.fit(remediation, None)
     transition = _transition(None, remediation, 1, event, now, actor, reason)
     opened = OpenRemediation(remediation=remediation, sequence=1)
-    return state.model_copy(update={"open": opened}), transition
+    return state.model_copy(update={"open": opened, "open_bytes": size}), transition
 
 
 def record_change(
@@ -221,6 +228,10 @@ def record_change(
         )
     from_state = current.remediation.state
     updated = lifecycle.apply(remediation, event, now=now, changes=changes)
+    # Under its size budget, measured only when it may be near it (domain/budget.py).
+    updated, size = budget.fit(
+        updated, budget.grown(state.open_bytes, current.remediation, updated)
+    )
     sequence = current.sequence + 1
     transition = _transition(from_state, updated, sequence, event, now, actor, reason)
     if updated.state.is_terminal:
@@ -228,10 +239,15 @@ def record_change(
         # The cooldown runs from the later of the service's clock and the newest event
         # time seen: on event time when signals run ahead (a replay, a backlog).
         ended = now if state.watermark is None else max(now, state.watermark)
-        new_state = state.model_copy(update={"open": None, "past": past, "cooldown_from": ended})
+        new_state = state.model_copy(
+            update={"open": None, "open_bytes": None, "past": past, "cooldown_from": ended}
+        )
     else:
         new_state = state.model_copy(
-            update={"open": OpenRemediation(remediation=updated, sequence=sequence)}
+            update={
+                "open": OpenRemediation(remediation=updated, sequence=sequence),
+                "open_bytes": size,
+            }
         )
     return new_state, transition
 

@@ -25,7 +25,7 @@ import orjson
 from remediator.embedded import _die_with_parent
 from remediator.fleetsim.generator import FleetSimulator
 from remediator.fleetsim.options import RunOptions, options_from
-from remediator.kafka.admin import BrokerUnavailable, ensure_topics
+from remediator.kafka.admin import BrokerUnavailable, TopicSpec, ensure_topics
 
 EXIT_OK, EXIT_START, EXIT_USAGE = 0, 1, 2
 #: Messages in flight before the producer waits for their acknowledgements.
@@ -98,8 +98,10 @@ async def simulate(sim: FleetSimulator, options: RunOptions, out: IO[str]) -> in
     try:
         await ensure_topics(
             options.connection,
-            [options.active_topic, options.passive_topic],
-            partitions=options.partitions,
+            [
+                TopicSpec(options.active_topic, options.partitions),
+                TopicSpec(options.passive_topic, options.partitions),
+            ],
             replication_factor=1,
             timeout=options.connect_timeout,
         )

@@ -20,15 +20,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
-    TopicAlreadyExistsError,
     UnsupportedSaslMechanismError,
+    for_code,
 )
 
 from .security import Connection
@@ -153,39 +155,98 @@ async def missing_topics(connection: Connection, names: Iterable[str]) -> list[s
     return [name for name in dict.fromkeys(names) if name not in existing]
 
 
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic the worker needs: its name, partition count and topic configs."""
+
+    name: str
+    partitions: int
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
 async def ensure_topics(
     connection: Connection,
-    names: Iterable[str],
+    topics: Iterable[TopicSpec],
     *,
-    partitions: int,
     replication_factor: int,
     timeout: float = 30.0,
 ) -> list[str]:
-    """Create those of ``names`` that do not exist; return the ones created."""
+    """Create those of ``topics`` that do not exist; return the names created. A topic the
+    broker refuses to create (too few brokers for the replication factor, no CREATE
+    right, a policy) raises :class:`BrokerRefused` naming it and the broker's reason."""
     await check_connection(connection, timeout)
     admin = connection.admin(request_timeout_ms=10000)
     try:
         await _start_with_retry(admin, connection, timeout)
         existing = set(await admin.list_topics())
-        missing = [n for n in dict.fromkeys(names) if n not in existing]
-        created = []
-        for name in missing:
-            try:
-                await admin.create_topics(
-                    [
-                        NewTopic(
-                            name, num_partitions=partitions, replication_factor=replication_factor
-                        )
-                    ]
+        wanted = {spec.name: spec for spec in topics}
+        missing = [spec for name, spec in wanted.items() if name not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    spec.name,
+                    num_partitions=spec.partitions,
+                    replication_factor=replication_factor,
+                    topic_configs=dict(spec.config),
                 )
-                created.append(name)
-            except TopicAlreadyExistsError:
-                pass  # another worker made it first
+                for spec in missing
+            ]
+        )
+        created = _created(response, replication_factor)
         if created:
-            log.info("created topics %s (%d partitions)", ", ".join(created), partitions)
+            await _wait_for_leaders(admin, created, timeout)
+            log.info("created topics %s", ", ".join(created))
         return created
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: Any, topics: list[str], timeout: float) -> None:
+    """Return once every partition of ``topics`` has a leader (or ``timeout`` passed).
+
+    Apache Kafka answers CreateTopics before it has elected the new partitions' leaders;
+    a consumer asking for their offsets meanwhile gets NotLeaderForPartition, which
+    aiokafka logs as an ERROR before retrying (seen at every start of a new app id)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(timeout, 15.0)
+    while loop.time() < deadline:
+        described = await admin.describe_topics(topics)
+        led = all(
+            topic["error_code"] == 0
+            and topic["partitions"]
+            and all(p["leader"] >= 0 for p in topic["partitions"])
+            for topic in described
+        )
+        if led and len(described) == len(topics):
+            return
+        await asyncio.sleep(0.1)
+
+
+#: CreateTopics error codes: none, and "already exists" (another worker made it first).
+_NONE, _EXISTS = 0, 36
+
+
+def _created(response: Any, replication_factor: int) -> list[str]:
+    created = []
+    for entry in response.topic_errors:
+        name, code = entry[0], entry[1]
+        message = entry[2] if len(entry) > 2 else None
+        if code == _NONE:
+            created.append(name)
+        elif code != _EXISTS:
+            kind = for_code(code).__name__
+            hint = {
+                "InvalidReplicationFactorError": f" (REMEDIATOR_REPLICATION_FACTOR is "
+                f"{replication_factor})",
+                "TopicAuthorizationFailedError": " (grant CREATE, or create it and set "
+                "REMEDIATOR_CREATE_TOPICS=false)",
+                "ClusterAuthorizationFailedError": " (grant CREATE, or create it and set "
+                "REMEDIATOR_CREATE_TOPICS=false)",
+            }.get(kind, "")
+            raise BrokerRefused(f"cannot create topic {name}: {kind}: {message or '-'}{hint}")
+    return created
 
 
 async def _start_with_retry(

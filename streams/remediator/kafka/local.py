@@ -348,7 +348,7 @@ class LocalKafka:
         return path
 
     def _format(self, jvm: list[str], classpath: str, config: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = _cluster_id()
         argv = [*jvm, "-cp", classpath, "kafka.tools.StorageTool", "format"]
         argv += ["-t", cluster_id, "-c", str(config), "--ignore-formatted"]
         if self.secure is not None:
@@ -389,6 +389,16 @@ class LocalKafka:
         lines = self._log_tail().splitlines()
         errors = [line for line in lines if " ERROR " in line or "Exception" in line]
         return (errors or lines or ["(empty log)"])[-1][:300]
+
+
+def _cluster_id() -> str:
+    """A KRaft cluster id (Kafka's own form: URL-safe base64 of 16 random bytes) that does
+    not start with ``-``: the format tool would read it as an option (1 time in 64: the
+    Kafka tier once failed to start so)."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not candidate.startswith("-"):
+            return candidate
 
 
 def _secure_properties(secure: SecureListener) -> dict[str, str]:

@@ -29,6 +29,7 @@ from datetime import datetime
 from pydantic import TypeAdapter
 
 from remediator.domain import expiry, ids, queueing, safety, slots, verification
+from remediator.domain.bounds import MAX_ARCHIVE_BYTES, MAX_DECISIONS_BYTES
 from remediator.domain.correlate import CorrelationConfig
 from remediator.domain.execution import start
 from remediator.domain.models import (
@@ -49,7 +50,8 @@ from .outbox import Record
 from .store import TableStore
 
 #: Closed remediations kept per instance in the archive (older ones are only on
-#: ``remediation-transitions``), and decisions kept per instance for ``explain``.
+#: ``remediation-transitions``), and decisions kept per instance for ``explain``; each
+#: log is one table value, so it is bounded in bytes too (domain/bounds.py).
 MAX_ARCHIVED = 50
 MAX_DECISIONS = 50
 
@@ -199,11 +201,17 @@ class Context:
                 batch.events.add(transition.event)
             if transition.to_state.is_terminal:
                 self._append(
-                    self.tables.archive, key, dump_json(transition.remediation), MAX_ARCHIVED
+                    self.tables.archive,
+                    key,
+                    dump_json(transition.remediation),
+                    MAX_ARCHIVED,
+                    MAX_ARCHIVE_BYTES,
                 )
         self.publish_events(events)
         if decision is not None:
-            self._append(self.tables.decisions, key, dump_json(decision), MAX_DECISIONS)
+            self._append(
+                self.tables.decisions, key, dump_json(decision), MAX_DECISIONS, MAX_DECISIONS_BYTES
+            )
 
     def put_cluster(self, model: ClusterModel, record: ClusterRecord) -> None:
         """A cluster's own record changed (in the same log as its instances: see above)."""
@@ -237,11 +245,13 @@ class Context:
     def dead_letter(self, key: bytes | None, value: bytes) -> None:
         self.batch.outputs.append(Record(self.topics.dead_letters, key, value))
 
-    def _append(self, store: TableStore, key: bytes, line: bytes, limit: int) -> None:
+    def _append(
+        self, store: TableStore, key: bytes, line: bytes, limit: int, max_bytes: int
+    ) -> None:
         old = self._log(store, key)
         if old is not None and (old == line or old.startswith(line + b"\n")):
             return  # the same entry again (an input replayed after a crash)
-        self.batch.logs[(store.name, key)] = (store, append_line(old, line, limit))
+        self.batch.logs[(store.name, key)] = (store, append_line(old, line, limit, max_bytes))
 
     # -- the cluster after a change --------------------------------------------------
 
@@ -251,7 +261,8 @@ class Context:
         is room, expire stale recommendations, fail verifications past their deadline
         (on the cluster's event time), start queued remediations while slots are free.
         Level-triggered, so doing it again (after a replay, a takeover) changes nothing
-        that is already done."""
+        that is already done. Called after every change: each step is O(1) unless it has
+        something to do (the model caches when the next deadline falls)."""
         record = model.record
         if (
             record.tripped_at is not None
@@ -262,20 +273,49 @@ class Context:
             if record != model.record:
                 self.put_cluster(model, record)
                 self.publish_events(events)
-        if model.waiting and model.record.paused is None:
+        if model.waiting and not safety.no_room(
+            model.record,
+            len(model.instances),
+            len(model.unhealthy),
+            model.admissions,
+            model.latest or now,
+            self.policy,
+        ):
             self._admit_waiting(model, now)
-        if model.awaiting and model.latest is not None:
-            for instance in sorted(model.awaiting):
-                state = model.get(instance)
-                expired = None if state is None else expiry.expire(state, self.policy, model.latest)
-                if expired is not None:
-                    self.put(model, expired.state, (expired.transition,), (expired.event,))
-        if model.verifying and model.latest is not None:
-            for instance in sorted(model.verifying):
-                state = model.get(instance)
-                failed = None if state is None else verification.due(state, model.latest)
-                if failed is not None:
-                    self.put(model, failed.state, (), (failed.event,))
+        if model.latest is not None:
+            self._expire_due(model, model.latest)
+            self._fail_verifications_due(model, model.latest)
+        self._start_queued(model, now)
+
+    def _expire_due(self, model: ClusterModel, clock: datetime) -> None:
+        """Cancel the recommendations that waited for approval past their TTL."""
+
+        def deadline(instance: str) -> datetime | None:
+            state = model.get(instance)
+            return None if state is None else expiry.deadline(state, self.policy)
+
+        due = model.expiry_due(deadline)
+        if due is None or clock < due:
+            return
+        for instance in sorted(model.awaiting):
+            state = model.get(instance)
+            expired = None if state is None else expiry.expire(state, self.policy, clock)
+            if expired is not None:
+                self.put(model, expired.state, (expired.transition,), (expired.event,))
+
+    def _fail_verifications_due(self, model: ClusterModel, clock: datetime) -> None:
+        """Fail the verifications whose instance showed no health by their deadline."""
+        due = model.verify_due()
+        if due is None or clock < due:
+            return
+        for instance in sorted(model.verifying):
+            state = model.get(instance)
+            failed = None if state is None else verification.due(state, clock)
+            if failed is not None:
+                self.put(model, failed.state, (), (failed.event,))
+
+    def _start_queued(self, model: ClusterModel, now: datetime) -> None:
+        """Start PENDING remediations, first approved first, while the cluster has slots."""
         free = slots.due(len(model.running), len(model.queued), self.max_running)
         for instance in model.next_queued()[:free]:
             state = model.get(instance)
@@ -308,16 +348,23 @@ _CLUSTER_EVENTS = frozenset(
 )
 
 
-def append_line(old: bytes | None, line: bytes, limit: int) -> bytes:
-    """``line`` first, then at most ``limit - 1`` lines of ``old`` (JSON Lines, newest
-    first): an append costs a copy, not a parse of the history."""
+def append_line(old: bytes | None, line: bytes, limit: int, max_bytes: int | None = None) -> bytes:
+    """``line`` first, then the newest lines of ``old`` (JSON Lines, newest first): at
+    most ``limit`` lines in all, and no more than ``max_bytes`` bytes unless ``line``
+    alone is (a table value must fit in a Kafka record). An append costs a copy, not a
+    parse of the history."""
     if not old:
         return line
+    room = len(old) if max_bytes is None else max_bytes - len(line) - 1
     end = -1
     for _ in range(max(limit, 1) - 1):
-        end = old.find(b"\n", end + 1)
-        if end < 0:
-            return line + b"\n" + old
+        newline = old.find(b"\n", end + 1)
+        stop = len(old) if newline < 0 else newline
+        if stop > room:
+            break  # that line would not fit: it and the older ones go
+        end = stop
+        if newline < 0:
+            break
     return line + b"\n" + old[:end] if end > 0 else line
 
 

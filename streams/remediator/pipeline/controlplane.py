@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from remediator.domain.bounds import Text
 from remediator.domain.models import Operation
 from remediator.metrics import Metrics
 
@@ -48,7 +49,7 @@ class OperationStatus(BaseModel):
     operation_id: str
     action: str
     state: OperationState
-    error: str | None = None
+    error: Text | None = None  # clipped: it ends up in the remediation (domain/bounds.py)
 
 
 class ControlPlaneRejected(Exception):

@@ -72,13 +72,14 @@ def dead_letter(
     payload: bytes | None,
     error: str,
     received_at: datetime,
+    keep: int = MAX_KEPT_PAYLOAD,
 ) -> DeadLetter:
     """The dead letter for one unusable message; bytes that are not UTF-8 go as base64.
 
-    The payload is kept up to :data:`MAX_KEPT_PAYLOAD` bytes, with its full size and
-    SHA-256, so that an oversized input still leaves a dead letter that fits."""
+    The payload is kept up to ``keep`` bytes, with its full size and SHA-256, so that an
+    oversized input still leaves a dead letter that fits."""
     raw = payload or b""
-    kept = raw[:MAX_KEPT_PAYLOAD]
+    kept = raw[:keep]
     text, encoding = _as_text(kept)
     key_text = None
     if key is not None:

@@ -144,9 +144,7 @@ def on_cluster_command(ctx: Context, item: Item) -> None:
             for state in model.instances.values()
             for record in commands.all_remediations(state, _archive_of(ctx, state))
         ]
-        ctx.reply(
-            Reply(command_id=command.command_id, remediations=commands.select(records, command))
-        )
+        ctx.reply(commands.list_reply(command, records))
         return
     if command.kind in (CommandKind.PAUSE, CommandKind.RESUME):
         kind = ControlKind.PAUSE if command.kind is CommandKind.PAUSE else ControlKind.RESUME
@@ -186,8 +184,7 @@ def on_fleet_command(ctx: Context, item: Item) -> None:
                 state, _archive_of(ctx, state) if closed else tuple
             )
         ]
-        remediations = commands.select(records, command)
-        ctx.reply(Reply(command_id=command.command_id, remediations=remediations))
+        ctx.reply(commands.list_reply(command, records))
         return
     summaries = sorted((summary(ctx, m) for m in models), key=lambda c: c.cluster_id)
     ctx.reply(Reply(command_id=command.command_id, clusters=summaries))

@@ -40,6 +40,7 @@ from remediator.domain.models import (
     HealthSignal,
     Identifier,
     PassiveHealthCheckEvent,
+    assemble,
 )
 
 from .outbox import key_partition
@@ -106,9 +107,8 @@ class InboxMessage(BaseModel):
     def of_signal(cls, signal: HealthSignal) -> InboxMessage:
         # The signal was just validated and the message has exactly one item by
         # construction: no second validation (one per input signal, on the hot path).
-        if isinstance(signal, ActiveHealthCheckRun):
-            return cls.model_construct(active_run=signal)
-        return cls.model_construct(passive_event=signal)
+        field = "active_run" if isinstance(signal, ActiveHealthCheckRun) else "passive_event"
+        return assemble(cls, {**_EMPTY, field: signal}, {field})
 
     @property
     def signal(self) -> HealthSignal | None:
@@ -123,6 +123,10 @@ class InboxMessage(BaseModel):
         item = self.active_run or self.passive_event or self.command or self.report or self.kick
         assert item is not None  # noqa: S101 - guaranteed by _exactly_one
         return item.cluster_id
+
+
+#: Every field of an InboxMessage at its default (see of_signal).
+_EMPTY: dict[str, object] = dict(InboxMessage.model_construct().__dict__)
 
 
 @functools.lru_cache(maxsize=65536)

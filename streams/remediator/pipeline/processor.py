@@ -39,7 +39,7 @@ from .decode import dead_letter
 from .fleet import ClusterModel, Fleet
 from .handlers import handler_for
 from .messages import InboxMessage, Kick
-from .outbox import Delivered, Record, Sender
+from .outbox import DEFAULT_MAX_OUTPUT_BYTES, Delivered, Record, Sender
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class Processor:
         executor: Any,
         clock: Callable[[], datetime],
         metrics: Metrics | None = None,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     ) -> None:
         self.app = app
         self.tables = tables
@@ -76,6 +77,7 @@ class Processor:
         self.executor = executor
         self.clock = clock
         self.metrics = metrics or Metrics()
+        self.max_output_bytes = max_output_bytes
         self.fleet = Fleet()
         self._lock = asyncio.Lock()
         self._generation: int | None = None
@@ -88,7 +90,13 @@ class Processor:
     @property
     def sender(self) -> Sender:
         if self._sender is None:
-            self._sender = Sender(self.app.producer._producer)
+            self._sender = Sender(
+                self.app.producer._producer,
+                max_bytes=self.max_output_bytes,
+                dead_letters=self.topics.dead_letters,
+                dropped=self.metrics.output_record_dropped,
+                clock=self.clock,
+            )
         return self._sender
 
     def owns(self, partition: int) -> bool:
