@@ -384,6 +384,12 @@ def create_app(
         # the whole record): fewer, larger produce requests.
         producer_max_batch_size=256 * 1024,
         producer_linger=0.0,
+        # At most one batch of records per poll. Unbounded (Faust's default), one poll
+        # returned everything fetched (up to 1 MiB per partition, decoded at once) and
+        # the direct routes queued several such polls: the whole backlog as Python
+        # objects at once, which the allocator then kept (RSS +100 MiB after 100 k
+        # signals, `make bench` memory).
+        broker_max_poll_records=settings.batch_max,
         datadir=str(datadir or settings.data_dir / settings.app_id),
         web_bind=settings.web_host,
         web_host=settings.web_host,
