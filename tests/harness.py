@@ -52,12 +52,18 @@ class MemoryStore:
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
 
-    def put(self, key: bytes, value: bytes | None) -> Record:
+    def record(self, key: bytes, value: bytes | None) -> Record:
+        return Record(self.changelog, key, value, 0)
+
+    def apply(self, key: bytes, value: bytes | None) -> None:
         if value is None:
             self.data.pop(key, None)
         else:
             self.data[key] = value
-        return Record(self.changelog, key, value, 0)
+
+    def put(self, key: bytes, value: bytes | None) -> Record:
+        self.apply(key, value)
+        return self.record(key, value)
 
     def persisted(self, partition: int, offset: int) -> None:
         pass

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -41,6 +42,7 @@ from remediator.domain.correlate import CorrelationConfig
 from remediator.kafka.admin import TopicSpec
 from remediator.kafka.direct import DirectDelivery
 from remediator.metrics import Metrics
+from remediator.pipeline import rocks
 from remediator.pipeline.context import Tables
 from remediator.pipeline.context import Topics as ProcessorTopics
 from remediator.pipeline.controlplane import Backoff, ControlPlaneClient
@@ -334,8 +336,15 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> faust.App:
-    """Build the Faust app for ``settings``; the broker must be set (see ``cli``)."""
+def create_app(
+    settings: Settings, *, clock: Callable[[], datetime] = utcnow, datadir: Path | None = None
+) -> faust.App:
+    """Build the Faust app for ``settings``; the broker must be set (see ``cli``).
+
+    ``datadir``: where its local table files go (``cli`` claims one per running worker,
+    see :func:`remediator.pipeline.rocks.claim_datadir`); by default the app id's
+    directory under ``REMEDIATOR_DATA_DIR``.
+    """
     if not settings.bootstrap_servers:
         raise ValueError("create_app needs settings.broker; the CLI starts an embedded one")
     codec.register()
@@ -349,7 +358,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
     app = RemediatorApp(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
-        store=settings.store_url,
+        store=_hot_store(settings),
         autodiscover=False,
         key_serializer="raw",
         value_serializer=codec.NAME,
@@ -381,7 +390,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         # objects at once, which the allocator then kept (RSS +100 MiB after 100 k
         # signals, `make bench` memory).
         broker_max_poll_records=settings.batch_max,
-        datadir=str(settings.data_dir / settings.app_id),
+        datadir=str(datadir or settings.data_dir / settings.app_id),
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
@@ -535,10 +544,26 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
     return app
 
 
-def _tables(app: faust.App, settings: Settings) -> Tables:
-    """The tables, all partitioned like the inbox (by cluster; claims by their id)."""
+def _hot_store(settings: Settings) -> str:
+    """The store of the hot tables (``REMEDIATOR_TABLE_STORE``)."""
+    return rocks.STORE_URL if settings.table_store == "rocksdict" else "memory://"
 
-    def table(name: str, help_text: str, partition_of: Callable[[bytes], int]) -> TableStore:
+
+def _tables(app: faust.App, settings: Settings) -> Tables:
+    """The tables, all partitioned like the inbox (by cluster; claims by their id).
+
+    The hot ones (``state``, ``claims``) in the store ``REMEDIATOR_TABLE_STORE`` names;
+    the cold ones (``archive``, ``decisions``: history that grows with the fleet's age,
+    read only on an append or an operator's request) in RocksDB whatever it says, so
+    that the worker's memory stays flat (``pipeline/rocks.py``). Every RocksDB table
+    shares one memory budget, ``REMEDIATOR_ROCKSDB_MEMORY_MB``.
+    """
+    options = {rocks.BUDGET_OPTION: settings.rocksdb_memory_mb * 1024 * 1024}
+
+    def table(
+        name: str, help_text: str, partition_of: Callable[[bytes], int], *, cold: bool = False
+    ) -> TableStore:
+        in_rocksdb = cold or settings.table_store == "rocksdict"
         created = app.Table(
             name,
             default=None,
@@ -546,6 +571,8 @@ def _tables(app: faust.App, settings: Settings) -> Tables:
             value_type=bytes,
             partitions=settings.partitions,
             help=help_text,
+            store=rocks.table_store_url(name) if in_rocksdb else "memory://",
+            options=dict(options) if in_rocksdb else None,
         )
         return TableStore(created, partition_of)
 
@@ -563,9 +590,14 @@ def _tables(app: faust.App, settings: Settings) -> Tables:
             "blast radius), in one changelog so that they recover to the same point.",
             by_cluster,
         ),
-        archive=table("archive", "Per instance: its closed remediations (JSON Lines).", by_cluster),
+        archive=table(
+            "archive", "Per instance: its closed remediations (JSON Lines).", by_cluster, cold=True
+        ),
         decisions=table(
-            "decisions", "Per instance: recent policy decisions (JSON Lines).", by_cluster
+            "decisions",
+            "Per instance: recent policy decisions (JSON Lines).",
+            by_cluster,
+            cold=True,
         ),
         claims=table("claims", "Client-specified remediation ids: who uses each.", by_key),
     )

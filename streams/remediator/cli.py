@@ -247,7 +247,6 @@ def run_worker(*, simulate: bool = False, simulate_args: str = "") -> int:
 
 
 def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str] | None) -> int:
-
     from . import logs
     from .app import create_app, external_topic_names, internal_topics
     from .kafka.admin import (
@@ -257,6 +256,7 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
         ensure_topics,
         missing_topics,
     )
+    from .pipeline import rocks
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -292,7 +292,20 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
     # Our own handler and formats (see logs.py); Faust's would replace them.
     logs.configure(settings.log_level, settings.log_format)
     _print_banner(settings, embedded=embedded)
-    app = create_app(settings)
+    datadir, _held = rocks.claim_datadir(settings.data_dir, settings.app_id)
+    if datadir != settings.data_dir / settings.app_id:
+        logging.getLogger("remediator").info(
+            "another worker of %s uses %s: local tables in %s",
+            settings.app_id,
+            settings.data_dir / settings.app_id,
+            datadir,
+        )
+    app = create_app(settings, datadir=datadir)
+    # Local RocksDB files of changelogs the broker no longer has (the embedded broker's
+    # topics live in memory only): removed before Faust recovers from them.
+    loop.run_until_complete(
+        rocks.discard_stale(app, settings.connection, settings.broker_connect_timeout)
+    )
     worker = _worker_class()(
         app, loop=loop, loglevel=settings.log_level, quiet=True, override_logging=False
     )

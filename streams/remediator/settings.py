@@ -320,9 +320,17 @@ class Settings(BrokerSettings):
     )
     table_store: Literal["memory", "rocksdict"] = Field(
         default="memory",
-        description="Where tables live: memory (rebuilt from their changelogs at start) or "
-        "rocksdict (RocksDB files under REMEDIATOR_DATA_DIR; a restart reads only the "
-        "changelogs' tail). rocksdict needs the package of that name.",
+        description="Where the hot tables (instances' and clusters' records, claimed ids) "
+        "live: memory (rebuilt from their changelogs at start) or rocksdict (RocksDB files "
+        "under REMEDIATOR_DATA_DIR; a restart reads only the changelogs' tail). The cold "
+        "tables (closed remediations, decisions) are in RocksDB either way.",
+    )
+    rocksdb_memory_mb: int = Field(
+        default=8,
+        ge=4,
+        le=64 * 1024,
+        description="Memory for RocksDB, MiB: one block cache shared by every table "
+        "partition the worker keeps in RocksDB, their memtables charged to it.",
     )
     max_input_bytes: int = Field(
         default=256 * 1024,
@@ -472,13 +480,8 @@ class Settings(BrokerSettings):
     @classmethod
     def _check_table_store(cls, value: str) -> str:
         if value == "rocksdict" and importlib.util.find_spec("rocksdict") is None:
-            raise ValueError("rocksdict is not installed (pip install 'remediator[rocksdict]')")
+            raise ValueError("rocksdict is not installed (pip install rocksdict)")
         return value
-
-    @property
-    def store_url(self) -> str:
-        """Faust's store URL (its rocksdb store uses the rocksdict driver when installed)."""
-        return "rocksdb://" if self.table_store == "rocksdict" else "memory://"
 
     @property
     def policy(self) -> Policy:

@@ -3,15 +3,25 @@ letters out, read back with a real consumer."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 
+from tests.brokers import Broker
 from tests.builders import event_payload, run_payload
-from tests.integration.conftest import Kafka, Names, WorkerProcess
+from tests.integration.conftest import (
+    Kafka,
+    Names,
+    WorkerProcess,
+    launch_worker,
+    unique_names,
+)
 
 # Broker-sensitive: run on Tansu and on Apache Kafka (conftest.py).
 pytestmark = pytest.mark.brokers("tansu", "kafka")
@@ -145,6 +155,89 @@ async def test_with_the_rocksdict_store_state_survives_a_restart_on_local_disk(
     assert [r["id"] for r in listed] == [opened["remediation_id"]]
     transitions = await kafka.read(names.transitions, at_least=1, settle=3.0)
     assert len(transitions) == 1
+
+
+async def _closed_and_explained(
+    worker: WorkerProcess, kafka: Kafka, names: Names, cluster: str, instance: str
+) -> tuple[str, dict[str, Any]]:
+    """A failing run opens a remediation, rejected through the API (closed: archived);
+    returns its id and the instance's explanation (decisions, closed remediations)."""
+    await kafka.produce(
+        names.active, run_payload(cluster_id=cluster, instance_id=instance), key=b"i"
+    )
+    (opened,) = await kafka.read(names.transitions, at_least=1)
+    base = f"{worker.base_url}/v1/compute/clusters/{cluster}/instances/{instance}"
+    async with httpx.AsyncClient(headers={"Authorization": "Bearer t"}, timeout=30) as client:
+        rejected = await client.post(
+            f"{base}/remediations/{opened['remediation_id']}/reject", json={"comment": "no"}
+        )
+        assert rejected.status_code == 200, rejected.text
+        explained = (await client.get(f"{base}/explain")).json()
+    return opened["remediation_id"], explained
+
+
+async def _explain(worker: WorkerProcess, cluster: str, instance: str) -> dict[str, Any]:
+    url = f"{worker.base_url}/v1/compute/clusters/{cluster}/instances/{instance}/explain"
+    async with httpx.AsyncClient(headers={"Authorization": "Bearer t"}, timeout=30) as client:
+        answer = await client.get(url)
+    assert answer.status_code == 200, answer.text
+    explained: dict[str, Any] = answer.json()
+    return explained
+
+
+def _tables_on_disk(worker: WorkerProcess, app_id: str) -> set[str]:
+    tables = worker.log_path.parent / "data" / app_id
+    return {path.name.rsplit("-", 1)[0] for path in tables.rglob("*.db") if path.is_dir()}
+
+
+async def test_closed_remediations_and_decisions_live_in_rocksdb_and_survive_a_restart(
+    start_worker: Callable[..., WorkerProcess], kafka: Kafka, names: Names
+) -> None:
+    """The cold tables are in RocksDB even with the memory store (the default) for the
+    hot ones: the worker's memory does not grow with history; a restart reads them back
+    from disk (and the changelog's tail) and explain answers as before."""
+    worker = start_worker(REMEDIATOR_API_TOKENS="ops=t")
+    remediation_id, before = await _closed_and_explained(worker, kafka, names, "cl-h", "i-1")
+    assert [r["id"] for r in before["recent"]] == [remediation_id]
+    assert before["recent"][0]["state"] == "CANCELLED"
+    assert [d["remediation_id"] for d in before["decisions"]] == [remediation_id]
+    assert worker.stop() == 0
+    assert _tables_on_disk(worker, names.app_id) == {"archive", "decisions"}
+
+    again = start_worker(REMEDIATOR_API_TOKENS="ops=t")
+    after = await _explain(again, "cl-h", "i-1")
+    assert after["recent"] == before["recent"]
+    assert after["decisions"] == before["decisions"]
+
+
+@pytest.mark.brokers("tansu")  # the brokers do not matter: a new app id's changelogs
+async def test_local_table_files_ahead_of_their_changelogs_are_discarded_at_start(
+    start_worker: Callable[..., WorkerProcess],
+    kafka: Kafka,
+    names: Names,
+    broker: Broker,
+    tmp_path: Path,
+) -> None:
+    """RocksDB files whose changelogs the broker no longer has (the embedded broker keeps
+    topics in memory only; a topic deleted and created again) must not come back as
+    history: they claim offsets the new changelogs do not have, and are removed."""
+    worker = start_worker(REMEDIATOR_API_TOKENS="ops=t")
+    await _closed_and_explained(worker, kafka, names, "cl-s", "i-1")
+    assert worker.stop() == 0
+    # The same local files, for changelogs that are empty: a broker that lost them.
+    lost = unique_names()
+    data = tmp_path / "data"
+    shutil.copytree(data / names.app_id, data / lost.app_id)
+
+    again = launch_worker(broker, lost, tmp_path, REMEDIATOR_API_TOKENS="ops=t")
+    try:
+        after = await _explain(again, "cl-s", "i-1")
+        log = again.log()
+    finally:
+        again.stop()
+    assert (after["recent"], after["decisions"]) == ([], [])
+    assert "the local RocksDB files are at changelog offset" in log
+    assert f"{lost.app_id}-decisions-changelog" in log
 
 
 async def test_an_oversized_input_is_dead_lettered_whole_and_the_stream_goes_on(

@@ -8,6 +8,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from remediator.domain.models import RemediationState
 from remediator.pipeline.context import Batch, Tables, Write, append_line
 from remediator.pipeline.outbox import Delivered, Record, Sender, key_partition
@@ -161,3 +163,34 @@ def test_records_are_grouped_per_partition_in_order_and_split_when_a_batch_is_fu
     assert ("transitions", key_partition(b"c1/i1", 4), [b"c1/i1"]) in by_partition
     # Offsets follow each record, in the order given.
     assert [(d.partition, d.offset) for d in delivered[:4]] == [(1, 0), (0, 0), (1, 1), (1, 2)]
+
+
+class FailingSender:
+    """A delivery that never reaches the broker (the worker is killed while it waits)."""
+
+    def __init__(self) -> None:
+        self.attempts: list[list[Record]] = []
+
+    async def deliver(self, records: Sequence[Record]) -> list[Delivered]:
+        self.attempts.append(list(records))
+        raise asyncio.CancelledError  # kill -9: nothing after this point happens
+
+
+def test_local_stores_are_written_only_once_their_changelogs_have_the_records() -> None:
+    """A value written to a RocksDB store ahead of its changelog outlives a kill -9; the
+    replay then finds the same entry already there and does not write it again, so the
+    changelog, what any other worker recovers from, would never have it."""
+    sender = FailingSender()
+    owner, tables = processor(sender)  # type: ignore[arg-type]
+    batch = Batch(
+        outputs=[Record("transitions", b"c1/a", b"t1")],
+        writes=[Write(tables.state, b"c1/a", b"a1")],
+    )
+    batch.logs[("decisions", b"c1/a")] = (tables.decisions, b"decided")
+    batch.logs[("archive", b"c1/a")] = (tables.archive, b"closed")
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(owner._persist(batch))
+    assert [r.value for r in sender.attempts[0]] == [b"t1", b"decided", b"closed"]
+    assert tables.decisions.get(b"c1/a") is None
+    assert tables.archive.get(b"c1/a") is None
+    assert tables.state.get(b"c1/a") is None

@@ -258,9 +258,8 @@ class Processor:
         return True
 
     async def _persist(self, batch: Batch) -> None:
-        sender = self.sender
-        logs = [store.put(key, value) for (_, key), (store, value) in batch.logs.items()]
-        self._persisted(await sender.deliver([*batch.outputs, *logs]))
+        logs = [Write(store, key, value) for (_, key), (store, value) in batch.logs.items()]
+        await self._deliver(logs, outputs=batch.outputs)
         if any(r.topic == self.topics.transitions for r in batch.outputs):
             await failpoints.hit("instances.after_publish")
         await self._write(batch.writes)  # every write acknowledged when this returns
@@ -276,14 +275,20 @@ class Processor:
 
     async def _write(self, writes: Sequence[Write]) -> None:
         """The hot state, in the order it changed (see pipeline/context.py)."""
-        records = [write.store.put(write.key, write.value) for write in writes]
-        if failpoints.armed("batch.partial_write") and len(records) > 1:
-            await self._deliver_state(records[: len(records) // 2])
+        if failpoints.armed("batch.partial_write") and len(writes) > 1:
+            await self._deliver(writes[: len(writes) // 2])
             await failpoints.hit("batch.partial_write")
-        await self._deliver_state(records)
+        await self._deliver(writes)
 
-    async def _deliver_state(self, records: list[Record]) -> None:
-        self._persisted(await self.sender.deliver(records))
+    async def _deliver(self, writes: Sequence[Write], outputs: Sequence[Record] = ()) -> None:
+        """Send ``outputs`` and the changelog records of ``writes``, every ack awaited;
+        only then write the local stores (never ahead of their changelogs: see
+        pipeline/store.py), in order, and note the offsets the changelogs are at."""
+        records = [*outputs, *(write.store.record(write.key, write.value) for write in writes)]
+        delivered = await self.sender.deliver(records)
+        for write in writes:
+            write.store.apply(write.key, write.value)
+        self._persisted(delivered)
 
     def _persisted(self, delivered: Sequence[Delivered]) -> None:
         """Tell the stores which changelog offsets are in the broker (RocksDB keeps them)."""
