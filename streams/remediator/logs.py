@@ -63,6 +63,7 @@ class DemoteFramework(logging.Filter):
             # Apache Kafka answers "coordinator not available" while it loads a new
             # group's coordinator (a second at a group's first start); aiokafka logs it
             # as an ERROR and retries. /healthz says "joining" for as long as it lasts.
+            # Likewise a new partition whose leader is not serving offsets yet.
             record.levelno, record.levelname = logging.INFO, "INFO"
         if _cancelled_in_a_crash(record):
             # Every service a crash stops says so with a traceback of its cancellation;
@@ -104,13 +105,18 @@ class QuietBadRequests(logging.Filter):
 
 #: aiokafka's lines about conditions it retries by itself (see DemoteFramework).
 _RETRIED = ("GroupCoordinatorNotAvailableError", "Marking the coordinator dead")
+#: aiokafka's ERROR when a new partition's leader does not answer ListOffsets yet (Apache
+#: Kafka, a tenth of a second after the topic was created): retried after a backoff.
+_RETRIED_OFFSETS = ("Failed fetch offsets from", "NotLeaderForPartitionError")
 
 
 def _retried_by_aiokafka(record: logging.LogRecord) -> bool:
     if not record.name.startswith("aiokafka") or record.levelno < logging.WARNING:
         return False
     text = record.getMessage()
-    return any(marker in text for marker in _RETRIED)
+    return any(marker in text for marker in _RETRIED) or all(
+        marker in text for marker in _RETRIED_OFFSETS
+    )
 
 
 def _cancelled_in_a_crash(record: logging.LogRecord) -> bool:

@@ -293,6 +293,8 @@ async def run_latency(session: Session) -> None:
     results.put("p90_ms", latency.percentile(0.90), 1)
     results.put("p99_ms", latency.percentile(0.99), 1)
     results.put("max_ms", max(latency.samples, default=float("nan")), 1)
+    results.put("latency_slowest", latency.slowest())
+    bench.log(f"  slowest probes (s into the run, ms): {latency.slowest()}")
 
 
 async def run_scale_out(session: Session) -> None:

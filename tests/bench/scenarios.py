@@ -467,6 +467,13 @@ class Latency:
     sent: int
     unmatched: int
     produced: Run
+    #: (seconds into the paced run the probe was sent, its latency in ms), by send time:
+    #: where in the run the slow ones fall (a start-up tail, a periodic pause...).
+    timeline: tuple[tuple[float, float], ...] = ()
+
+    def slowest(self, count: int = 10) -> list[list[float]]:
+        ordered = sorted(self.timeline, key=lambda point: -point[1])[:count]
+        return [[round(at, 2), round(ms, 1)] for at, ms in sorted(ordered)]
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.samples)
@@ -535,8 +542,9 @@ async def latency(bench: Bench, params: LatencyParams, rate: float) -> Latency:
                 if message.signal_id in data.probe_ids:
                     sent[message.signal_id] = moment
 
-        reader = asyncio.create_task(_read_transitions(bench, config.transitions, seen))
-        await asyncio.sleep(1.0)  # the reader is positioned at the end
+        positioned = asyncio.Event()
+        reader = asyncio.create_task(_read_transitions(bench, config.transitions, seen, positioned))
+        await asyncio.wait_for(positioned.wait(), 30)
         produced = await kafka.paced(
             bench.broker.address,
             bench.inputs(config),
@@ -549,22 +557,32 @@ async def latency(bench: Bench, params: LatencyParams, rate: float) -> Latency:
         run = await bench.drain(config, [], started)
         await asyncio.sleep(0.5)  # the last transitions reach the reader
         reader.cancel()
-        samples = tuple(
-            (seen[signal] - moment) * 1000 for signal, moment in sent.items() if signal in seen
+        first = min(sent.values(), default=0.0)
+        timeline = tuple(
+            sorted(
+                (moment - first, (seen[signal] - moment) * 1000)
+                for signal, moment in sent.items()
+                if signal in seen
+            )
         )
         log_health(bench, "latency", started)
         return Latency(
-            samples,
+            tuple(ms for _, ms in timeline),
             len(sent),
-            len(sent) - len(samples),
+            len(sent) - len(timeline),
             Run(produced.count, produced.seconds + run.seconds, produced.seconds),
+            timeline,
         )
     finally:
         await bench.finish(started, [config.active, config.passive, *config.owned_topics])
 
 
-async def _read_transitions(bench: Bench, topic: str, seen: dict[str, float]) -> None:
-    """Note when each CREATE_AUTOMATED transition becomes readable, by its signal's id."""
+async def _read_transitions(
+    bench: Bench, topic: str, seen: dict[str, float], positioned: asyncio.Event
+) -> None:
+    """Note when each CREATE_AUTOMATED transition becomes readable, by its signal's id;
+    ``positioned`` is set once the reader is at the topic's end and fetching (until then,
+    the first probes' times would include the reader's own start)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bench.broker.address, enable_auto_commit=False, fetch_max_wait_ms=10
     )
@@ -573,8 +591,11 @@ async def _read_transitions(bench: Bench, topic: str, seen: dict[str, float]) ->
         tps = [TopicPartition(topic, p) for p in range(bench.partitions)]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)
         while True:
             batch = await consumer.getmany(timeout_ms=100)
+            positioned.set()
             now = time.perf_counter()
             for records in batch.values():
                 for record in records:

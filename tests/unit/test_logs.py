@@ -114,3 +114,20 @@ def test_aiokafkas_retried_coordinator_errors_are_not_errors(captured: io.String
     text = captured.getvalue()
     assert "GroupCoordinatorNotAvailableError" not in text
     assert "something else broke" in text
+
+
+def test_aiokafkas_retried_offset_lookup_on_a_new_partition_is_not_an_error(
+    captured: io.StringIO,
+) -> None:
+    """A new partition's leader not serving ListOffsets yet: retried by aiokafka's fetcher;
+    other failed offset lookups stay ERRORs."""
+    logs.configure("info", "text", captured)
+    fetcher = logging.getLogger("aiokafka.consumer.fetcher")
+    fetcher.error(
+        "Failed fetch offsets from %s: %s",
+        1,
+        "[Error 6] NotLeaderForPartitionError: TopicPartition(topic='x-replies', partition=0)",
+    )
+    fetcher.error("Failed fetch offsets from %s: %s", 1, "[Error 29] TopicAuthorizationFailed")
+    (line,) = lines(captured)
+    assert "ERROR" in line and "TopicAuthorizationFailed" in line
