@@ -130,4 +130,5 @@ def test_aiokafkas_retried_offset_lookup_on_a_new_partition_is_not_an_error(
     )
     fetcher.error("Failed fetch offsets from %s: %s", 1, "[Error 29] TopicAuthorizationFailed")
     (line,) = lines(captured)
-    assert "ERROR" in line and "TopicAuthorizationFailed" in line
+    assert "ERROR" in line
+    assert "TopicAuthorizationFailed" in line

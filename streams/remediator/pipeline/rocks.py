@@ -243,11 +243,14 @@ async def changelog_ends(
     consumer = connection.consumer(group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        topics = await consumer.topics()
+        # Not consumer.partitions_for_topic: on Apache Kafka it knows only the topics
+        # the consumer subscribed to, so every changelog looked missing and every
+        # restart threw its local files away (kafka/metadata.py).
+        cluster = await consumer._client.fetch_all_metadata()  # aiokafka: no public call
         wanted = [
             TopicPartition(topic, partition)
             for topic, partition in partitions
-            if topic in topics and partition in (consumer.partitions_for_topic(topic) or ())
+            if partition in (cluster.partitions_for_topic(topic) or ())
         ]
         ends = await consumer.end_offsets(wanted) if wanted else {}
     finally:
