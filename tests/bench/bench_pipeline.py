@@ -354,7 +354,7 @@ def parameters(config: Config) -> dict[str, Any]:
             "REMEDIATOR_BROKER_SESSION_TIMEOUT": 3,
             "REMEDIATOR_POLICY_FILE": "unset (the default policy)",
             "REMEDIATOR_TABLE_STORE": "memory (rocksdict in the recovery scenario)",
-            "others": "defaults (batch max 1000, batch wait 10 ms, fetch max wait 100 ms)",
+            "others": "defaults (batch max 1000, fetch max wait 100 ms, RocksDB memory 8 MiB)",
         },
         "machine": f"{platform.machine()}, {_cpus()} CPU(s), Python {platform.python_version()}",
     }
