@@ -33,14 +33,13 @@ tables, exactly as when agents read them.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mode import Service
 
-log = logging.getLogger("remediator.pipeline")
+from remediator.pipeline.supervision import stop_worker
 
 #: A route's handler: applies a batch durably and returns the records it did NOT apply
 #: (held back unacknowledged, for the partition's next owner).
@@ -157,12 +156,4 @@ class DirectDelivery(Service):
             ack(message)
 
     async def _stop_worker(self, route: Route, exc: BaseException) -> None:
-        log.critical(
-            "agent %s crashed (%s: %s); stopping the worker: restart it and it resumes "
-            "from its committed offsets",
-            route.name,
-            type(exc).__name__,
-            exc,
-            exc_info=exc,
-        )
-        await self.app.crash(exc)
+        await stop_worker(self.app, route.name, exc)

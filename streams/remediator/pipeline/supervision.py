@@ -20,14 +20,20 @@ log = logging.getLogger("remediator.pipeline")
 
 async def crash_worker(agent: AgentT[Any], exc: BaseException) -> None:
     """``on_error`` of every agent: log the crash and stop the worker (exit code 1)."""
+    await stop_worker(agent.app, agent.name, exc)
+
+
+async def stop_worker(app: Any, name: str, exc: BaseException) -> None:
+    """Log that ``name`` (an agent, or a route of ``kafka/direct.py``) crashed, and stop
+    the worker (exit code 1)."""
     log.critical(
         "agent %s crashed (%s: %s); stopping the worker: restart it and it resumes from "
         "its committed offsets",
-        agent.name,
+        name,
         type(exc).__name__,
         exc,
         exc_info=exc,
     )
     # Crashing the app crashes the services above it up to the worker, which stops
     # everything in order and exits with status 1.
-    await agent.app.crash(exc)
+    await app.crash(exc)
