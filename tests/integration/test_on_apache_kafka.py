@@ -102,25 +102,32 @@ async def test_with_auto_creation_off_the_worker_creates_the_topics_it_needs(
     assert [len(topic["partitions"]) for topic in described] == [PARTITIONS, PARTITIONS]
 
 
-def test_without_create_topics_a_missing_input_topic_stops_start_up_in_one_line(
-    broker: Broker, names: Names, tmp_path: Path
-) -> None:
+def _start_worker(
+    broker: Broker, names: Names, tmp_path: Path, **settings: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a worker that is expected to refuse to start; its exit and output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")}
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "remediator.cli", "worker"],
         env={
             **env,
             **names.env(),
             "REMEDIATOR_BROKER": broker.url,
-            "REMEDIATOR_CREATE_TOPICS": "false",
             "REMEDIATOR_DATA_DIR": str(tmp_path),
             "REMEDIATOR_WEB_PORT": str(free_port()),
+            **settings,
         },
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_without_create_topics_a_missing_input_topic_stops_start_up_in_one_line(
+    broker: Broker, names: Names, tmp_path: Path
+) -> None:
+    done = _start_worker(broker, names, tmp_path, REMEDIATOR_CREATE_TOPICS="false")
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1, done.stderr
     assert len(lines) == 1, lines
@@ -133,22 +140,7 @@ def test_a_topic_the_broker_refuses_to_create_stops_start_up_in_one_line(
 ) -> None:
     """One broker cannot hold three replicas: Kafka refuses, and the worker says so
     instead of waiting for a topic that will never be there."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "remediator.cli", "worker"],
-        env={
-            **env,
-            **names.env(),
-            "REMEDIATOR_BROKER": broker.url,
-            "REMEDIATOR_REPLICATION_FACTOR": "3",
-            "REMEDIATOR_DATA_DIR": str(tmp_path),
-            "REMEDIATOR_WEB_PORT": str(free_port()),
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _start_worker(broker, names, tmp_path, REMEDIATOR_REPLICATION_FACTOR="3")
     (line,) = done.stderr.strip().splitlines()
     assert done.returncode == 1, done.stderr
     assert line.startswith("remediator: cannot create topic "), line
