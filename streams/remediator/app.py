@@ -36,6 +36,8 @@ from faust.tables.manager import TableManager as FaustTableManager
 from remediator import codec, dashboard, failpoints
 from remediator.api import openapi
 from remediator.api.alertmanager import alertmanager_receiver
+from remediator.api.audit import AuditTrail
+from remediator.api.auth import Right
 from remediator.api.errors import contract_errors
 from remediator.api.views import Api
 from remediator.domain.correlate import CorrelationConfig
@@ -78,6 +80,7 @@ class Topics:
     dead_letters: faust.TopicT
     replies: faust.TopicT
     policy_events: faust.TopicT
+    audit: faust.TopicT
 
 
 def external_topic_names(settings: Settings) -> list[str]:
@@ -88,6 +91,7 @@ def external_topic_names(settings: Settings) -> list[str]:
         settings.topic_transitions,
         settings.topic_dead_letter,
         settings.topic_policy_events,
+        settings.topic_audit,
     ]
 
 
@@ -354,6 +358,12 @@ def create_app(
         passive_topic=settings.topic_passive_events,
         app_id=settings.app_id,
     )
+    trail = AuditTrail(
+        worker=settings.app_id,
+        clock=clock,
+        timeout=settings.api_timeout_seconds,
+        count=lambda result: metrics.audit_records(result).inc(),
+    )
     session_timeout = settings.session_timeout
     app = RemediatorApp(
         settings.app_id,
@@ -397,7 +407,8 @@ def create_app(
         web_in_thread=False,
         web_application_options={
             # Metrics outermost: they see the status the client gets.
-            "middlewares": [metrics.middleware, contract_errors],
+            # The audit trail inside the errors: it sees a view's ApiError as raised.
+            "middlewares": [metrics.middleware, contract_errors, trail.middleware],
             "client_max_size": MAX_REQUEST_BODY,
         },
         # Faust's own introspection pages (tables, router, stats) are unauthenticated.
@@ -411,6 +422,7 @@ def create_app(
         app.conf.broker_consumer, app
     )
     topics = _topics(app, settings)
+    trail.topic = topics.audit
     tables = _tables(app, settings)
     app.inbox_topic_name = settings.inbox_topic
     control_plane_url: Callable[[], str]
@@ -536,11 +548,13 @@ def create_app(
         settings,
         events=topics.passive_events,
         dead_letters=topics.dead_letters,
-        authenticate=api.principal,
+        authenticate=api.authorizer(Right.WEBHOOK, "post Alertmanager notifications"),
         clock=clock,
     )
     app.web.web_app.add_routes(alertmanager.routes())  # type: ignore[attr-defined]
-    dashboard.install(app, settings, authenticate=api.principal)  # /dashboard/, its stream
+    dashboard.install(
+        app, settings, authenticate=api.authorizer(Right.READ, "read the transition stream")
+    )  # /dashboard/, its stream
     return app
 
 
@@ -622,6 +636,7 @@ def _topics(app: faust.App, settings: Settings) -> Topics:
         transitions=raw(settings.topic_transitions),
         dead_letters=raw(settings.topic_dead_letter),
         policy_events=raw(settings.topic_policy_events),
+        audit=raw(settings.topic_audit),
         # Replies to API commands: low volume, read whole by every worker.
         replies=app.topic(
             settings.replies_topic,

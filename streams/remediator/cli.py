@@ -347,6 +347,14 @@ def _start_fleet_simulator(settings: Settings, extra: list[str]) -> subprocess.P
     return runner.start_child(argv)
 
 
+def _principals(settings: Settings) -> str:
+    """``alice (admin), am (webhook)``: who may call the API, never their tokens."""
+    callers = sorted({(c.principal, c.role.value) for c in settings.tokens.values()})
+    if not callers:
+        return "none (REMEDIATOR_API_TOKENS is empty: every API call is 401)"
+    return ", ".join(f"{principal} ({role})" for principal, role in callers)
+
+
 def _print_banner(settings: Settings, *, embedded: bool) -> None:
     where = "embedded Tansu broker (memory only)" if embedded else "broker"
     policy = settings.policy_in_force
@@ -356,8 +364,7 @@ def _print_banner(settings: Settings, *, embedded: bool) -> None:
         + ("" if embedded else f" ({settings.broker_security.describe()})"),
         f"  REST API: http://{settings.web_host}:{settings.web_port}/v1/compute "
         f"(OpenAPI at /openapi.json, health at /healthz, metrics at /metrics)",
-        f"  API principals: {', '.join(sorted(set(settings.tokens.values()))) or 'none'}"
-        + ("" if settings.tokens else " (REMEDIATOR_API_TOKENS is empty: every API call is 401)"),
+        f"  API principals: {_principals(settings)}",
         "  control plane: "
         + (
             settings.control_plane_url

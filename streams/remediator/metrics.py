@@ -228,6 +228,15 @@ class Metrics:
                 registry=registry,
             )
         )
+        self.audit_records = _Children(
+            Counter(
+                "remediator_audit_records_total",
+                "Audit records of mutating API calls, by result: written (acknowledged by "
+                "the broker) or unacknowledged (logged at ERROR instead).",
+                ["result"],
+                registry=registry,
+            )
+        )
         self.api_requests = _Children(
             Counter(
                 "remediator_api_requests_total",

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from .domain.models import (
     ActiveHealthCheckRun,
+    AuditRecord,
     DeadLetter,
     PassiveHealthCheckEvent,
     PolicyEvent,
@@ -36,6 +37,7 @@ MODELS: dict[str, tuple[type[BaseModel], str]] = {
     "remediation-transition": (RemediationTransition, "value on remediation-transitions"),
     "dead-letter": (DeadLetter, "value on remediator-dead-letter"),
     "policy-event": (PolicyEvent, "value on remediator-policy-events"),
+    "audit-record": (AuditRecord, "value on remediator-audit"),
     "policy": (Policy, "the policy file (TOML), REMEDIATOR_POLICY_FILE"),
 }
 

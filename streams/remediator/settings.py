@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from remediator.api.auth import NAMED_ROLES, Caller, Role
 from remediator.domain.policy import (
     Policy,
     PolicyError,
@@ -260,7 +261,12 @@ class Settings(BrokerSettings):
     web_port: int = Field(default=6066, ge=1, le=65535, description="REST API port.")
     api_tokens: str = Field(
         default="",
-        description="Comma-separated principal=token pairs for the REST API.",
+        description="Comma-separated principal=token or principal:role=token entries for "
+        "the REST API; role viewer, operator, admin or webhook (none: every right).",
+    )
+    api_tokens_file: Path | None = Field(
+        default=None,
+        description="A file of more such entries, one a line (# starts a comment).",
     )
     control_plane_url: str | None = Field(
         default=None,
@@ -299,6 +305,11 @@ class Settings(BrokerSettings):
     topic_transitions: str = Field(default="remediation-transitions", pattern=_TOPIC_NAME)
     topic_dead_letter: str = Field(default="remediator-dead-letter", pattern=_TOPIC_NAME)
     topic_policy_events: str = Field(default="remediator-policy-events", pattern=_TOPIC_NAME)
+    topic_audit: str = Field(
+        default="remediator-audit",
+        pattern=_TOPIC_NAME,
+        description="Every mutating API call, done or refused: who, what, the outcome.",
+    )
     policy_file: Path | None = Field(
         default=None,
         description="The remediation policy (TOML). Unset: the default shipped with the "
@@ -499,6 +510,11 @@ class Settings(BrokerSettings):
         parse_tokens(value)
         return value
 
+    @model_validator(mode="after")
+    def _check_tokens_file(self) -> Settings:
+        self.tokens  # noqa: B018 - read and check the file now, not at the first request
+        return self
+
     @field_validator("control_plane_url")
     @classmethod
     def _check_control_plane_url(cls, value: str | None) -> str | None:
@@ -514,9 +530,26 @@ class Settings(BrokerSettings):
         return value.strip().rstrip("/")
 
     @property
-    def tokens(self) -> dict[str, str]:
-        """Token -> principal, for authenticating API requests."""
-        return parse_tokens(self.api_tokens)
+    def tokens(self) -> dict[str, Caller]:
+        """Token -> the principal and role it authenticates, from both settings."""
+        tokens = parse_tokens(self.api_tokens)
+        if self.api_tokens_file is not None:
+            var = f"{ENV_PREFIX}API_TOKENS_FILE"
+            try:
+                text = self.api_tokens_file.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or "not UTF-8"
+                raise ValueError(f"{var}: cannot read {self.api_tokens_file} ({reason})") from None
+            # A comment starts a line or follows a blank: a token may hold "#" itself.
+            lines = [re.sub(r"(^|\s)#.*", "", line) for line in text.splitlines()]
+            try:
+                more = parse_tokens(lines)
+            except ValueError as exc:
+                raise ValueError(f"{var}: {exc}") from None
+            if set(more) & set(tokens):
+                raise ValueError(f"{var}: a token is also in {ENV_PREFIX}API_TOKENS")
+            tokens.update(more)
+        return tokens
 
     @property
     def session_timeout(self) -> float:
@@ -547,22 +580,36 @@ def parse_server(entry: str) -> str:
     return f"{host}:{port}"
 
 
-def parse_tokens(value: str) -> dict[str, str]:
-    """Parse ``principal=token,principal=token`` into token -> principal."""
-    tokens: dict[str, str] = {}
-    for number, pair in enumerate(value.split(","), start=1):
-        pair = pair.strip()
-        if not pair:
+def parse_tokens(value: str | Sequence[str]) -> dict[str, Caller]:
+    """Parse ``principal[:role]=token`` entries (comma-separated, or one per item) into
+    token -> caller. No role: every right (the only form before roles existed).
+
+    A role that is not one of :data:`NAMED_ROLES` is refused rather than read as part of
+    the principal: a typo must not grant every right. Error messages never include a token.
+    """
+    entries = value.split(",") if isinstance(value, str) else value
+    tokens: dict[str, Caller] = {}
+    for number, entry in enumerate(entries, start=1):
+        entry = entry.strip()
+        if not entry:
             continue
-        principal, sep, token = pair.partition("=")
-        principal, token = principal.strip(), token.strip()
-        if not sep or not principal or not token:
-            raise ValueError(f"entry {number} is not principal=token")
+        who, sep, token = entry.partition("=")
+        who, token = who.strip(), token.strip()
+        if not sep or not who or not token:
+            raise ValueError(f"entry {number} is not principal=token or principal:role=token")
+        principal, colon, role_name = who.rpartition(":")
+        if not colon:
+            principal, role = who, Role.UNRESTRICTED
+        elif role_name in {r.value for r in NAMED_ROLES}:
+            role = Role(role_name)
+        else:
+            roles = ", ".join(r.value for r in NAMED_ROLES)
+            raise ValueError(f"entry {number}: unknown role {role_name!r} (one of {roles})")
         if not _PRINCIPAL.match(principal):
             raise ValueError(f"entry {number}: principal {principal!r} has unexpected characters")
         if token in tokens:
             raise ValueError(f"entry {number}: the same token is given twice")
-        tokens[token] = principal
+        tokens[token] = Caller(principal, role)
     return tokens
 
 

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from remediator.api import alertmanager
 from remediator.api.alertmanager import ALERTMANAGER, SOURCE, AlertmanagerReceiver, Message
 from remediator.api.alertmanager_mapping import LabelNames
+from remediator.api.auth import Caller, Role
 from remediator.api.errors import contract_errors
 from remediator.api.views import Api
 from remediator.app import MAX_REQUEST_BODY
@@ -54,7 +55,7 @@ def producer() -> FakeProducer:
 async def client(producer: FakeProducer) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     api = Api(
         gateway=None,  # type: ignore[arg-type]  # authentication needs no gateway
-        tokens={"am-token": "alertmanager"},
+        tokens={"am-token": Caller("alertmanager", Role.UNRESTRICTED)},
         clock=lambda: NOW,
         unready=lambda: None,
         owned=list,

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from remediator.api.auth import Caller, Role
 from remediator.api.errors import contract_errors
 from remediator.api.views import Api
 from remediator.domain import budget, correlate
@@ -272,7 +273,7 @@ async def test_paging_through_large_records_gets_each_once_in_pages_that_fit(pat
             harness.signal(huge_event(instance * 100 + n, instance_id=f"i{instance}"))
     api = Api(
         gateway=HarnessGateway(harness),  # type: ignore[arg-type]
-        tokens={"t0ken": "alice"},
+        tokens={"t0ken": Caller("alice", Role.UNRESTRICTED)},
         clock=lambda: T0,
         unready=lambda: None,
         owned=list,

@@ -26,6 +26,7 @@ from remediator.domain.models import (
     RemediationState,
     RemediationTrigger,
 )
+from remediator.domain.policy import Policy
 from remediator.domain.replies import ErrorCode
 from remediator.domain.state import InstanceState
 from tests.builders import T0, run
@@ -375,3 +376,100 @@ def test_a_host_power_cycle_is_created_directly_never_as_an_approval_override() 
     assert "cannot be set as an approval override" in (refused.reply.error_message or "")
     assert refused.transitions == ()
     assert refused.state.open == state.open
+
+
+# --- two-person approval (issue 19) ----------------------------------------------------
+
+EVICT = "REMEDIATION_MODE_EVICT_WITHOUT_REPLACEMENT"
+
+
+def test_an_override_to_a_two_person_mode_needs_a_second_different_person() -> None:
+    state, rid = automated()
+    first = handle(state, cmd(K.APPROVE, remediation_id=rid, mode=EVICT, comment="bad"), NOW)
+    rem = first.reply.remediation
+    assert rem is not None
+    # Recorded, still waiting; the record says who approved and that two are needed.
+    assert (rem.state, rem.mode, rem.reviewed_by) == (S.PENDING_APPROVAL, rem.mode, None)
+    assert rem.approvals_required == 2
+    assert [(a.principal, a.mode.value, a.comment) for a in rem.approvals] == [
+        ("alice", EVICT, "bad")
+    ]
+    (transition,) = first.transitions
+    assert (transition.from_state, transition.to_state, transition.event) == (
+        S.PENDING_APPROVAL,
+        S.PENDING_APPROVAL,
+        "RECORD_APPROVAL",
+    )
+    (event,) = first.events
+    assert (event.kind.value, event.instance_id, event.mode) == (
+        "APPROVAL_RECORDED",
+        "i1",
+        RemediationMode.EVICT_WITHOUT_REPLACEMENT,
+    )
+    # The same person again: refused, nothing changes.
+    again = handle(first.state, cmd(K.APPROVE, remediation_id=rid, mode=EVICT), NOW)
+    assert again.reply.error_code is ErrorCode.FAILED_PRECONDITION
+    assert "different person" in (again.reply.error_message or "")
+    assert (again.transitions, again.events) == ((), ())
+    # Someone else: approved, in the mode both approved.
+    second = handle(
+        again.state, cmd(K.APPROVE, remediation_id=rid, mode=EVICT, principal="bob"), NOW
+    )
+    rem = second.reply.remediation
+    assert rem is not None
+    assert (rem.state, rem.mode.value, rem.reviewed_by) == (S.PENDING, EVICT, "bob")
+    assert [a.principal for a in rem.approvals] == ["alice", "bob"]
+    assert second.events == ()
+
+
+def test_a_second_approval_of_a_lighter_mode_is_an_ordinary_approval() -> None:
+    state, rid = automated()
+    first = handle(state, cmd(K.APPROVE, remediation_id=rid, mode=EVICT), NOW)
+    second = handle(first.state, cmd(K.APPROVE, remediation_id=rid, principal="bob"), NOW)
+    rem = second.reply.remediation
+    assert rem is not None
+    # The recommendation's own mode (HOST_AWARE), which one approval suffices for.
+    assert (rem.state, rem.mode, rem.reviewed_by) == (S.PENDING, RemediationMode.HOST_AWARE, "bob")
+
+
+def test_a_policy_without_two_person_modes_approves_at_once() -> None:
+    state, rid = automated()
+    policy = Policy(two_person_modes=[])
+    handled = handle(state, cmd(K.APPROVE, remediation_id=rid, mode=EVICT), NOW, policy)
+    rem = handled.reply.remediation
+    assert rem is not None
+    assert (rem.state, rem.approvals) == (S.PENDING, [])
+
+
+def test_a_cluster_may_name_its_own_two_person_modes() -> None:
+    policy = Policy.model_validate(
+        {"clusters": {"c1": {"two_person_modes": ["REMEDIATION_MODE_HOST_AWARE"]}}}
+    )
+    assert policy.needs_two("c1", RemediationMode.HOST_AWARE)
+    assert not policy.needs_two("c1", RemediationMode.EVICT_WITHOUT_REPLACEMENT)
+    assert policy.needs_two("c2", RemediationMode.EVICT_WITHOUT_REPLACEMENT)
+    state, rid = automated()  # a HOST_AWARE recommendation in c1
+    handled = handle(state, cmd(K.APPROVE, remediation_id=rid), NOW, policy)
+    assert handled.reply.remediation is not None
+    assert handled.reply.remediation.state is S.PENDING_APPROVAL
+
+
+@pytest.mark.parametrize("two_person_manual", [False, True])
+def test_manual_creates_keep_the_providers_behaviour_unless_the_policy_says(
+    two_person_manual: bool,
+) -> None:
+    policy = Policy(two_person_manual=two_person_manual)
+    created = handle(None, cmd(K.CREATE, remediation_id="r1", mode=EVICT), NOW, policy)
+    rem = created.reply.remediation
+    assert rem is not None
+    if not two_person_manual:
+        assert (rem.state, rem.approvals) == (S.PENDING, [])
+        return
+    assert rem.state is S.PENDING_APPROVAL
+    assert [a.principal for a in rem.approvals] == ["alice"]  # the requester's approval
+    assert [e.kind.value for e in created.events] == ["APPROVAL_RECORDED"]
+    mine = handle(created.state, cmd(K.APPROVE, remediation_id="r1"), NOW, policy)
+    assert mine.reply.error_code is ErrorCode.FAILED_PRECONDITION
+    theirs = handle(mine.state, cmd(K.APPROVE, remediation_id="r1", principal="bob"), NOW, policy)
+    assert theirs.reply.remediation is not None
+    assert theirs.reply.remediation.state is S.PENDING

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from remediator import dashboard
 from remediator.api import live
+from remediator.api.auth import Caller, Role
 from remediator.api.errors import contract_errors
 from remediator.api.live import READY, Subscriber, TransitionFeed, TransitionStream
 from remediator.api.views import Api
@@ -32,7 +33,7 @@ AUTH = {"Authorization": "Bearer dash-token"}
 async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
     api = Api(
         gateway=None,  # type: ignore[arg-type]  # authentication needs no gateway
-        tokens={"dash-token": "operator"},
+        tokens={"dash-token": Caller("operator", Role.UNRESTRICTED)},
         clock=lambda: datetime(2026, 11, 25, tzinfo=UTC),
         unready=lambda: None,
         owned=list,

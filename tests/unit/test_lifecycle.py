@@ -50,8 +50,11 @@ ALLOWED_MOVES = {
     (S.RUNNING, Event.STEP_DONE): S.RUNNING,
     (S.PENDING_APPROVAL, Event.UPGRADE_MODE): S.PENDING_APPROVAL,
     (S.PENDING, Event.UPGRADE_MODE): S.PENDING,
+    # Two-person approval: the first of two approvals is recorded, the state stays.
+    (S.PENDING_APPROVAL, Event.RECORD_APPROVAL): S.PENDING_APPROVAL,
 }
-MOVING_EVENTS = [e for e in Event if e not in (Event.CREATE_AUTOMATED, Event.CREATE_MANUAL)]
+CREATIONS = (Event.CREATE_AUTOMATED, Event.CREATE_MANUAL, Event.CREATE_MANUAL_FOR_APPROVAL)
+MOVING_EVENTS = [e for e in Event if e not in CREATIONS]
 
 
 def record(

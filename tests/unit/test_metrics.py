@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from faust.types import TP
 from prometheus_client.parser import text_string_to_metric_families
 
+from remediator.api.auth import Caller, Role
 from remediator.api.errors import contract_errors
 from remediator.api.views import Api
 from remediator.domain import safety
@@ -358,7 +359,7 @@ async def served() -> Any:
     metrics = Metrics()
     api = Api(
         gateway=None,  # type: ignore[arg-type]  # whoami and healthz ask no partition
-        tokens={"t0ken": "alice"},
+        tokens={"t0ken": Caller("alice", Role.UNRESTRICTED)},
         clock=lambda: T0,
         unready=lambda: None,
         owned=list,

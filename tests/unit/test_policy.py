@@ -117,9 +117,11 @@ def test_rules_match_in_order_with_annotation_refinements() -> None:
     fallback = classify(event(alert_name="Other"), policy)
     assert (fallback.rule, fallback.mode) == ("fallback", M.VM_ONLY)
     assert policy.rule("xid") is not None
-    assert policy.auto_approves("c1", "xid")
-    assert not policy.auto_approves("c1", "special-xid")
-    assert not policy.auto_approves("c2", "xid")
+    assert policy.auto_approves("c1", "xid", M.REBOOT_VM)
+    assert not policy.auto_approves("c1", "special-xid", M.HOST_AWARE)
+    assert not policy.auto_approves("c2", "xid", M.REBOOT_VM)
+    # A mode that needs two people is never approved by the policy alone.
+    assert not policy.auto_approves("c1", "xid", M.HOST_POWER_CYCLE)
 
 
 def test_without_a_fallback_unknown_faults_are_only_recorded() -> None:

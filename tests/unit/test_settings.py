@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from remediator.api.auth import Caller, Role
 from remediator.settings import ConfigError, load_settings, unknown_variables
 
 
@@ -27,7 +30,57 @@ def test_broker_list_accepts_kafka_urls_and_bare_host_ports() -> None:
 
 def test_api_tokens_map_token_to_principal() -> None:
     settings = load_settings({"REMEDIATOR_API_TOKENS": "alice=s3cret, ops-bot=t0ken"})
-    assert settings.tokens == {"s3cret": "alice", "t0ken": "ops-bot"}
+    # Without a role: every right, as before roles existed.
+    assert settings.tokens == {
+        "s3cret": Caller("alice", Role.UNRESTRICTED),
+        "t0ken": Caller("ops-bot", Role.UNRESTRICTED),
+    }
+
+
+def test_api_tokens_carry_roles_and_a_file_adds_more(tmp_path: Path) -> None:
+    tokens_file = tmp_path / "tokens"
+    tokens_file.write_text(
+        "# who may do what\nam:webhook=am-t0ken  # Alertmanager\n\nops:admin=a#b\n"
+    )
+    settings = load_settings(
+        {
+            "REMEDIATOR_API_TOKENS": "viv:viewer=v, olga:operator=o, svc:eu:viewer=s",
+            "REMEDIATOR_API_TOKENS_FILE": str(tokens_file),
+        }
+    )
+    assert settings.tokens == {
+        "v": Caller("viv", Role.VIEWER),
+        "o": Caller("olga", Role.OPERATOR),
+        "s": Caller("svc:eu", Role.VIEWER),  # the role is after the last colon
+        "am-t0ken": Caller("am", Role.WEBHOOK),
+        "a#b": Caller("ops", Role.ADMIN),  # "#" starts a comment only after a blank
+    }
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        # A misspelt role must not fall back to every right.
+        ({"REMEDIATOR_API_TOKENS": "alice:viewr=s3cret"}, "unknown role 'viewr'"),
+        ({"REMEDIATOR_API_TOKENS_FILE": "/nonexistent/tokens"}, "API_TOKENS_FILE: cannot read"),
+        (
+            {"REMEDIATOR_API_TOKENS": "a:viewer=s3cret", "REMEDIATOR_API_TOKENS_FILE": "SAME"},
+            "API_TOKENS_FILE: a token is also in REMEDIATOR_API_TOKENS",
+        ),
+    ],
+)
+def test_bad_token_settings_stop_start_up_with_one_line(
+    environ: dict[str, str], expected: str, tmp_path: Path
+) -> None:
+    if environ.get("REMEDIATOR_API_TOKENS_FILE") == "SAME":
+        (tmp_path / "t").write_text("b:admin=s3cret\n")
+        environ = {**environ, "REMEDIATOR_API_TOKENS_FILE": str(tmp_path / "t")}
+    with pytest.raises(ConfigError) as raised:
+        load_settings(environ)
+    message = str(raised.value)
+    assert expected in message
+    assert "\n" not in message
+    assert "s3cret" not in message
 
 
 @pytest.mark.parametrize(

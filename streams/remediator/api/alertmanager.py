@@ -98,7 +98,7 @@ class AlertmanagerReceiver:
         self._deliveries: set[asyncio.Future[None]] = set()
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post(ALERTMANAGER, self.receive)]
+        return [web.post(ALERTMANAGER, self.receive, name="alertmanager.post")]
 
     async def receive(self, request: web.Request) -> web.Response:
         principal = self.authenticate(request)

@@ -64,6 +64,7 @@ GRPC_CODES = {
     "INTERNAL": 13,
     "UNAVAILABLE": 14,
     "UNAUTHENTICATED": 16,
+    "PERMISSION_DENIED": 7,
 }
 
 
@@ -71,6 +72,8 @@ def error_type(status: HTTPStatus) -> str:
     """``error.type``: the class of error, in the words the provider's SDK uses."""
     if status == HTTPStatus.UNAUTHORIZED:
         return "authentication_error"
+    if status == HTTPStatus.FORBIDDEN:
+        return "permission_error"
     if status == HTTPStatus.SERVICE_UNAVAILABLE:
         return "service_unavailable_error"
     if status >= HTTPStatus.INTERNAL_SERVER_ERROR:

@@ -98,6 +98,12 @@ class WhoamiResponse(BaseModel):
     principal: str = Field(
         description="An addition: who requested_by and reviewed_by will say acted."
     )
+    role: str = Field(
+        default="unrestricted",
+        description="An addition: the token's role (viewer, operator, admin, webhook; "
+        "unrestricted: an entry without a role, every right), so that a client shows only "
+        "what the caller may do.",
+    )
 
 
 class ListClustersResponse(BaseModel):

@@ -7,7 +7,6 @@ two workers answer the same way and concurrent changes are applied one after the
 
 from __future__ import annotations
 
-import hmac
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -20,6 +19,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from remediator import __version__
 from remediator.api import paging, query
+from remediator.api.auth import NOTE, Authenticator, Caller, Right
 from remediator.api.errors import ApiError
 from remediator.api.models import (
     ApproveBody,
@@ -83,7 +83,7 @@ class Api:
         self,
         *,
         gateway: Gateway,
-        tokens: Mapping[str, str],
+        tokens: Mapping[str, Caller],
         clock: Callable[[], datetime],
         unready: Callable[[], str | None],
         owned: Callable[[], list[int]],
@@ -93,7 +93,7 @@ class Api:
         policy: PolicyInForce | None = None,
     ) -> None:
         self.gateway = gateway
-        self.tokens = dict(tokens)
+        self.auth = Authenticator(tokens)
         self.clock = clock
         self.unready = unready
         self.owned = owned
@@ -105,24 +105,16 @@ class Api:
     # --- plumbing -------------------------------------------------------------------
 
     def principal(self, request: web.Request) -> str:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(
-                HTTPStatus.UNAUTHORIZED,
-                "UNAUTHENTICATED",
-                "missing credentials: send Authorization: Bearer <token>",
-            )
-        # aiohttp keeps undecodable header bytes as surrogates: compare the bytes as sent
-        # (a plain encode() raised, and a non-UTF-8 token was a 500).
-        presented = token.strip().encode("utf-8", "surrogateescape")
-        found = None
-        for candidate, principal in self.tokens.items():
-            if hmac.compare_digest(candidate.encode(), presented):
-                found = principal
-        if found is None:
-            raise ApiError(HTTPStatus.UNAUTHORIZED, "UNAUTHENTICATED", "invalid token")
-        return found
+        """Any authenticated caller's principal (whoami; every role may ask it)."""
+        return self.auth.caller(request).principal
+
+    def allowed(self, request: web.Request, right: Right, action: str) -> str:
+        """The caller's principal if its role holds ``right``; else 401 or 403."""
+        return self.auth.require(request, right, action).principal
+
+    def authorizer(self, right: Right, action: str) -> Callable[[web.Request], str]:
+        """:meth:`allowed` for one right, for the views outside this class."""
+        return lambda request: self.allowed(request, right, action)
 
     @staticmethod
     async def body(request: web.Request, model: type[B]) -> B:
@@ -130,9 +122,12 @@ class Api:
         if not raw.strip():
             raw = b"{}"
         try:
-            return model.model_validate_json(raw)
+            body = model.model_validate_json(raw)
         except ValidationError as exc:
             raise ApiError.invalid(_describe(exc)) from None
+        if (note := NOTE.get()) is not None:
+            note.body = body  # the audit trail records the mode asked for
+        return body
 
     @staticmethod
     def ok(model: BaseModel) -> web.Response:
@@ -217,7 +212,7 @@ class Api:
         return web.Response(body=self.openapi(), content_type="application/json")
 
     async def create(self, request: web.Request) -> web.Response:
-        principal = self.principal(request)
+        principal = self.allowed(request, Right.OPERATE, "create remediations")
         body = await self.body(request, CreateRemediationBody)
         client_id = request.query.get("remediation_id") or request.query.get("request_id")
         if client_id is not None:
@@ -234,11 +229,11 @@ class Api:
         return self.ok(await self.ask(command, route))
 
     async def get(self, request: web.Request) -> web.Response:
-        principal = self.principal(request)
+        principal = self.allowed(request, Right.READ, "read remediations")
         return self.ok(await self.ask(self.command(request, CommandKind.GET, principal)))
 
     async def approve(self, request: web.Request) -> web.Response:
-        principal = self.principal(request)
+        principal = self.allowed(request, Right.OPERATE, "approve remediations")
         body = await self.body(request, ApproveBody)
         command = self.command(
             request, CommandKind.APPROVE, principal, comment=body.comment, mode=body.mode
@@ -246,18 +241,18 @@ class Api:
         return self.ok(await self.ask(command))
 
     async def reject(self, request: web.Request) -> web.Response:
-        principal = self.principal(request)
+        principal = self.allowed(request, Right.OPERATE, "reject remediations")
         body = await self.body(request, RejectBody)
         command = self.command(request, CommandKind.REJECT, principal, comment=body.comment)
         return self.ok(await self.ask(command))
 
     async def cancel(self, request: web.Request) -> web.Response:
-        principal = self.principal(request)
+        principal = self.allowed(request, Right.OPERATE, "cancel remediations")
         await self.body(request, CancelBody)
         return self.ok(await self.ask(self.command(request, CommandKind.CANCEL, principal)))
 
     async def list_remediations(self, request: web.Request) -> web.Response:
-        principal = self.principal(request)
+        principal = self.allowed(request, Right.READ, "read remediations")
         params = request.query
         states = query.enum_filter(params.getall("state", []), RemediationState, "state")
         modes = query.enum_filter(params.getall("mode", []), RemediationMode, "mode")
@@ -316,7 +311,8 @@ class Api:
     async def whoami(self, request: web.Request) -> web.Response:
         """The caller, in the SDK's ``project_api_key`` shape: the SDK's CLI asks this
         before every command and takes ``project.id`` as its project."""
-        principal = self.principal(request)
+        caller = self.auth.caller(request)
+        principal = caller.principal
         slug = re.sub(r"[^a-z0-9-]+", "-", self.app_id.lower()).strip("-") or "remediator"
         return self.ok(
             WhoamiResponse(
@@ -324,13 +320,14 @@ class Api:
                 organization=WhoamiOrganization(id=self.app_id, name=self.app_id),
                 project=WhoamiProject(id=self.app_id, name=self.app_id, slug=slug),
                 principal=principal,
+                role=caller.role.value,
             )
         )
 
     async def list_clusters(self, request: web.Request) -> web.Response:
         """Every cluster the service knows: asked of every partition's owner, like a
         cluster-wide list (the SDK's CLI finds a remediation's cluster and instance so)."""
-        principal = self.principal(request)
+        principal = self.allowed(request, Right.READ, "list clusters")
         command = Command(
             command_id=new_command_id(),
             kind=CommandKind.CLUSTERS,
@@ -347,7 +344,7 @@ class Api:
 
     async def policy_in_force(self, request: web.Request) -> web.Response:
         """The policy this worker runs: its source, the hash the banner shows, the rules."""
-        self.principal(request)
+        self.allowed(request, Right.READ, "read the policy")
         policy = self.policy
         return self.ok(
             PolicyResponse(
@@ -360,18 +357,18 @@ class Api:
     # --- policy: explain, opt-out, cluster safety and pause (additions) ----------------
 
     async def explain(self, request: web.Request) -> web.Response:
-        principal = self.principal(request)
+        principal = self.allowed(request, Right.READ, "read explanations")
         reply = await self._ask(self.command(request, CommandKind.EXPLAIN, principal))
         return self._explanation(reply)
 
     async def opt_out(self, request: web.Request) -> web.Response:
-        principal = self.principal(request)
+        principal = self.allowed(request, Right.ADMINISTER, "opt instances out")
         body = await self.body(request, ReasonBody)
         command = self.command(request, CommandKind.OPT_OUT, principal, reason=body.reason)
         return self._explanation(await self._ask(command))
 
     async def opt_in(self, request: web.Request) -> web.Response:
-        principal = self.principal(request)
+        principal = self.allowed(request, Right.ADMINISTER, "opt instances back in")
         return self._explanation(
             await self._ask(self.command(request, CommandKind.OPT_IN, principal))
         )
@@ -379,7 +376,7 @@ class Api:
     async def lift_hold(self, request: web.Request) -> web.Response:
         """Lift a HELD_FOR_HUMAN hold (an addition): the remediations carried out so far
         stop counting, so the next failing signal may open one again."""
-        principal = self.principal(request)
+        principal = self.allowed(request, Right.ADMINISTER, "lift holds")
         body = await self.body(request, ReasonBody)
         command = self.command(request, CommandKind.LIFT_HOLD, principal, reason=body.reason)
         return self._explanation(await self._ask(command))
@@ -406,18 +403,18 @@ class Api:
         )
 
     async def safety(self, request: web.Request) -> web.Response:
-        principal = self.principal(request)
+        principal = self.allowed(request, Right.READ, "read a cluster's safety state")
         command = self.cluster_command(request, CommandKind.SAFETY, principal)
         return self._safety(await self._ask(command, Route.CLUSTER))
 
     async def pause(self, request: web.Request) -> web.Response:
-        principal = self.principal(request)
+        principal = self.allowed(request, Right.ADMINISTER, "pause clusters")
         body = await self.body(request, ReasonBody)
         command = self.cluster_command(request, CommandKind.PAUSE, principal, reason=body.reason)
         return self._safety(await self._ask(command, Route.CLUSTER))
 
     async def unpause(self, request: web.Request) -> web.Response:
-        principal = self.principal(request)
+        principal = self.allowed(request, Right.ADMINISTER, "resume clusters")
         command = self.cluster_command(request, CommandKind.RESUME, principal)
         return self._safety(await self._ask(command, Route.CLUSTER))
 
@@ -434,19 +431,19 @@ class Api:
             web.get(WHOAMI, self.whoami),
             web.get(CLUSTERS, self.list_clusters),
             web.get(POLICY, self.policy_in_force),
-            web.post(COLLECTION, self.create),
+            web.post(COLLECTION, self.create, name="remediation.create"),
             web.get(COLLECTION, self.list_remediations),
             web.get(RESOURCE, self.get),
-            web.post(RESOURCE + "/approve", self.approve),
-            web.post(RESOURCE + "/reject", self.reject),
-            web.post(RESOURCE + "/cancel", self.cancel),
+            web.post(RESOURCE + "/approve", self.approve, name="remediation.approve"),
+            web.post(RESOURCE + "/reject", self.reject, name="remediation.reject"),
+            web.post(RESOURCE + "/cancel", self.cancel, name="remediation.cancel"),
             web.get(INSTANCE + "/explain", self.explain),
-            web.put(INSTANCE + "/opt-out", self.opt_out),
-            web.delete(INSTANCE + "/opt-out", self.opt_in),
-            web.delete(INSTANCE + "/hold", self.lift_hold),
+            web.put(INSTANCE + "/opt-out", self.opt_out, name="instance.opt_out"),
+            web.delete(INSTANCE + "/opt-out", self.opt_in, name="instance.opt_in"),
+            web.delete(INSTANCE + "/hold", self.lift_hold, name="instance.lift_hold"),
             web.get(CLUSTER + "/safety", self.safety),
-            web.put(CLUSTER + "/pause", self.pause),
-            web.delete(CLUSTER + "/pause", self.unpause),
+            web.put(CLUSTER + "/pause", self.pause, name="cluster.pause"),
+            web.delete(CLUSTER + "/pause", self.unpause, name="cluster.resume"),
         ]
 
 

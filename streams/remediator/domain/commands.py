@@ -30,13 +30,17 @@ from datetime import datetime
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from remediator.domain import ids
 from remediator.domain.bounds import MAX_PAGE_BYTES, MAX_RECENT_BYTES, Text
 from remediator.domain.budget import measure
 from remediator.domain.lifecycle import Event, IllegalTransition
 from remediator.domain.models import (
+    Approval,
     DecisionRecord,
     Identifier,
     OptOut,
+    PolicyEvent,
+    PolicyEventKind,
     Remediation,
     RemediationMode,
     RemediationState,
@@ -249,6 +253,8 @@ class Handled:
     state: InstanceState
     transitions: tuple[RemediationTransition, ...]
     reply: Reply
+    #: Policy events the command caused (APPROVAL_RECORDED).
+    events: tuple[PolicyEvent, ...] = ()
 
 
 _MOVES = {
@@ -314,10 +320,10 @@ def handle(
     if command.kind is CommandKind.LIST:
         return Handled(state, (), list_reply(command, all_remediations(state, archived)))
     if command.kind is CommandKind.CREATE:
-        new_state, transitions, reply = _create(state, command, now, archived)
+        new_state, transitions, reply = _create(state, command, now, archived, policy)
     else:
-        new_state, transitions, reply = _move(state, command, now, archived)
-    return Handled(_remember(new_state, reply), transitions, reply)
+        new_state, transitions, reply = _move(state, command, now, archived, policy)
+    return Handled(_remember(new_state, reply), transitions, reply, _recorded(transitions))
 
 
 _POLICY_COMMANDS = frozenset(
@@ -393,7 +399,9 @@ def _not_found(command: Command) -> Reply:
 Outcome = tuple[InstanceState, tuple[RemediationTransition, ...], Reply]
 
 
-def _create(state: InstanceState, command: Command, now: datetime, archived: Archived) -> Outcome:
+def _create(
+    state: InstanceState, command: Command, now: datetime, archived: Archived, policy: Policy
+) -> Outcome:
     remediation_id = command.remediation_id or command.command_id
     mode = command.mode or RemediationMode.VM_ONLY
     existing = find(state, remediation_id, archived)
@@ -422,26 +430,36 @@ def _create(state: InstanceState, command: Command, now: datetime, archived: Arc
                 f"remediation {current.id} in state {current.state.value}",
             ),
         )
+    # Two-person approval of manual creates, if the policy asks: the requester's own
+    # approval is the first, a second person's moves it on.
+    second_needed = policy.two_person_manual and policy.needs_two(command.cluster_id, mode)
     remediation = Remediation(
         id=remediation_id,
         cluster_id=command.cluster_id,
         instance_id=command.instance_id,
         mode=mode,
         trigger=RemediationTrigger.MANUAL,
-        state=RemediationState.PENDING,
+        state=RemediationState.PENDING_APPROVAL if second_needed else RemediationState.PENDING,
         reason=command.reason,
         requested_by=command.principal,
         create_time=now,
         update_time=now,
+        approvals_required=2 if second_needed else None,
+        approvals=[Approval(principal=command.principal, at=now, mode=mode, comment=command.reason)]
+        if second_needed
+        else [],
     )
+    reason = command.reason or "created through the API"
     new_state, transition = record_creation(
         # A remediation by hand takes the place of a proposal waiting for room.
         state.model_copy(update={"waiting": None}),
         remediation,
-        Event.CREATE_MANUAL,
+        Event.CREATE_MANUAL_FOR_APPROVAL if second_needed else Event.CREATE_MANUAL,
         now=now,
         actor=command.principal,
-        reason=command.reason or "created through the API",
+        reason=f"{reason}; {mode.value} needs a second person's approval"
+        if second_needed
+        else reason,
     )
     reply = Reply(command_id=command.command_id, remediation=remediation, created=True)
     return new_state, (transition,), reply
@@ -454,13 +472,21 @@ POWER_CYCLE_OVERRIDE = (
 )
 
 
-def _move(state: InstanceState, command: Command, now: datetime, archived: Archived) -> Outcome:
+def _move(
+    state: InstanceState, command: Command, now: datetime, archived: Archived, policy: Policy
+) -> Outcome:
     event = _MOVES[command.kind]
     if command.kind is CommandKind.APPROVE and command.mode is RemediationMode.HOST_POWER_CYCLE:
         return state, (), _error(command, ErrorCode.INVALID_ARGUMENT, POWER_CYCLE_OVERRIDE)
     record = find(state, command.remediation_id or "", archived)
     if record is None:
         return state, (), _not_found(command)
+    if (
+        command.kind is CommandKind.APPROVE
+        and record.state is RemediationState.PENDING_APPROVAL
+        and policy.needs_two(record.cluster_id, command.mode or record.mode)
+    ):
+        return _approve_by_two(state, record, command, now)
     changes: dict[str, object] = {}
     if command.kind in (CommandKind.APPROVE, CommandKind.REJECT):
         changes = {
@@ -493,6 +519,71 @@ def _move(state: InstanceState, command: Command, now: datetime, archived: Archi
         )
     reply = Reply(command_id=command.command_id, remediation=transition.remediation)
     return new_state, (transition,), reply
+
+
+def _approve_by_two(
+    state: InstanceState, record: Remediation, command: Command, now: datetime
+) -> Outcome:
+    """An approval of a mode that needs two different people: the first is recorded (the
+    remediation keeps waiting), the second, by someone else, approves it."""
+    mode = command.mode or record.mode
+    # Approvals of another mode (an override the second person did not repeat) do not count.
+    earlier = [a for a in record.approvals if a.mode is mode]
+    if any(a.principal == command.principal for a in earlier):
+        return (
+            state,
+            (),
+            _error(
+                command,
+                ErrorCode.FAILED_PRECONDITION,
+                f"{command.principal} has already approved remediation {record.id} "
+                f"({mode.value}): a second, different person must approve it",
+            ),
+        )
+    approval = Approval(principal=command.principal, at=now, mode=mode, comment=command.comment)
+    changes: dict[str, object] = {"approvals": [*earlier, approval], "approvals_required": 2}
+    if earlier:
+        event, reason = (
+            Event.APPROVE,
+            _reason(command) + f" (second approval, after {earlier[0].principal})",
+        )
+        changes |= {
+            "reviewed_by": command.principal,
+            "review_time": now,
+            "review_comment": command.comment,
+        }
+        if command.mode is not None:
+            changes["mode"] = command.mode
+    else:
+        event = Event.RECORD_APPROVAL
+        reason = (
+            f"approval 1 of 2 recorded by {command.principal} ({mode.value}): a second, "
+            "different person must approve" + (f": {command.comment}" if command.comment else "")
+        )
+    new_state, transition = record_change(
+        state, record, event, now=now, actor=command.principal, reason=reason, changes=changes
+    )
+    reply = Reply(command_id=command.command_id, remediation=transition.remediation)
+    return new_state, (transition,), reply
+
+
+def _recorded(transitions: Sequence[RemediationTransition]) -> tuple[PolicyEvent, ...]:
+    """An APPROVAL_RECORDED policy event for each first of two approvals: alerting may
+    page the second approver."""
+    return tuple(
+        PolicyEvent(
+            event_id=ids.uuid5(f"policy/APPROVAL_RECORDED/{t.transition_id}"),
+            kind=PolicyEventKind.APPROVAL_RECORDED,
+            cluster_id=t.remediation.cluster_id,
+            instance_id=t.remediation.instance_id,
+            rule=t.remediation.rule,
+            mode=t.remediation.approvals[-1].mode,
+            reason=t.reason,
+            occurred_at=t.occurred_at,
+        )
+        for t in transitions
+        if t.event in (Event.RECORD_APPROVAL.value, Event.CREATE_MANUAL_FOR_APPROVAL.value)
+    )
 
 
 def _reason(command: Command) -> str:

@@ -250,7 +250,7 @@ def _decide(
             reason=f"correlated {signal_ref(signal).kind.value} {key}: {verdict.reason}",
         )
         transitions = [transition]
-        upgraded = _upgrade(state, verdict, now)
+        upgraded = _upgrade(state, verdict, now, config.policy)
         if upgraded is not None:
             state, upgrade = upgraded
             transitions.append(upgrade)
@@ -491,7 +491,7 @@ def _clears(remediation: Remediation, signal: HealthSignal, at: datetime, policy
 
 
 def _upgrade(
-    state: InstanceState, verdict: Verdict, now: datetime
+    state: InstanceState, verdict: Verdict, now: datetime, policy: Policy
 ) -> tuple[InstanceState, RemediationTransition] | None:
     """Raise the mode of a waiting automated remediation to a worse signal's mode."""
     current = state.open
@@ -515,7 +515,15 @@ def _upgrade(
         now=now,
         actor=SYSTEM_PRINCIPAL,
         reason=reason,
-        changes={"mode": verdict.mode, "rule": verdict.rule},
+        changes={
+            "mode": verdict.mode,
+            "rule": verdict.rule,
+            # An approval recorded for the lighter mode does not carry over to this one.
+            "approvals": [],
+            "approvals_required": 2
+            if policy.needs_two(remediation.cluster_id, verdict.mode)
+            else None,
+        },
     )
 
 

@@ -47,6 +47,10 @@ class Event(enum.StrEnum):
     UPGRADE_MODE = "UPGRADE_MODE"
     LINK_ALERT = "LINK_ALERT"  # a passive alert linked (or resolved) on the open record
     EXPIRE = "EXPIRE"  # a recommendation not approved within its approval TTL
+    # Two-person approval: a manual create that needs a second person, and a first
+    # approval (recorded; the remediation keeps waiting for the second).
+    CREATE_MANUAL_FOR_APPROVAL = "CREATE_MANUAL_FOR_APPROVAL"
+    RECORD_APPROVAL = "RECORD_APPROVAL"
 
 
 _OPEN_STATES = (S.PENDING_APPROVAL, S.PENDING, S.QUARANTINING, S.QUARANTINED, S.RUNNING)
@@ -54,6 +58,8 @@ _OPEN_STATES = (S.PENDING_APPROVAL, S.PENDING, S.QUARANTINING, S.QUARANTINED, S.
 TRANSITIONS: Mapping[tuple[RemediationState | None, Event], RemediationState] = {
     (None, Event.CREATE_AUTOMATED): S.PENDING_APPROVAL,
     (None, Event.CREATE_MANUAL): S.PENDING,
+    (None, Event.CREATE_MANUAL_FOR_APPROVAL): S.PENDING_APPROVAL,
+    (S.PENDING_APPROVAL, Event.RECORD_APPROVAL): S.PENDING_APPROVAL,
     (S.PENDING_APPROVAL, Event.APPROVE): S.PENDING,
     (S.PENDING_APPROVAL, Event.REJECT): S.CANCELLED,
     (S.PENDING_APPROVAL, Event.CANCEL): S.CANCELLED,
@@ -101,6 +107,9 @@ def next_state(from_state: RemediationState | None, event: Event) -> Remediation
         raise IllegalTransition(from_state, event) from None
 
 
+_CREATIONS = (Event.CREATE_AUTOMATED, Event.CREATE_MANUAL, Event.CREATE_MANUAL_FOR_APPROVAL)
+
+
 def apply(
     remediation: Remediation,
     event: Event,
@@ -113,7 +122,7 @@ def apply(
     Raises :class:`IllegalTransition` (and changes nothing) when the move is not in
     :data:`TRANSITIONS`. Creation is not an ``apply``: see :func:`create`.
     """
-    if event in (Event.CREATE_AUTOMATED, Event.CREATE_MANUAL):
+    if event in _CREATIONS:
         raise IllegalTransition(remediation.state, event, "the remediation already exists")
     to_state = next_state(remediation.state, event)
     if event is Event.AUTO_RESOLVE and remediation.trigger is not RemediationTrigger.AUTOMATED:

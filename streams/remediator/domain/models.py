@@ -292,6 +292,15 @@ class LinkedAlert(_Record):
     )
 
 
+class Approval(_Record):
+    """One person's approval of a remediation that needs two (an addition)."""
+
+    principal: str
+    at: Timestamp
+    mode: RemediationMode = Field(description="The mode this approval is for.")
+    comment: str | None = None
+
+
 class Remediation(_Record):
     """A node remediation request for one instance: exactly the seed's fields, plus additions."""
 
@@ -346,6 +355,17 @@ class Remediation(_Record):
         description="An addition: linked alerts dropped from linked_alerts to keep the "
         "record under its size budget (the oldest ones; the first and the newest are "
         "always kept).",
+    )
+    # Additions (two-person approval): see domain/commands.py.
+    approvals_required: int | None = Field(
+        default=None,
+        description="An addition: 2 when two different people must approve this "
+        "remediation (its mode is one of the policy's two_person_modes); None otherwise.",
+    )
+    approvals: list[Approval] = Field(
+        default_factory=list,
+        description="An addition: the approvals recorded so far, oldest first, when two "
+        "are required (a manual create of such a mode counts as its requester's).",
     )
 
 
@@ -443,6 +463,7 @@ class PolicyEventKind(enum.StrEnum):
     APPROVAL_EXPIRED = "APPROVAL_EXPIRED"  # a recommendation waited too long: cancelled
     QUEUE_ADMITTED = "QUEUE_ADMITTED"  # a refused proposal waited in the queue, now opened
     VERIFICATION_FAILED = "VERIFICATION_FAILED"  # a SUCCEEDED repair showed no health in time
+    APPROVAL_RECORDED = "APPROVAL_RECORDED"  # first of two approvals (two_person_modes)
 
 
 class PolicyEvent(_Record):
@@ -463,6 +484,40 @@ class PolicyEvent(_Record):
         description='The failure domain (e.g. "rack=r12") a BLAST_RADIUS_* event is about; '
         "None: the whole cluster (an addition, issue 13).",
     )
+
+
+class AuditOutcome(enum.StrEnum):
+    OK = "OK"
+    REFUSED = "REFUSED"  # a 4xx: bad credentials, a right the role lacks, a bad request
+    FAILED = "FAILED"  # a 5xx: the service could not answer (the call may be retried)
+
+
+class AuditRecord(_Record):
+    """One mutating API call, done or refused, on ``remediator-audit`` (an addition):
+    who (principal and role), what (action and target), the outcome and when."""
+
+    audit_id: str = Field(description="Unique per call (a UUID).")
+    occurred_at: Timestamp = Field(description="When the answer was given (wall clock).")
+    principal: str | None = Field(
+        description="Who called; None when the credentials were missing or unknown."
+    )
+    role: str | None = Field(description="The token's role (unrestricted: an entry without).")
+    action: str = Field(description='What was asked, e.g. "remediation.approve".')
+    method: str
+    path: str = Field(description="The request path (no query string), clipped.")
+    cluster_id: str | None = None
+    instance_id: str | None = None
+    remediation_id: str | None = None
+    mode: RemediationMode | None = Field(
+        default=None, description="The mode asked for (create, or an approval override)."
+    )
+    outcome: AuditOutcome
+    status: int = Field(description="The HTTP status answered.")
+    error: str | None = Field(
+        default=None, description='The error\'s contract name, e.g. "PERMISSION_DENIED".'
+    )
+    message: Text | None = Field(default=None, description="The error message, clipped.")
+    worker: str = Field(description="The app id of the worker that answered.")
 
 
 class DeadLetter(_Record):

@@ -21,6 +21,8 @@ def open_automated(
     state: InstanceState, remediation: Remediation, policy: Policy, now: datetime
 ) -> tuple[InstanceState, tuple[RemediationTransition, ...]]:
     """Open an automated remediation, approved at once if its cluster says so."""
+    if policy.needs_two(remediation.cluster_id, remediation.mode):
+        remediation = remediation.model_copy(update={"approvals_required": 2})
     state, created = record_creation(
         state,
         remediation,
@@ -31,7 +33,7 @@ def open_automated(
     )
     transitions = [created]
     rule = remediation.rule or ""
-    if policy.auto_approves(remediation.cluster_id, rule):
+    if policy.auto_approves(remediation.cluster_id, rule, remediation.mode):
         comment = f"policy: rule {rule} is auto-approved in cluster {remediation.cluster_id}"
         state, approved = record_change(
             state,

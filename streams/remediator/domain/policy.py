@@ -278,6 +278,16 @@ class ClusterPolicy(_Strict):
         '(reviewed_by "Auto-Approved"); "*" for all. Never EVICT_WITHOUT_REPLACEMENT.',
     )
     shadow: bool = Field(default=False, description="Dry run for this cluster.")
+    two_person_modes: list[RemediationMode] | None = Field(
+        default=None,
+        description="This cluster's two_person_modes, in place of the policy-wide list "
+        "(an empty list: none here).",
+    )
+
+
+#: Modes that need two different people to approve them unless the policy says otherwise:
+#: the two that take a host down or an instance away for good.
+TWO_PERSON_DEFAULT = [M.HOST_POWER_CYCLE, M.EVICT_WITHOUT_REPLACEMENT]
 
 
 class Policy(_Strict):
@@ -328,6 +338,19 @@ class Policy(_Strict):
     )
     fallback_mode: AutoMode = Field(
         default=M.REBOOT_VM, description="Mode for a failing signal no rule names."
+    )
+    two_person_modes: list[RemediationMode] = Field(
+        default_factory=lambda: list(TWO_PERSON_DEFAULT),
+        description="Approving a remediation of one of these modes (or approving with an "
+        "override to one) needs two different principals: the first approval is recorded "
+        "(an APPROVAL_RECORDED policy event), the second moves it to PENDING. Such a mode "
+        "is never auto-approved. Per cluster overridable.",
+    )
+    two_person_manual: bool = Field(
+        default=False,
+        description="A manual create of a two_person_modes mode opens PENDING_APPROVAL, "
+        "its requester's approval recorded, and needs a second person; false: PENDING at "
+        "once (the provider's behaviour).",
     )
     hold_for_human: HoldForHuman = Field(default_factory=HoldForHuman)
     blast_radius: BlastRadius = Field(default_factory=BlastRadius)
@@ -417,9 +440,22 @@ class Policy(_Strict):
             by_name.setdefault(rule.name, rule)
         return by_name
 
-    def auto_approves(self, cluster_id: str, rule: str) -> bool:
+    def auto_approves(self, cluster_id: str, rule: str, mode: RemediationMode) -> bool:
+        """Whether the cluster approves ``rule``'s remediations at once: never one of a
+        mode that needs two people."""
         cluster = self.clusters.get(cluster_id)
-        return cluster is not None and ("*" in cluster.auto_approve or rule in cluster.auto_approve)
+        return (
+            cluster is not None
+            and ("*" in cluster.auto_approve or rule in cluster.auto_approve)
+            and not self.needs_two(cluster_id, mode)
+        )
+
+    def needs_two(self, cluster_id: str, mode: RemediationMode) -> bool:
+        """Whether approving ``mode`` in the cluster takes two different principals."""
+        cluster = self.clusters.get(cluster_id)
+        if cluster is not None and cluster.two_person_modes is not None:
+            return mode in cluster.two_person_modes
+        return mode in self.two_person_modes
 
     def shadows(self, cluster_id: str, rule: str) -> bool:
         cluster = self.clusters.get(cluster_id)

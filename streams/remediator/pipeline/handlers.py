@@ -120,6 +120,7 @@ def on_command(ctx: Context, item: Item) -> None:
     )
     if command.kind not in _READS and (state is None or handled.state is not state):
         ctx.put(model, handled.state, handled.transitions)
+        ctx.publish_events(handled.events)
         ctx.settle(model, item.now)
     for transition in handled.transitions:
         log.info(
