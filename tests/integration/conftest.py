@@ -145,6 +145,7 @@ class Names:
     transitions: str
     dead_letter: str
     policy_events: str
+    audit: str = "remediator-audit"
 
     def env(self) -> dict[str, str]:
         return {
@@ -154,6 +155,7 @@ class Names:
             "REMEDIATOR_TOPIC_TRANSITIONS": self.transitions,
             "REMEDIATOR_TOPIC_DEAD_LETTER": self.dead_letter,
             "REMEDIATOR_TOPIC_POLICY_EVENTS": self.policy_events,
+            "REMEDIATOR_TOPIC_AUDIT": self.audit,
         }
 
 
@@ -166,6 +168,7 @@ def unique_names() -> Names:
         transitions=f"transitions-{tag}",
         dead_letter=f"dead-letter-{tag}",
         policy_events=f"policy-events-{tag}",
+        audit=f"audit-{tag}",
     )
 
 

@@ -68,6 +68,7 @@ async def client(producer: FakeProducer) -> AsyncIterator[TestClient[web.Request
         labels=LabelNames(),
         clock=lambda: NOW,
         timeout=0.2,
+        max_event_bytes=EVENT_LIMIT,
     )
     # As the worker builds it: the contract's error middleware, the REST API's body limit.
     app = web.Application(middlewares=[contract_errors], client_max_size=MAX_REQUEST_BODY)
@@ -75,6 +76,10 @@ async def client(producer: FakeProducer) -> AsyncIterator[TestClient[web.Request
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
     producer.released.set()  # a hung delivery finishes, not left pending
+
+
+#: REMEDIATOR_MAX_INPUT_BYTES of these tests: the sample's events are well below it.
+EVENT_LIMIT = 4096
 
 
 def sample() -> dict[str, Any]:
@@ -134,6 +139,23 @@ async def test_an_unmappable_alert_is_dead_lettered_and_the_rest_goes_through(
     assert orjson.loads(letter["payload"]) == payload["alerts"][1]
     assert letter["error"] == body["errors"][0]
     assert letter["received_at"] == "2026-11-24T12:05:00Z"
+
+
+async def test_an_event_over_the_input_size_limit_is_dead_lettered_as_kafka_input_is(
+    client: TestClient[Any, Any], producer: FakeProducer
+) -> None:
+    payload = sample()
+    # Many annotations, each within the mapping's own bounds: the event as a whole is
+    # larger than a worker would read from the passive topic.
+    payload["alerts"][0]["annotations"] = {f"note{n}": "x" * 200 for n in range(40)}
+    status, body = await post(client, payload)
+    assert status == 200
+    assert (body["accepted"], body["dead_lettered"]) == (1, 1)
+    assert f"larger than the limit of {EVENT_LIMIT} bytes" in body["errors"][0]
+    assert body["errors"][0].startswith("alerts[0]")
+    assert [key for key, _ in producer.events] == [b"inst-0042"]
+    [(_, value)] = producer.dead_letters
+    assert orjson.loads(orjson.loads(value)["payload"]) == payload["alerts"][0]
 
 
 async def test_a_dead_letter_says_which_alert_even_without_a_receiver_name(
@@ -262,5 +284,5 @@ def test_the_openapi_document_lists_the_webhook() -> None:
     from remediator.api import openapi
 
     operation = openapi.build()["paths"][ALERTMANAGER]["post"]
-    assert set(operation["responses"]) == {"200", "400", "401", "503"}
+    assert set(operation["responses"]) == {"200", "400", "401", "403", "503"}
     assert operation["requestBody"]["required"] is True

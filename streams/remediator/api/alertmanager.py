@@ -37,7 +37,7 @@ from remediator.api.alertmanager_mapping import (
 )
 from remediator.api.errors import ApiError
 from remediator.domain.models import DeadLetter, dump_json
-from remediator.pipeline.decode import dead_letter, describe
+from remediator.pipeline.decode import InvalidInput, check_size, dead_letter, describe
 from remediator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,9 @@ class AlertmanagerReceiver:
         labels: LabelNames,
         clock: Callable[[], datetime],
         timeout: float,
+        max_event_bytes: int = 1024 * 1024,
     ) -> None:
+        self.max_event_bytes = max_event_bytes
         self.authenticate = authenticate
         self.publish = publish
         self.labels = labels
@@ -129,7 +131,11 @@ class AlertmanagerReceiver:
         for index, (alert, original) in enumerate(zip(payload.alerts, alerts, strict=True)):
             try:
                 event = to_event(alert, self.labels)
-            except Unmappable as exc:
+                value = dump_json(event)
+                # The same size check as input read from Kafka: an event the worker
+                # would dead-letter there is dead-lettered here, not produced.
+                check_size(value, self.max_event_bytes)
+            except (Unmappable, InvalidInput) as exc:
                 where = f"alerts[{index}]"
                 if payload.receiver:
                     where += f" of receiver {payload.receiver!r}"
@@ -145,7 +151,7 @@ class AlertmanagerReceiver:
                 log.warning("dead-lettered an alert from Alertmanager: %s", letter.error)
                 letters.append(letter)
             else:
-                events.append((event.instance_id.encode(), dump_json(event)))
+                events.append((event.instance_id.encode(), value))
         return events, letters
 
     async def _deliver(self, events: Sequence[Message], letters: Sequence[Message]) -> None:
@@ -188,6 +194,7 @@ def alertmanager_receiver(
         ),
         clock=clock,
         timeout=settings.api_timeout_seconds,
+        max_event_bytes=settings.max_input_bytes,
     )
 
 

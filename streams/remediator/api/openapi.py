@@ -68,6 +68,9 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "INVALID_ARGUMENT: bad JSON, unknown field or enum value, bad id or page token",
         401: "UNAUTHENTICATED: missing or unknown bearer token",
+        403: "PERMISSION_DENIED: the token's role lacks the right (viewer: reads; operator: "
+        "also create, approve, reject, cancel; admin: also pause, opt-out, holds; webhook: "
+        "only the Alertmanager receiver)",
         404: "NOT_FOUND: no such remediation on this instance",
         409: "FAILED_PRECONDITION (move not allowed from the current state) or "
         "ALREADY_EXISTS (idempotency id reused with different content)",
@@ -210,7 +213,7 @@ def _remediations_api() -> dict[str, Any]:
     instance = _path_params("cluster_id", "instance_id")
     cluster = _path_params("cluster_id")
     resource = _path_params("cluster_id", "instance_id", "remediation_id")
-    common = (400, 401, 503)
+    common = (400, 401, 403, 503)
     id_query = [
         {
             "name": "remediation_id",
@@ -394,7 +397,7 @@ def _remediations_api() -> dict[str, Any]:
                 "listClusters",
                 ListClustersResponse,
                 None,
-                (401, 503),
+                (401, 403, 503),
                 [],
             ),
         },
@@ -405,7 +408,7 @@ def _remediations_api() -> dict[str, Any]:
                 "getPolicy",
                 PolicyResponse,
                 None,
-                (401,),
+                (401, 403),
                 [],
             ),
         },
@@ -491,7 +494,7 @@ def _alertmanager_operation() -> dict[str, Any]:
         "receiveAlertmanagerNotification",
         AlertmanagerWebhookResponse,
         AlertmanagerWebhook,
-        (400, 401),
+        (400, 401, 403),
         [],
         body_required=True,
     )

@@ -37,6 +37,7 @@ from remediator.api.models import (
     WhoamiProject,
     WhoamiResponse,
 )
+from remediator.domain import ids
 from remediator.domain.commands import EVERYWHERE, Command, CommandKind, merge_pages
 from remediator.domain.models import (
     Identifier,
@@ -217,6 +218,14 @@ class Api:
         client_id = request.query.get("remediation_id") or request.query.get("request_id")
         if client_id is not None:
             client_id = _check(_remediation_id, "remediation_id", client_id)
+            if ids.has_automated_form(client_id):
+                raise ApiError(
+                    HTTPStatus.CONFLICT,
+                    "ALREADY_EXISTS",
+                    f"remediation_id {client_id!r} has the form of an automated "
+                    "remediation's id (a UUID version 5), which may be in use on any "
+                    "instance: choose another form, e.g. a UUID version 4",
+                )
         command = self.command(
             request,
             CommandKind.CREATE,

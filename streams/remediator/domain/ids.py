@@ -35,6 +35,17 @@ def automated_remediation_id(cluster_id: str, instance_id: str, signal_key: str)
     return uuid5(f"automated/{cluster_id}/{instance_id}/{signal_key}")
 
 
+def has_automated_form(remediation_id: str) -> bool:
+    """Whether ``remediation_id`` has the form of an automated remediation's id (a UUID,
+    version 5). Such ids are never accepted from a client: automated remediations do not
+    go through the claims table, so reusing one's id would give two remediations one id
+    (and one set of transition ids)."""
+    try:
+        return uuid.UUID(remediation_id).version == 5
+    except ValueError:
+        return False
+
+
 def transition_id(remediation_id: str, sequence: int) -> str:
     """Id of the ``sequence``-th change of a remediation."""
     return f"{remediation_id}:{sequence}"
