@@ -15,6 +15,7 @@ saved as a screenshot in the test's tmp dir (the path is printed). With
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import os
@@ -44,6 +45,8 @@ pytestmark = pytest.mark.integration
 CHROMIUM = os.environ.get("REMEDIATOR_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOT = os.environ.get("REMEDIATOR_SCREENSHOT")
 REBOOT = "REMEDIATION_MODE_REBOOT_VM"
+EVICT = "REMEDIATION_MODE_EVICT_WITHOUT_REPLACEMENT"
+VIEWER_TOKEN = "viewer-t0ken"
 # Appear, change and finish within this many milliseconds (REBOOT_VM takes 3 s simulated).
 WAIT_MS = 20_000
 
@@ -73,7 +76,7 @@ def dashboard_worker(
         broker,
         names,
         tmp_path_factory.mktemp("dashboard"),
-        REMEDIATOR_API_TOKENS=OPERATOR_TOKENS,
+        REMEDIATOR_API_TOKENS=f"{OPERATOR_TOKENS},viv:viewer={VIEWER_TOKEN}",
         REMEDIATOR_MAX_RUNNING_PER_CLUSTER="2",
         REMEDIATOR_POLL_INTERVAL_SECONDS="0.2",
         REMEDIATOR_POLL_INTERVAL_MAX_SECONDS="0.5",
@@ -127,11 +130,17 @@ async def fail(kafka: Kafka, names: Names, cluster: str, instance: str, **extra:
     await kafka.produce(names.passive, event, key=instance.encode())
 
 
-async def sign_in(page: Page, worker: WorkerProcess, path: str = "/") -> None:
+async def sign_in(
+    page: Page,
+    worker: WorkerProcess,
+    path: str = "/",
+    token: str = OPERATOR_TOKEN,
+    who: str = "operator (unrestricted)",
+) -> None:
     await page.goto(worker.base_url + path)  # "/" redirects to /dashboard/
-    await page.fill("#token", OPERATOR_TOKEN)
+    await page.fill("#token", token)
     await page.click("#signin-form button[type=submit]")
-    await expect(page.locator("#who")).to_have_text("signed in as operator")
+    await expect(page.locator("#who")).to_have_text(f"signed in as {who}")
     await expect(page.locator("#live")).to_have_text("● live", timeout=WAIT_MS)
 
 
@@ -305,3 +314,34 @@ async def test_instance_timeline_and_cluster_safety(
         await expect(optouts).to_contain_text("customer debugging")
         await optouts.locator("button").click()
         await expect(page.locator("main")).to_contain_text("No instance is opted out.")
+
+
+async def test_a_viewer_sees_who_approved_and_is_offered_no_action(
+    dashboard_worker: tuple[WorkerProcess, Names], kafka: Kafka, page: Page, tmp_path: Path
+) -> None:
+    """The role from whoami hides what it may not do; a first of two approvals shows who
+    approved and that someone else must approve too."""
+    worker, names = dashboard_worker
+    cluster = f"cl-{uuid.uuid4().hex[:6]}"
+    await fail(kafka, names, cluster, "i-two")
+    headers = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+    base = f"{worker.base_url}/v1/compute/clusters/{cluster}/instances/i-two/remediations"
+    async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+        for _ in range(150):
+            if listed := (await http.get(base)).json()["remediations"]:
+                break
+            await asyncio.sleep(0.2)
+        first = await http.post(f"{base}/{listed[0]['id']}/approve", json={"mode": EVICT})
+        assert first.json()["state"] == "PENDING_APPROVAL", first.text
+    async with screenshot_on_failure(page, tmp_path):
+        path = f"/dashboard/#/instance/{cluster}/i-two"
+        await sign_in(page, worker, path, token=VIEWER_TOKEN, who="viv (viewer)")
+        card = page.locator("[data-card=approvals]")
+        await expect(card).to_contain_text("Approved by operator", timeout=WAIT_MS)
+        await expect(card).to_contain_text("1 more approval needed, from someone else")
+        await expect(page.locator("li[data-kind=approval]")).to_contain_text("approval 1 of 2")
+        await expect(page.locator("button[data-action]")).to_have_count(0)
+        await expect(page.locator("#optout-reason")).to_have_count(0)
+        await page.goto(f"{worker.base_url}/dashboard/#/cluster/{cluster}")
+        await expect(page.locator("main")).to_contain_text("Automation on")
+        await expect(page.locator("#pause-reason")).to_have_count(0)

@@ -265,6 +265,20 @@ function throttle(fn, ms) {
   };
 }
 
+// --- what the signed-in role may do (GET /v3/whoami names it) ----------------------------
+
+// The server checks every call (403 PERMISSION_DENIED); the dashboard only hides what the
+// role cannot do, so that a viewer is not offered buttons that would be refused.
+const RIGHTS = {
+  viewer: ["read"],
+  operator: ["read", "operate"],
+  admin: ["read", "operate", "administer"],
+  webhook: ["webhook"],
+  unrestricted: ["read", "operate", "administer", "webhook"],
+};
+let role = "unrestricted";
+const may = (right) => (RIGHTS[role] || []).includes(right);
+
 // --- actions: approve, reject, cancel --------------------------------------------------
 
 const ACTIONS = {
@@ -275,6 +289,7 @@ const ACTIONS = {
 
 function actionsFor(r) {
   const buttons = [];
+  if (!may("operate")) return buttons;
   const add = (action, label, cls) => buttons.push(h("button", {
     type: "button", class: cls, dataset: { action },
     onclick: () => openAction(action, r),
@@ -632,6 +647,9 @@ function timelineOf(explanation, remediations) {
       add(r.review_time, "transition", rejected ? "→ CANCELLED (rejected)" : "→ PENDING (approved)",
         `by ${r.reviewed_by}${r.review_comment ? `: “${r.review_comment}”` : ""}`, r.id);
     }
+    (r.approvals || []).forEach((a, n) => add(a.at, "approval",
+      `approval ${n + 1} of ${r.approvals_required || 2}`,
+      `by ${a.principal} for ${shortMode(a.mode)}${a.comment ? `: “${a.comment}”` : ""}`, r.id));
     if (r.start_time) add(r.start_time, "transition", "started", shortMode(r.mode), r.id);
     for (const op of r.operations || []) {
       add(op.start_time, "step", `${op.action} started`, `operation ${op.operation_id}`, r.id);
@@ -679,7 +697,7 @@ function instanceView(main, clusterId, instanceId) {
       h("div", { class: "small" }, h("a", { href: "#/" }, "Fleet"), " / ",
         h("a", { href: `#/cluster/${enc(clusterId)}` }, clusterId)),
       h("h1", {}, name ? `${name} ` : "", h("span", { class: "mono" }, instanceId)),
-      optOutCard(x), holdCard(x), queuedCard(x));
+      optOutCard(x), holdCard(x), queuedCard(x), approvalCard(x.open_remediation));
     const open = x.open_remediation;
     const facts = [
       x.last_signal_at ? h("span", {}, "last signal ", rel(x.last_signal_at)) : "no signal seen yet",
@@ -707,9 +725,24 @@ function instanceView(main, clusterId, instanceId) {
         e.rid ? h("span", { class: "mono small muted", title: e.rid }, ` · ${shortId(e.rid)}`) : null))));
   }
 
+  // Two-person approval: who approved so far, and that a different person must approve.
+  function approvalCard(open) {
+    if (!open || open.state !== "PENDING_APPROVAL" || !(open.approvals || []).length) return null;
+    const names = open.approvals.map((a) => `${a.principal} (${shortMode(a.mode)})`).join(", ");
+    const needed = (open.approvals_required || 2) - open.approvals.length;
+    return h("div", { class: "card", dataset: { card: "approvals" } },
+      h("strong", {}, `Approved by ${names}`),
+      `: ${needed} more approval${needed === 1 ? "" : "s"} needed, from someone else.`);
+  }
+
   // Held for a human (too many remediations carried out lately): an operator may lift it.
   function holdCard(x) {
     if (!x.held_for_human_at) return null;
+    if (!may("administer")) {
+      return h("div", { class: "card", dataset: { card: "hold" } },
+        h("strong", { class: "bad" }, "Held for a human"), " since ", rel(x.held_for_human_at),
+        ": too many remediations carried out on this instance lately (an admin may lift it).");
+    }
     const error = h("p", { class: "error", role: "alert" });
     const reason = h("input", { id: "hold-reason", required: true, placeholder: "why, for the next operator" });
     return h("div", { class: "card", dataset: { card: "hold" } },
@@ -749,8 +782,9 @@ function instanceView(main, clusterId, instanceId) {
       return h("div", { class: "card" },
         h("strong", { class: "bad" }, "Opted out of automated remediation"),
         ` by ${x.opt_out.by} `, rel(x.opt_out.at), `: ${x.opt_out.reason} `,
-        h("button", { type: "button", class: "secondary", onclick: () => act("DELETE") }, "Opt back in"), error);
+        may("administer") ? h("button", { type: "button", class: "secondary", onclick: () => act("DELETE") }, "Opt back in") : null, error);
     }
+    if (!may("administer")) return h("div", { class: "card" }, h("span", { class: "good" }, "Automated remediation on."));
     const reason = h("input", { id: "optout-reason", required: true, placeholder: "why, for the next operator" });
     return h("div", { class: "card" }, h("span", { class: "good" }, "Automated remediation on."),
       h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); act("PUT", { reason: reason.value.trim() }); } },
@@ -813,16 +847,17 @@ function clusterView(main, clusterId) {
     const meter = h("div", { class: `meter${open >= s.limit ? " full" : ""}` }, h("span"));
     meter.firstChild.style.width = `${percent}%`;
     const resumeError = h("p", { class: "error", role: "alert" });
+    const admin = may("administer");
     const pause = s.paused
       ? h("div", {}, h("div", { class: "stat bad" }, "Paused"),
         h("div", {}, `by ${s.paused.paused_by} `, rel(s.paused.paused_at), `: ${s.paused.reason}`),
-        h("button", {
+        !admin ? null : h("button", {
           type: "button", onclick: async () => {
             try { await call("DELETE", `${base}/pause`); reload(); } catch (exc) { resumeError.textContent = `${exc.name}: ${exc.message}`; }
           },
         }, "Resume automated remediation"), resumeError)
       : h("div", {}, h("div", { class: "stat good" }, "Automation on"),
-        form("pause-reason", "Pause, reason", "Pause", (reason) => call("PUT", `${base}/pause`, { reason })));
+        admin ? form("pause-reason", "Pause, reason", "Pause", (reason) => call("PUT", `${base}/pause`, { reason })) : null);
     const optOuts = Object.entries(s.opted_out || {});
     const instanceField = h("div", {}, h("label", { for: "optout-instance" }, "Instance id"),
       h("input", { id: "optout-instance", required: true }));
@@ -852,13 +887,13 @@ function clusterView(main, clusterId) {
           h("tbody", {}, optOuts.map(([instance, o]) => h("tr", { dataset: { instance } },
             h("td", {}, h("a", { href: `#/instance/${enc(clusterId)}/${enc(instance)}` }, instance)),
             h("td", {}, o.reason), h("td", {}, o.by), h("td", {}, rel(o.at)),
-            h("td", {}, h("button", {
+            h("td", {}, !admin ? null : h("button", {
               type: "button", class: "secondary", onclick: async (e) => {
                 try { await call("DELETE", `${instancePath(clusterId, instance)}/opt-out`); reload(); } catch (exc) { e.target.after(` ${exc.message}`); }
               },
             }, "Opt back in"))))))
         : h("p", { class: "muted" }, "No instance is opted out."),
-      form("optout-reason", "Reason", "Opt out",
+      !admin ? null : form("optout-reason", "Reason", "Opt out",
         (reason, [instance]) => call("PUT", `${instancePath(clusterId, instance)}/opt-out`, { reason }), [instanceField]));
   }
 
@@ -889,8 +924,13 @@ function signOut(message) {
 async function signIn() {
   try {
     const me = await call("GET", "/v3/whoami");
+    role = me.role || "unrestricted";
+    if (!may("read")) {
+      signOut(`${me.principal} has the role ${role}, which cannot read the dashboard`);
+      return;
+    }
     $("signin").hidden = true;
-    $("who").textContent = `signed in as ${me.principal}`;
+    $("who").textContent = `signed in as ${me.principal} (${role})`;
     $("signout").hidden = false;
     route();
     streamLoop();
