@@ -165,6 +165,23 @@ def test_the_detail_view_shows_what_is_set_with_signals() -> None:
     assert any(line.endswith(RUN_ID) for line in lines(text))
 
 
+def test_the_detail_view_says_who_approved_and_what_is_still_needed() -> None:
+    evict = RemediationMode.EVICT_WITHOUT_REPLACEMENT
+    first = {"principal": "olga", "at": T0 + timedelta(minutes=1), "mode": evict}
+    waiting = record(approvals_required=2, approvals=[first])
+    assert (
+        "approvals:    olga (EVICT_WITHOUT_REPLACEMENT) at 2026-11-24 12:01:00; 1 more needed, "
+        "from someone else"
+    ) in lines(table.remediation(waiting))
+    second = {"principal": "otto", "at": T0 + timedelta(minutes=3), "mode": evict}
+    done = record(state=RemediationState.PENDING, approvals_required=2, approvals=[first, second])
+    assert any(
+        line.startswith("approvals:") and line.endswith("(2 of 2)")
+        for line in lines(table.remediation(done))
+    )
+    assert "approvals:" not in table.remediation(record())
+
+
 def test_cluster_rows_use_the_fleet_summary_and_tolerate_the_minimal_form() -> None:
     full = {
         "cluster_id": "cl-a",

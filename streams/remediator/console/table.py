@@ -142,6 +142,7 @@ def remediation(record: Record) -> str:
                     f"{record.get('requested_by', NONE)} at {when(record.get('create_time'))}",
                 ),
                 ("reviewed by", str(reviewed or NONE)),
+                ("approvals", approvals(record)),
                 ("comment", str(record.get("review_comment") or NONE)),
                 ("started", when(record.get("start_time"))),
                 ("ended", when(record.get("end_time"))),
@@ -189,6 +190,22 @@ def remediation(record: Record) -> str:
     return "\n".join(lines)
 
 
+def approvals(record: Record) -> str:
+    """Two-person approval in one line: who approved, and what is still needed."""
+    given = record.get("approvals") or []
+    required = record.get("approvals_required")
+    if not required or not given:
+        return NONE
+    names = ", ".join(
+        f"{a.get('principal')} ({short(a.get('mode'), MODE_PREFIX)}) at {when(a.get('at'))}"
+        for a in given
+    )
+    missing = int(required) - len(given)
+    if missing > 0 and record.get("state") == "PENDING_APPROVAL":
+        return f"{names}; {missing} more needed, from someone else"
+    return f"{names} ({len(given)} of {required})"
+
+
 def _instance_label(record: Record) -> str:
     instance = str(record.get("instance_id", NONE))
     name = record.get("instance_name")
@@ -218,6 +235,7 @@ def explanation(answer: Record) -> str:
                     if open_one
                     else "none",
                 ),
+                ("approvals", approvals(open_one) if open_one else NONE),
                 ("cooldown until", when(answer.get("cooldown_until"))),
                 ("verification", _verification(answer.get("verification"))),
                 ("debounce", ", ".join(f"{k} {v}" for k, v in sorted(debounce.items())) or NONE),
