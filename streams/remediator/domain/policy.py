@@ -105,6 +105,17 @@ def _mode_name(value: Any) -> Any:
 
 
 AutoMode = Annotated[RemediationMode, BeforeValidator(_mode_name)]
+
+
+def _any_mode_name(value: Any) -> Any:
+    """``EVICT_WITHOUT_REPLACEMENT`` as well as ``REMEDIATION_MODE_EVICT_WITHOUT_REPLACEMENT``."""
+    if isinstance(value, str) and not value.startswith("REMEDIATION_MODE_"):
+        return f"REMEDIATION_MODE_{value}"
+    return value
+
+
+#: Any mode, short or long name (what people approve, not what a policy may choose).
+AnyMode = Annotated[RemediationMode, BeforeValidator(_any_mode_name)]
 RuleName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:*-]{1,100}$")]
 
 
@@ -278,7 +289,7 @@ class ClusterPolicy(_Strict):
         '(reviewed_by "Auto-Approved"); "*" for all. Never EVICT_WITHOUT_REPLACEMENT.',
     )
     shadow: bool = Field(default=False, description="Dry run for this cluster.")
-    two_person_modes: list[RemediationMode] | None = Field(
+    two_person_modes: list[AnyMode] | None = Field(
         default=None,
         description="This cluster's two_person_modes, in place of the policy-wide list "
         "(an empty list: none here).",
@@ -339,7 +350,7 @@ class Policy(_Strict):
     fallback_mode: AutoMode = Field(
         default=M.REBOOT_VM, description="Mode for a failing signal no rule names."
     )
-    two_person_modes: list[RemediationMode] = Field(
+    two_person_modes: list[AnyMode] = Field(
         default_factory=lambda: list(TWO_PERSON_DEFAULT),
         description="Approving a remediation of one of these modes (or approving with an "
         "override to one) needs two different principals: the first approval is recorded "
