@@ -511,6 +511,7 @@ def create_app(
         timeout=settings.api_timeout_seconds,
     )
     app.add_dependency(gateway)  # started and stopped with the app
+    trail.tell = gateway.tell  # API calls noted on their instance, for its timeline
     api = Api(
         gateway=gateway,
         tokens=settings.tokens,

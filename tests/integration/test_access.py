@@ -169,6 +169,13 @@ async def test_two_different_people_approve_an_eviction_through_the_sdk(
     ).json()
     approvals = explained["open_remediation"]["approvals"]
     assert [a["principal"] for a in approvals] == ["olga", "otto"]
+    # The instance's timeline has every call, the refused ones too (the audit trail in short).
+    assert [(a["principal"], a["action"], a["status"]) for a in explained["audit"]] == [
+        ("viv", "remediation.approve", 403),
+        ("olga", "remediation.approve", 200),
+        ("olga", "remediation.approve", 409),
+        ("otto", "remediation.approve", 200),
+    ]
     events = await kafka.read(access_names.policy_events, at_least=1)
     recorded = [
         e for e in events if e["kind"] == "APPROVAL_RECORDED" and e["cluster_id"] == cluster

@@ -21,6 +21,7 @@ from remediator.domain.commands import (
 )
 from remediator.domain.correlate import decide
 from remediator.domain.models import (
+    AuditNote,
     Remediation,
     RemediationMode,
     RemediationState,
@@ -28,7 +29,7 @@ from remediator.domain.models import (
 )
 from remediator.domain.policy import Policy
 from remediator.domain.replies import ErrorCode
-from remediator.domain.state import InstanceState
+from remediator.domain.state import MAX_AUDIT_NOTES, InstanceState
 from tests.builders import T0, run
 
 NOW = T0 + timedelta(minutes=1)
@@ -473,3 +474,34 @@ def test_manual_creates_keep_the_providers_behaviour_unless_the_policy_says(
     theirs = handle(mine.state, cmd(K.APPROVE, remediation_id="r1", principal="bob"), NOW, policy)
     assert theirs.reply.remediation is not None
     assert theirs.reply.remediation.state is S.PENDING
+
+
+# --- API calls noted on the instance (issue 19) ----------------------------------------
+
+
+def note(n: int, **fields: Any) -> AuditNote:
+    values: dict[str, Any] = {
+        "at": NOW + timedelta(seconds=n),
+        "principal": "viv",
+        "role": "viewer",
+        "action": "remediation.cancel",
+        "outcome": "REFUSED",
+        "status": 403,
+        "error": "PERMISSION_DENIED",
+    }
+    return AuditNote.model_validate({**values, **fields})
+
+
+def test_api_calls_are_noted_on_the_instance_bounded_and_once_each() -> None:
+    state, _ = automated()
+    for n in range(MAX_AUDIT_NOTES + 5):
+        handled = handle(state, cmd(K.AUDIT, audit=note(n)), NOW)
+        assert handled.transitions == ()
+        state = handled.state
+    again = handle(state, cmd(K.AUDIT, audit=note(MAX_AUDIT_NOTES + 4)), NOW)  # a replay
+    assert again.state.audit == state.audit
+    assert len(state.audit) == MAX_AUDIT_NOTES
+    assert state.audit[0].at == NOW + timedelta(seconds=5)  # the oldest went first
+    explained = handle(state, cmd(K.EXPLAIN), NOW).reply.explanation
+    assert explained is not None
+    assert explained.audit == state.audit

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from http import HTTPStatus
 from typing import Any
@@ -33,7 +33,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from remediator.api.auth import NOTE, CallNote
 from remediator.api.errors import ApiError, Handler
+from remediator.domain.commands import Command, CommandKind
 from remediator.domain.models import (
+    AuditNote,
     AuditOutcome,
     AuditRecord,
     Identifier,
@@ -79,6 +81,8 @@ class AuditTrail:
         self.timeout = timeout
         self.count = count
         self.topic: faust.TopicT | None = None
+        #: Tells the instance's owner about a call, for its timeline (set with the topic).
+        self.tell: Callable[[Command], Awaitable[None]] | None = None
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -120,6 +124,33 @@ class AuditTrail:
         if self.topic is None:  # pragma: no cover - attached before the web server starts
             log.error("audit (no topic yet): %s", dump_json(record).decode())
             return
+        await asyncio.gather(self._publish(record, key), self._note(record))
+
+    async def _note(self, record: AuditRecord) -> None:
+        """The call in short to the instance's owner, for its timeline: only calls by a
+        known caller (a stranger's 401s must not push real entries out of the bound)."""
+        if self.tell is None or record.principal is None:
+            return
+        if record.cluster_id is None or record.instance_id in (None, "-"):
+            return
+        command = Command(
+            command_id=f"audit/{record.audit_id}",
+            kind=CommandKind.AUDIT,
+            cluster_id=record.cluster_id,
+            instance_id=record.instance_id,
+            principal=record.principal,
+            issued_at=record.occurred_at,
+            audit=AuditNote.of(record),
+        )
+        try:
+            await asyncio.wait_for(self.tell(command), self.timeout)
+        except Exception as exc:  # noqa: BLE001 - the timeline only; the topic has it
+            log.warning(
+                "audit note for %s/%s not sent: %s", record.cluster_id, record.instance_id, exc
+            )
+
+    async def _publish(self, record: AuditRecord, key: bytes | None) -> None:
+        assert self.topic is not None  # noqa: S101 - checked by write
         try:
             ack = await self.topic.send(key=key, value=dump_json(record))
             await asyncio.wait_for(asyncio.shield(ack), self.timeout)

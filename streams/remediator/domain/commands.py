@@ -36,6 +36,7 @@ from remediator.domain.budget import measure
 from remediator.domain.lifecycle import Event, IllegalTransition
 from remediator.domain.models import (
     Approval,
+    AuditNote,
     DecisionRecord,
     Identifier,
     OptOut,
@@ -56,7 +57,12 @@ from remediator.domain.replies import (
     RememberedReply,
     Reply,
 )
-from remediator.domain.state import InstanceState, record_change, record_creation
+from remediator.domain.state import (
+    MAX_AUDIT_NOTES,
+    InstanceState,
+    record_change,
+    record_creation,
+)
 
 #: The instance's closed remediations, newest first, read only when a command needs them
 #: (they live in the archive, not in the hot record).
@@ -94,6 +100,8 @@ class CommandKind(enum.StrEnum):
     SAFETY = "SAFETY"
     # Sent to every partition (like a cluster-wide LIST): the clusters its owner holds.
     CLUSTERS = "CLUSTERS"
+    # Told, not asked (no reply): an API call about the instance, for its timeline.
+    AUDIT = "AUDIT"
 
 
 class OrderField(enum.StrEnum):
@@ -246,6 +254,8 @@ class Command(BaseModel):
     # Called ``before`` when lists were newest first only: still read so (replayed inbox).
     after: Cursor | None = Field(default=None, validation_alias=AliasChoices("after", "before"))
     limit: int = Field(default=50, ge=1, le=1001)
+    # AUDIT only: the call in short.
+    audit: AuditNote | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +307,8 @@ def handle(
     """
     if state is None:
         state = InstanceState.empty(command.cluster_id, command.instance_id)
+    if command.kind is CommandKind.AUDIT:
+        return Handled(_noted(state, command.audit), (), Reply(command_id=command.command_id))
     if command.kind in _POLICY_COMMANDS:
         # Idempotent by nature (a replay sets the same thing): nothing to remember.
         if command.kind is CommandKind.OPT_OUT:
@@ -356,6 +368,7 @@ def explain(
         hold_lifted=state.hold_lifted,
         verification=state.verification,
         queued=_queued(state, place),
+        audit=list(state.audit),
     )
 
 
@@ -584,6 +597,14 @@ def _recorded(transitions: Sequence[RemediationTransition]) -> tuple[PolicyEvent
         for t in transitions
         if t.event in (Event.RECORD_APPROVAL.value, Event.CREATE_MANUAL_FOR_APPROVAL.value)
     )
+
+
+def _noted(state: InstanceState, note: AuditNote | None) -> InstanceState:
+    """The instance with ``note`` as its newest API call (the oldest beyond the bound go)."""
+    if note is None or note in state.audit:  # told twice (a replay): kept once
+        return state
+    notes = sorted([*state.audit, note], key=lambda n: n.at)[-MAX_AUDIT_NOTES:]
+    return state.model_copy(update={"audit": notes})
 
 
 def _reason(command: Command) -> str:

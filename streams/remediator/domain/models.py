@@ -520,6 +520,33 @@ class AuditRecord(_Record):
     worker: str = Field(description="The app id of the worker that answered.")
 
 
+class AuditNote(_Record):
+    """An audit record in short, kept with the instance it is about (its newest few), for
+    ``explain`` and the dashboard's timeline; the whole record is on the audit topic."""
+
+    at: Timestamp
+    principal: str | None
+    role: str | None
+    action: str
+    outcome: AuditOutcome
+    status: int
+    error: str | None = None
+    remediation_id: str | None = None
+
+    @classmethod
+    def of(cls, record: AuditRecord) -> AuditNote:
+        return cls(
+            at=record.occurred_at,
+            principal=record.principal,
+            role=record.role,
+            action=record.action,
+            outcome=record.outcome,
+            status=record.status,
+            error=record.error,
+            remediation_id=record.remediation_id,
+        )
+
+
 class DeadLetter(_Record):
     """Input that could not be used, with the reason, on ``remediator-dead-letter``."""
 

@@ -7,6 +7,7 @@ import enum
 from pydantic import BaseModel, ConfigDict, Field
 
 from remediator.domain.models import (
+    AuditNote,
     DecisionRecord,
     Identifier,
     OptOut,
@@ -73,6 +74,11 @@ class Explanation(BaseModel):
     )
     hold_lifted: OptOut | None = Field(
         default=None, description="The last lifting of such a hold, by whom and why."
+    )
+    audit: list[AuditNote] = Field(
+        default_factory=list,
+        description="The newest API calls about the instance, done or refused (by an "
+        "authenticated caller), oldest first: the audit topic has every one (issue 19).",
     )
     queued: QueuedProposal | None = Field(
         default=None,

@@ -24,6 +24,7 @@ from . import budget, ids, lifecycle
 from .dedup import RecentIds
 from .lifecycle import Event
 from .models import (
+    AuditNote,
     Identifier,
     OptOut,
     Remediation,
@@ -42,6 +43,8 @@ from .replies import RememberedReply
 MAX_PAST = 20
 #: Automated admissions remembered per instance, for the cluster's hourly budget.
 MAX_ADMITTED = 10
+#: API calls remembered per instance for its timeline (the audit topic has them all).
+MAX_AUDIT_NOTES = 20
 
 
 class OpenRemediation(BaseModel):
@@ -150,6 +153,11 @@ class InstanceState(BaseModel):
     verification: Verification | None = Field(
         default=None,
         description="The check after the instance's last SUCCEEDED remediation (issue 13).",
+    )
+    audit: list[AuditNote] = Field(
+        default_factory=list,
+        description="The newest API calls about the instance, done or refused, oldest "
+        f"first (at most {MAX_AUDIT_NOTES}); every call is on the audit topic.",
     )
     domain: dict[str, str] = Field(
         default_factory=dict,

@@ -115,6 +115,14 @@ class Gateway(Service):
         (reply,) = await self._ask_all([(command, route, key, partition)])
         return reply
 
+    async def tell(self, command: Command, route: Route = Route.INSTANCE) -> None:
+        """Send ``command`` to its owner, waiting for the broker's acknowledgement only:
+        its handler answers nothing (an AUDIT note)."""
+        key = command_key(command, route).encode()
+        partition = command_partition(command, route, self.partitions)
+        value = dump_json(InboxMessage(command=command, route=route))
+        await (await self.inbox.send(key=key, value=value, partition=partition))
+
     async def scan(self, command: Command) -> list[Reply]:
         """A cluster-wide LIST (the whole cluster lives in one partition: one reply), or
         CLUSTERS and a fleet-wide LIST (asked of every partition: one reply each)."""

@@ -109,6 +109,8 @@ def on_command(ctx: Context, item: Item) -> None:
     command = _command(item)
     model = ctx.cluster(item.partition, command.cluster_id)
     state = model.get(command.instance_id)
+    if command.kind is CommandKind.AUDIT and state is None:
+        return  # a call about an instance never seen: on the audit topic only
     handled = commands.handle(
         state,
         command,
@@ -132,7 +134,8 @@ def on_command(ctx: Context, item: Item) -> None:
             transition.actor,
             extra=about(command.cluster_id, command.instance_id, transition.remediation_id),
         )
-    ctx.reply(handled.reply)
+    if command.kind is not CommandKind.AUDIT:  # told, not asked: no one waits
+        ctx.reply(handled.reply)
 
 
 def on_cluster_command(ctx: Context, item: Item) -> None:

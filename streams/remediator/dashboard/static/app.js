@@ -627,6 +627,12 @@ function timelineOf(explanation, remediations) {
   const entries = [];
   const add = (at, kind, title, detail, rid) => at && entries.push({ at, kind, title, detail, rid });
   const decided = new Set();
+  // API calls about the instance, done or refused (the audit topic has every one).
+  for (const a of explanation.audit || []) {
+    const refused = a.outcome !== "OK";
+    add(a.at, "api", `${a.action}${refused ? ` refused (${a.status} ${a.error || ""})` : ""}`,
+      `by ${a.principal} (${a.role})`, a.remediation_id);
+  }
   for (const d of explanation.decisions || []) {
     decided.add(d.signal.id);
     add(d.at, "decision", `${d.signal.name} ${d.signal.status} → ${d.outcome.toLowerCase().replaceAll("_", " ")}`,
@@ -710,7 +716,7 @@ function instanceView(main, clusterId, instanceId) {
       h("h2", {}, "Open remediation"),
       open ? remediationTable([open]) : h("div", { class: "card empty" }, "None open."),
       h("h2", {}, "Timeline"),
-      h("p", { class: "small muted" }, "Signals, policy decisions, transitions and executor steps, newest first."),
+      h("p", { class: "small muted" }, "Signals, policy decisions, transitions, executor steps and API calls, newest first."),
       timeline(timelineOf(x, remediations)),
       h("h2", {}, "Remediations"),
       remediationTable(remediations));
