@@ -344,3 +344,40 @@ def _record(*, signals: int, alerts: int, n: int = 0) -> Remediation:
     ]
     linked = [record.linked_alerts[0]] * alerts
     return record.model_copy(update={"signals": refs, "linked_alerts": linked})
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("GET", "/v1/compute/clusters/c1/instances/{x}/remediations"),  # a bad id
+        ("GET", "/v1/compute/clusters/c1/instances/i1/remediations?state={x}"),  # an enum
+        ("GET", "/v1/compute/clusters/c1/instances/i1/remediations?order_by={x}"),
+        ("GET", "/v1/compute/clusters/c1/instances/i1/remediations?page_size={x}"),
+    ],
+)
+async def test_an_error_about_input_repeats_only_a_little_of_it(method: str, url: str) -> None:
+    """Echoed input is clipped everywhere (issue 19): a 6,000-character value comes back
+    as 120 characters that say how large it was."""
+    value = "/" + "x" * 6000 if "{x}/" in url else "x" * 6000
+    api = Api(
+        gateway=None,  # type: ignore[arg-type]  # refused before any command is sent
+        tokens={"t0ken": Caller("alice", Role.UNRESTRICTED)},
+        clock=lambda: T0,
+        unready=lambda: None,
+        owned=list,
+        app_id="test",
+        openapi=lambda: b"{}",
+    )
+    app = web.Application(middlewares=[contract_errors])
+    app.add_routes(api.routes())
+    async with TestClient(TestServer(app)) as client:
+        response = await client.request(
+            method,
+            url.format(x=value.replace("/", "%2F")),
+            headers={"Authorization": "Bearer t0ken"},
+        )
+        body = orjson.loads(await response.read())
+    assert response.status == 400
+    message = body["error"]["message"]
+    assert "truncated" in message
+    assert len(message) < 400

@@ -36,6 +36,7 @@ from remediator.api.alertmanager_mapping import (
     to_event,
 )
 from remediator.api.errors import ApiError
+from remediator.domain.bounds import echo
 from remediator.domain.models import DeadLetter, dump_json
 from remediator.pipeline.decode import InvalidInput, check_size, dead_letter, describe
 from remediator.settings import Settings
@@ -138,7 +139,7 @@ class AlertmanagerReceiver:
             except (Unmappable, InvalidInput) as exc:
                 where = f"alerts[{index}]"
                 if payload.receiver:
-                    where += f" of receiver {payload.receiver!r}"
+                    where += f" of receiver {echo(payload.receiver)}"
                 letter = dead_letter(
                     source_topic=SOURCE,
                     partition=-1,

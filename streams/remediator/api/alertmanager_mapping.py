@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from remediator.domain.bounds import clip, echo
 from remediator.domain.ids import NAMESPACE
 from remediator.domain.models import (
     AlertStatus,
@@ -160,7 +161,7 @@ def to_event(alert: AlertmanagerAlert, names: LabelNames) -> PassiveHealthCheckE
     """The passive health-check event of ``alert``; :class:`Unmappable` if it has none."""
     status = _STATUSES.get(alert.status.strip().lower())
     if status is None:
-        raise Unmappable(f"status {alert.status!r} is neither 'firing' nor 'resolved'")
+        raise Unmappable(f"status {echo(alert.status)} is neither 'firing' nor 'resolved'")
     labels = alert.labels
     needed = (ALERT_NAME_LABEL, names.cluster, names.instance)
     missing = [name for name in needed if not labels.get(name, "").strip()]
@@ -199,9 +200,9 @@ def _parse(value: str | None, name: str) -> datetime:
     try:
         parsed = _timestamp.validate_python(value.strip())
     except ValidationError:
-        raise Unmappable(f"{name} {value!r} is not an RFC 3339 timestamp with a zone") from None
+        raise Unmappable(f"{name} {echo(value)} is not an RFC 3339 timestamp with a zone") from None
     if parsed == _GO_ZERO_TIME:
-        raise Unmappable(f"{name} is not set ({value!r})")
+        raise Unmappable(f"{name} is not set ({echo(value)})")
     return parsed
 
 
@@ -214,4 +215,4 @@ def _label_names(labels: dict[str, str]) -> str:
 def _label_set(labels: dict[str, str]) -> str:
     """A stand-in for Alertmanager's fingerprint when a sender leaves it out: the sorted
     label set identifies the alert just as well (the fingerprint is a hash of it)."""
-    return "{" + ",".join(f"{k}={v!r}" for k, v in sorted(labels.items())) + "}"
+    return clip("{" + ",".join(f"{k}={v!r}" for k, v in sorted(labels.items())) + "}", 500)

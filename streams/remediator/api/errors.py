@@ -24,6 +24,7 @@ from http import HTTPStatus
 import orjson
 from aiohttp import web
 
+from remediator.domain.bounds import clip
 from remediator.domain.replies import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -82,9 +83,15 @@ def error_type(status: HTTPStatus) -> str:
     return "invalid_request_error"
 
 
+#: The longest error message answered (a backstop: messages quote input through
+#: ``bounds.echo`` already).
+MAX_MESSAGE_CHARS = 2000
+
+
 def error_response(
     status: HTTPStatus, name: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
+    message = clip(message, MAX_MESSAGE_CHARS)
     body = {
         "error": {
             "code": int(status),

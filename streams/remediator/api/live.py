@@ -33,6 +33,7 @@ from mode import Service
 from pydantic import TypeAdapter, ValidationError
 
 from remediator.api.errors import ApiError
+from remediator.domain.bounds import echo
 from remediator.domain.models import Identifier
 from remediator.kafka.metadata import partitions_of
 from remediator.kafka.security import Connection
@@ -277,4 +278,4 @@ def _optional(request: web.Request, name: str) -> str | None:
     try:
         return _identifier.validate_python(value)
     except ValidationError:
-        raise ApiError.invalid(f"{name} {value!r} is not valid") from None
+        raise ApiError.invalid(f"{name} {echo(value)} is not valid") from None

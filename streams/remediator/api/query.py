@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from remediator.api.errors import ApiError
+from remediator.domain.bounds import echo
 from remediator.domain.commands import Order, OrderField
 
 DEFAULT_PAGE_SIZE = 50
@@ -34,7 +35,7 @@ def enum_filter(raw: Sequence[str], kind: type[E], name: str) -> frozenset[E]:
                 chosen.add(kind(value))
             except ValueError:
                 allowed = ", ".join(e.value for e in kind)
-                raise ApiError.invalid(f"{name} {value!r} is not one of: {allowed}") from None
+                raise ApiError.invalid(f"{name} {echo(value)} is not one of: {allowed}") from None
     return frozenset(chosen)
 
 
@@ -67,7 +68,7 @@ def page_size(raw: str | None) -> int:
     try:
         size = int(raw)
     except ValueError:
-        raise ApiError.invalid(f"page_size {raw!r} is not an integer") from None
+        raise ApiError.invalid(f"page_size {echo(raw)} is not an integer") from None
     if size < 0:
         raise ApiError.invalid("page_size must not be negative")
     return DEFAULT_PAGE_SIZE if size == 0 else min(size, MAX_PAGE_SIZE)

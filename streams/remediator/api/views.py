@@ -38,6 +38,7 @@ from remediator.api.models import (
     WhoamiResponse,
 )
 from remediator.domain import ids
+from remediator.domain.bounds import echo
 from remediator.domain.commands import EVERYWHERE, Command, CommandKind, merge_pages
 from remediator.domain.models import (
     Identifier,
@@ -74,7 +75,7 @@ def _check(adapter: TypeAdapter[str], name: str, value: str) -> str:
     try:
         return adapter.validate_python(value)
     except ValidationError:
-        raise ApiError.invalid(f"{name} {value!r} is not valid") from None
+        raise ApiError.invalid(f"{name} {echo(value)} is not valid") from None
 
 
 class Api:

@@ -70,6 +70,16 @@ def clip(text: str, limit: int) -> str:
     return text[: max(limit - len(marker), 0)] + marker
 
 
+#: How much of a value a client sent is repeated in an error message about it.
+MAX_ECHO_CHARS = 120
+
+
+def echo(value: object) -> str:
+    """``repr(value)`` for an error message, clipped: an error about input never repeats
+    more than :data:`MAX_ECHO_CHARS` characters of it."""
+    return clip(repr(value), MAX_ECHO_CHARS)
+
+
 def clip_name(text: str) -> str:
     return clip(text, MAX_NAME_CHARS)
 

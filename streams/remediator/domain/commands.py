@@ -31,7 +31,7 @@ from datetime import datetime
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from remediator.domain import ids
-from remediator.domain.bounds import MAX_PAGE_BYTES, MAX_RECENT_BYTES, Text
+from remediator.domain.bounds import MAX_PAGE_BYTES, MAX_RECENT_BYTES, Text, echo
 from remediator.domain.budget import measure
 from remediator.domain.lifecycle import Event, IllegalTransition
 from remediator.domain.models import (
@@ -135,7 +135,7 @@ class Order(BaseModel):
         name, space, direction = text.partition(" ")
         fields = {f.value: f for f in OrderField}
         if name not in fields or (space and direction not in ("asc", "desc")):
-            raise ValueError(f"order_by {text!r} is not one of: {ORDER_BY_ALLOWED}")
+            raise ValueError(f"order_by {echo(text)} is not one of: {ORDER_BY_ALLOWED}")
         return cls(field=fields[name], descending=direction != "asc")
 
     def __str__(self) -> str:
