@@ -101,7 +101,7 @@ run: export REMEDIATOR_SIMULATOR_PORT ?= 6067
 # see `remediator simulate --help`). It stops with the worker.
 SIMULATE      ?= 1
 SIMULATE_ARGS ?= --clusters 3 --instances 20 --rate 2 --failure-rate 0.03
-WEB_URL        = http://127.0.0.1:$${REMEDIATOR_WEB_PORT:-6066}/
+WEB_URL        = $(if $(REMEDIATOR_WEB_TLS_CERTFILE),https,http)://127.0.0.1:$${REMEDIATOR_WEB_PORT:-6066}/
 
 run: $(RUN_STAMP)  ## run a worker (embedded broker, simulated control plane and fleet) and its dashboard
 	@echo "remediator: dashboard and API at $(WEB_URL)$(if $(filter file,$(origin REMEDIATOR_API_TOKENS)), (demo token: dev-token, principal operator),)"

@@ -4,6 +4,7 @@ here. Every REMEDIATOR_* variable they set must be a real setting, with a valid 
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,23 @@ def test_compose_sets_only_known_settings_with_valid_values() -> None:
         assert unknown_variables(env) == []
         env = {k: v for k, v in env.items() if v != ""}
         load_settings(env)  # raises ConfigError on a bad value
+
+
+def dockerfile_healthcheck() -> list[str]:
+    """The image's HEALTHCHECK command, split as its shell would."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    match = re.search(r"^HEALTHCHECK [^\n]*\\\n\s*CMD (.+)$", dockerfile, re.MULTILINE)
+    assert match is not None
+    return shlex.split(match.group(1))
+
+
+def test_compose_probes_worker_readiness_with_the_images_healthcheck() -> None:
+    """One command (http, or https under REMEDIATOR_WEB_TLS_*; run against an HTTPS
+    worker in tests/integration/test_api_tls.py), so the two cannot drift apart."""
+    command = dockerfile_healthcheck()
+    assert command[:2] == ["python", "-c"]
+    for worker in worker_services().values():
+        assert worker["healthcheck"]["test"] == ["CMD", *command]
 
 
 def test_dockerfile_runs_the_worker_console_script() -> None:
