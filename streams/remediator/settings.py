@@ -643,8 +643,10 @@ def _load(model: type[_S], environ: Mapping[str, str] | None) -> _S:
 
 
 #: Variables read elsewhere than :class:`Settings`: ``failpoints``; the command line's CA
-#: file for an HTTPS API (``console/commands.py``).
-_OTHER_VARIABLES = frozenset({"REMEDIATOR_TEST_FAILPOINTS", "REMEDIATOR_API_CAFILE"})
+#: file for an HTTPS API (``console/commands.py``); docker-compose.yml's publish address.
+_OTHER_VARIABLES = frozenset(
+    {"REMEDIATOR_TEST_FAILPOINTS", "REMEDIATOR_API_CAFILE", "REMEDIATOR_PUBLISH_HOST"}
+)
 
 
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:

@@ -70,6 +70,25 @@ def test_compose_probes_worker_readiness_with_the_images_healthcheck() -> None:
         assert worker["healthcheck"]["test"] == ["CMD", *command]
 
 
+def test_every_published_port_listens_on_loopback_unless_told_otherwise() -> None:
+    """Issue 19, point 5: an unauthenticated Kafka, control plane and Prometheus must not
+    face the network by default; REMEDIATOR_PUBLISH_HOST widens them all at once."""
+    published = []
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            if isinstance(port, dict):  # the long syntax
+                host = str(port.get("host_ip", ""))
+            else:
+                parts = str(port).rsplit(":", 2)
+                assert len(parts) == 3, f"{name}: {port} has no host address"
+                host = parts[0]
+            default = re.fullmatch(r"\$\{REMEDIATOR_PUBLISH_HOST:-([^}]*)\}", host)
+            assert default is not None, f"{name}: {port} is not bound to REMEDIATOR_PUBLISH_HOST"
+            assert default.group(1) == "127.0.0.1", f"{name}: {port}"
+            published.append(name)
+    assert {"kafka", "worker-1", "worker-2", "control-plane", "prometheus"} <= set(published)
+
+
 def test_dockerfile_runs_the_worker_console_script() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["remediator"]' in dockerfile
