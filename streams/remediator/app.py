@@ -404,6 +404,9 @@ def create_app(
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
+        # HTTPS when REMEDIATOR_WEB_TLS_* are set: Faust's aiohttp driver hands this
+        # context to its TCPSite (None: plain HTTP).
+        web_ssl_context=settings.web_ssl_context,
         web_in_thread=False,
         web_application_options={
             # Metrics outermost: they see the status the client gets.
@@ -659,7 +662,7 @@ def _owned_partitions(app: faust.App, topic: str) -> list[int]:
 async def _announce_readiness(app: faust.App, settings: Settings) -> None:
     """One line when the worker starts serving, and one whenever what it owns changes:
     the frameworks' own lines about it are at debug (see logs.py)."""
-    served = f"http://{settings.web_host}:{settings.web_port}"
+    served = f"{settings.web_scheme}://{settings.web_host}:{settings.web_port}"
     announced: list[int] | None = None
     while True:
         await asyncio.sleep(0.25)

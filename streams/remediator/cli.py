@@ -340,9 +340,15 @@ def _start_fleet_simulator(settings: Settings, extra: list[str]) -> subprocess.P
     from .fleetsim import options, runner
 
     host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::", "") else settings.web_host  # noqa: S104
-    health = f"http://{host}:{settings.web_port}/healthz"
+    health = f"{settings.web_scheme}://{host}:{settings.web_port}/healthz"
     argv = options.child_argv(
-        settings.broker or "", health, extra, json_logs=settings.log_format == "json"
+        settings.broker or "",
+        health,
+        extra,
+        json_logs=settings.log_format == "json",
+        # Its own worker, whose certificate need not name the loopback address nor be
+        # signed by a CA the child knows; the wait sends nothing secret.
+        verify_health=settings.web_tls_certfile is None,
     )
     return runner.start_child(argv)
 
@@ -362,8 +368,9 @@ def _print_banner(settings: Settings, *, embedded: bool) -> None:
         f"remediator {__version__} worker, app id {settings.app_id!r}",
         f"  {where}: {settings.broker}"
         + ("" if embedded else f" ({settings.broker_security.describe()})"),
-        f"  REST API: http://{settings.web_host}:{settings.web_port}/v1/compute "
-        f"(OpenAPI at /openapi.json, health at /healthz, metrics at /metrics)",
+        f"  REST API: {settings.web_scheme}://{settings.web_host}:{settings.web_port}"
+        "/v1/compute (OpenAPI at /openapi.json, health at /healthz, metrics at /metrics)"
+        + ("" if settings.web_tls_certfile is None else f"; TLS: {settings.web_tls_certfile}"),
         f"  API principals: {_principals(settings)}",
         "  control plane: "
         + (

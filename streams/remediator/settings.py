@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import ssl
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from remediator import webtls
 from remediator.api.auth import NAMED_ROLES, Caller, Role
 from remediator.domain.policy import (
     Policy,
@@ -259,6 +261,15 @@ class Settings(BrokerSettings):
     )
     web_host: str = Field(default="127.0.0.1", min_length=1, description="REST API bind address.")
     web_port: int = Field(default=6066, ge=1, le=65535, description="REST API port.")
+    web_tls_certfile: Path | None = Field(
+        default=None,
+        description="PEM certificate (its chain after it) of the REST API, dashboard and "
+        "/metrics. Set with REMEDIATOR_WEB_TLS_KEYFILE: they are then served over HTTPS only.",
+    )
+    web_tls_keyfile: Path | None = Field(
+        default=None,
+        description="PEM private key (unencrypted) of REMEDIATOR_WEB_TLS_CERTFILE.",
+    )
     api_tokens: str = Field(
         default="",
         description="Comma-separated principal=token or principal:role=token entries for "
@@ -476,6 +487,26 @@ class Settings(BrokerSettings):
         "name (optional on the alert).",
     )
 
+    @field_validator("web_tls_certfile", "web_tls_keyfile", mode="before")
+    @classmethod
+    def _blank_path_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_web_tls(self) -> Settings:
+        self.web_ssl_context  # noqa: B018 - loads the files now, not at the first request
+        return self
+
+    @property
+    def web_ssl_context(self) -> ssl.SSLContext | None:
+        """The API's HTTPS context; None serves plain HTTP (raises ValueError naming the
+        variable when the files cannot be used)."""
+        return _web_tls(self.web_tls_certfile, self.web_tls_keyfile)
+
+    @property
+    def web_scheme(self) -> str:
+        return "http" if self.web_tls_certfile is None else "https"
+
     @field_validator("policy_file")
     @classmethod
     def _check_policy_file(cls, value: Path | None) -> Path | None:
@@ -568,6 +599,22 @@ class Settings(BrokerSettings):
         return f"{self.app_id}-cluster-inbox"
 
 
+def _web_tls(certfile: Path | None, keyfile: Path | None) -> ssl.SSLContext | None:
+    var = f"{ENV_PREFIX}WEB_TLS_"
+    if certfile is None and keyfile is None:
+        return None
+    if certfile is None or keyfile is None:
+        given, missing = ("CERTFILE", "KEYFILE") if keyfile is None else ("KEYFILE", "CERTFILE")
+        raise ValueError(f"{var}{given} is set without {var}{missing} (give both, or neither)")
+    for name, path in (("CERTFILE", certfile), ("KEYFILE", keyfile)):
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise ValueError(f"{var}{name}: cannot read {path}")
+    try:
+        return webtls.server_context(certfile, keyfile)
+    except webtls.TLSFileError as exc:
+        raise ValueError(f"{var}{exc.setting}: {exc}") from None
+
+
 def parse_server(entry: str) -> str:
     raw = entry
     if "://" in entry:
@@ -642,8 +689,11 @@ def _load(model: type[_S], environ: Mapping[str, str] | None) -> _S:
         raise ConfigError(_one_line(exc)) from None
 
 
-#: Variables read elsewhere than :class:`Settings` (see ``failpoints``).
-_OTHER_VARIABLES = frozenset({"REMEDIATOR_TEST_FAILPOINTS"})
+#: Variables read elsewhere than :class:`Settings`: ``failpoints``; the command line's CA
+#: file for an HTTPS API (``console/commands.py``); docker-compose.yml's publish address.
+_OTHER_VARIABLES = frozenset(
+    {"REMEDIATOR_TEST_FAILPOINTS", "REMEDIATOR_API_CAFILE", "REMEDIATOR_PUBLISH_HOST"}
+)
 
 
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:

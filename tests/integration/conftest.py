@@ -187,8 +187,13 @@ class WorkerProcess:
     _log_file: Any = field(default=None, repr=False)
 
     @property
+    def tls(self) -> bool:
+        """Serving HTTPS (REMEDIATOR_WEB_TLS_* set)."""
+        return bool(self.env.get("REMEDIATOR_WEB_TLS_CERTFILE"))
+
+    @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.web_port}"
 
     def start(self) -> None:
         self._log_file = self.log_path.open("ab")
@@ -209,7 +214,8 @@ class WorkerProcess:
                     f"worker exited with {self.process.returncode}:\n{self.log()[-3000:]}"
                 )
             with contextlib.suppress(httpx.HTTPError):
-                response = httpx.get(f"{self.base_url}/healthz", timeout=1.0)
+                # Readiness only: a TLS test checks the certificate's verification itself.
+                response = httpx.get(f"{self.base_url}/healthz", timeout=1.0, verify=not self.tls)
                 if response.status_code == 200 and response.json().get("ready"):
                     return
             time.sleep(0.2)

@@ -1,12 +1,12 @@
 """The worker and its CLI on an Apache Kafka that wants TLS and SASL, as managed Kafkas do.
 
 One Apache Kafka for the module, with a second listener speaking SASL_SSL: its certificate
-signed by a CA made for the test (trustme), SCRAM users created when its log directory is
-formatted. Everything a user would drive goes over that listener: the worker (its Faust
-app, API gateway, end-offset probe, transition stream and admin client), ``remediator
-publish``, ``remediator tail`` and ``remediator simulate``. A refused credential, a
-mechanism the broker does not offer and an untrusted certificate each stop start-up with
-one line naming the cause, and no secret is ever printed.
+signed by a CA made for the test (tests/certs.py), SCRAM users created when its log
+directory is formatted. Everything a user would drive goes over that listener: the worker
+(its Faust app, API gateway, end-offset probe, transition stream and admin client),
+``remediator publish``, ``remediator tail`` and ``remediator simulate``. A refused
+credential, a mechanism the broker does not offer and an untrusted certificate each stop
+start-up with one line naming the cause, and no secret is ever printed.
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-import trustme
-from cryptography.hazmat.primitives import serialization
 
 from remediator.kafka.local import LocalKafka, LocalKafkaError, SecureListener, unavailable_reason
 from tests.brokers import KAFKA_TEST_PROPERTIES
 from tests.builders import run_payload
+from tests.certs import make_certificates
 from tests.integration.conftest import (
     OPERATOR_TOKEN,
     OPERATOR_TOKENS,
@@ -69,18 +68,9 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
     if reason:
         kafka_unavailable(reason)
     directory = tmp_path_factory.mktemp("secure-kafka")
-    ca = trustme.CA()
-    issued = ca.issue_cert("127.0.0.1", "localhost")
-    key = serialization.load_pem_private_key(issued.private_key_pem.bytes(), None)
-    pkcs8 = key.private_bytes(  # Kafka's PEM key store reads PKCS#8 keys only
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    keystore = directory / "broker.pem"
-    keystore.write_bytes(pkcs8 + b"".join(blob.bytes() for blob in issued.cert_chain_pems))
-    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
-    trustme.CA().cert_pem.write_to_path(str(directory / "other-ca.pem"))
+    certificates = make_certificates(directory)
+    keystore = directory / "broker.pem"  # the key first, then the chain
+    keystore.write_bytes(certificates.key.read_bytes() + certificates.cert.read_bytes())
     password_file = directory / "password"
     password_file.write_text(PASSWORD + "\n")
     broker = LocalKafka(
@@ -96,7 +86,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
     except LocalKafkaError as exc:
         kafka_unavailable(str(exc))
     try:
-        yield SecureKafka(broker, directory / "ca.pem", directory / "other-ca.pem", password_file)
+        yield SecureKafka(broker, certificates.ca, certificates.other_ca, password_file)
     finally:
         broker.stop()
 

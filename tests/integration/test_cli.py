@@ -71,6 +71,9 @@ def start_embedded(tmp_path: Path, broker_port: int, **extra: str) -> WorkerProc
         ("REMEDIATOR_CONTROL_PLANE_URL", "localhost:8080"),
         ("REMEDIATOR_MAX_RUNNING_PER_CLUSTER", "-1"),
         ("REMEDIATOR_POLL_INTERVAL_SECONDS", "soon"),
+        # One without the other (every other TLS case: tests/unit/test_web_tls.py).
+        ("REMEDIATOR_WEB_TLS_CERTFILE", "/etc/hostname"),
+        ("REMEDIATOR_WEB_TLS_KEYFILE", "/etc/hostname"),
     ],
 )
 def test_bad_setting_stops_start_with_one_line(variable: str, value: str, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ here. Every REMEDIATOR_* variable they set must be a real setting, with a valid 
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,42 @@ def test_compose_sets_only_known_settings_with_valid_values() -> None:
         assert unknown_variables(env) == []
         env = {k: v for k, v in env.items() if v != ""}
         load_settings(env)  # raises ConfigError on a bad value
+
+
+def dockerfile_healthcheck() -> list[str]:
+    """The image's HEALTHCHECK command, split as its shell would."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    match = re.search(r"^HEALTHCHECK [^\n]*\\\n\s*CMD (.+)$", dockerfile, re.MULTILINE)
+    assert match is not None
+    return shlex.split(match.group(1))
+
+
+def test_compose_probes_worker_readiness_with_the_images_healthcheck() -> None:
+    """One command (http, or https under REMEDIATOR_WEB_TLS_*; run against an HTTPS
+    worker in tests/integration/test_api_tls.py), so the two cannot drift apart."""
+    command = dockerfile_healthcheck()
+    assert command[:2] == ["python", "-c"]
+    for worker in worker_services().values():
+        assert worker["healthcheck"]["test"] == ["CMD", *command]
+
+
+def test_every_published_port_listens_on_loopback_unless_told_otherwise() -> None:
+    """Issue 19, point 5: an unauthenticated Kafka, control plane and Prometheus must not
+    face the network by default; REMEDIATOR_PUBLISH_HOST widens them all at once."""
+    published = []
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            if isinstance(port, dict):  # the long syntax
+                host = str(port.get("host_ip", ""))
+            else:
+                parts = str(port).rsplit(":", 2)
+                assert len(parts) == 3, f"{name}: {port} has no host address"
+                host = parts[0]
+            default = re.fullmatch(r"\$\{REMEDIATOR_PUBLISH_HOST:-([^}]*)\}", host)
+            assert default is not None, f"{name}: {port} is not bound to REMEDIATOR_PUBLISH_HOST"
+            assert default.group(1) == "127.0.0.1", f"{name}: {port}"
+            published.append(name)
+    assert {"kafka", "worker-1", "worker-2", "control-plane", "prometheus"} <= set(published)
 
 
 def test_dockerfile_runs_the_worker_console_script() -> None:

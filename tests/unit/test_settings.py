@@ -122,6 +122,11 @@ def test_unknown_remediator_variables_are_reported() -> None:
     assert unknown_variables(env) == ["REMEDIATOR_BROKR"]
 
 
+def test_variables_read_by_the_cli_and_compose_are_not_reported_as_unknown() -> None:
+    env = {"REMEDIATOR_API_CAFILE": "ca.pem", "REMEDIATOR_PUBLISH_HOST": "192.0.2.1"}
+    assert unknown_variables(env) == []
+
+
 def test_the_internal_topics_created_at_start_are_the_apps_own() -> None:
     """The CLI creates them before Faust joins the group (a group formed before the
     inbox existed owned no inbox partition on Kafka): the same names, counts, policy."""

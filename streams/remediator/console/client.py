@@ -8,11 +8,15 @@ with an error (its ``error.message``), :class:`Unreachable` when there was no us
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+
+from remediator import webtls
 
 DEFAULT_URL = "http://127.0.0.1:6066"
 BASE_PATH = "/v1/compute"
@@ -73,8 +77,27 @@ def _error_from(response: httpx.Response) -> ApiError:
     return ApiError(response.status_code, name, message)
 
 
+def _unreachable(root: str, exc: httpx.HTTPError) -> Unreachable:
+    """One line saying why there was no answer, with the fix when it is a TLS mismatch."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        reason = cause.verify_message or cause.reason or "certificate verify failed"
+        return Unreachable(
+            f"cannot reach {root}: its TLS certificate is not trusted ({reason}); give the "
+            "CA that signed it with --cafile or REMEDIATOR_API_CAFILE"
+        )
+    hint = ""
+    if root.startswith("http://") and isinstance(exc, httpx.RemoteProtocolError):
+        hint = " (does it serve HTTPS? then use an https:// URL)"
+    return Unreachable(f"cannot reach {root}: {exc or type(exc).__name__}{hint}")
+
+
 class RemediatorClient:
-    """One worker's REST API. ``token`` is sent as ``Authorization: Bearer <token>``."""
+    """One worker's REST API. ``token`` is sent as ``Authorization: Bearer <token>``;
+    over https the worker's certificate is verified against ``cafile`` when given (a PEM
+    file of the CA(s) that signed it), else httpx's default CAs."""
 
     def __init__(
         self,
@@ -82,12 +105,23 @@ class RemediatorClient:
         token: str | None = None,
         *,
         timeout: float = 30.0,
+        cafile: Path | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.root = api_root(url)
+        verify: ssl.SSLContext | bool = True
+        if cafile is not None:
+            try:
+                verify = webtls.client_context(cafile)
+            except webtls.TLSFileError as exc:
+                raise ClientError(str(exc)) from None
         self._http = httpx.Client(
-            base_url=self.root, headers=headers, timeout=timeout, transport=transport
+            base_url=self.root,
+            headers=headers,
+            timeout=timeout,
+            verify=verify,
+            transport=transport,
         )
 
     def close(self) -> None:
@@ -116,7 +150,7 @@ class RemediatorClient:
                 f"{self.root} did not answer {method} {path} in time (--timeout)"
             ) from None
         except httpx.HTTPError as exc:
-            raise Unreachable(f"cannot reach {self.root}: {exc or type(exc).__name__}") from None
+            raise _unreachable(self.root, exc) from None
         if response.is_error:
             raise _error_from(response)
         try:

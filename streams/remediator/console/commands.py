@@ -1,10 +1,11 @@
 """``remediator remediations|explain|clusters``: the API from the command line.
 
 Every leaf command takes ``--url`` (``$REMEDIATOR_URL``, default http://127.0.0.1:6066),
-``--token`` (``$REMEDIATOR_TOKEN``), ``--output table|json`` and ``--timeout``. Tables go
-to stdout; errors are one line on stderr. Exit status: 0 done, 1 the API refused (its
-``error.message`` is printed), 2 usage error, 3 no answer (unreachable, timed out, or not
-the remediator API).
+``--token`` (``$REMEDIATOR_TOKEN``), ``--cafile`` (``$REMEDIATOR_API_CAFILE``: the CA of
+an https worker), ``--output table|json`` and ``--timeout``. Tables go to stdout; errors
+are one line on stderr. Exit status: 0 done, 1 the API refused (its ``error.message`` is
+printed), 2 usage error (an unusable CA file too), 3 no answer (unreachable, timed out, an
+untrusted certificate, or not the remediator API).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from remediator.console import table
@@ -84,6 +86,13 @@ def _common() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--token", default=None, help="the API bearer token (default: $REMEDIATOR_TOKEN)"
+    )
+    group.add_argument(
+        "--cafile",
+        default=None,
+        metavar="PEM",
+        help="for an https URL: the CA(s) that signed the worker's certificate "
+        "(default: $REMEDIATOR_API_CAFILE, else the usual CAs)",
     )
     group.add_argument(
         "--output",
@@ -229,13 +238,21 @@ def add_commands(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command ``args`` were parsed for; returns the exit status."""
-    from remediator.console.client import ApiError, RemediatorClient, Unreachable
+    from remediator.console.client import ApiError, ClientError, RemediatorClient, Unreachable
 
     url = args.url or os.environ.get("REMEDIATOR_URL") or DEFAULT_URL
     token = args.token if args.token is not None else os.environ.get("REMEDIATOR_TOKEN")
+    cafile = args.cafile or os.environ.get("REMEDIATOR_API_CAFILE") or None
     handler: Handler = args.console_handler
     try:
-        with RemediatorClient(url, token, timeout=args.timeout) as client:
+        client = RemediatorClient(
+            url, token, timeout=args.timeout, cafile=Path(cafile) if cafile else None
+        )
+    except ClientError as exc:  # the CA file cannot be used
+        _error(f"{'--cafile' if args.cafile else 'REMEDIATOR_API_CAFILE'}: {exc}")
+        return EXIT_USAGE
+    try:
+        with client:
             return handler(client, args)
     except Usage as exc:
         args.console_parser.error(str(exc))  # exits with 2

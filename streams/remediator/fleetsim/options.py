@@ -33,6 +33,7 @@ class RunOptions:
     progress_every: float
     wait_ready: str | None  # a worker's /healthz to wait for before sending
     connect_timeout: float = 60.0
+    wait_ready_verify: bool = True  # verify an https /healthz's certificate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,6 +101,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="wait until this worker /healthz answers ready before sending",
     )
+    run.add_argument(
+        "--wait-ready-no-verify",
+        action="store_true",
+        help="with an https --wait-ready URL: accept the worker's certificate unverified "
+        "(`remediator worker --simulate` does, for its own worker on loopback; the wait "
+        "sends no credentials and only times the first signal)",
+    )
 
 
 def options_from(args: argparse.Namespace, out: IO[str]) -> tuple[FleetConfig, RunOptions]:
@@ -144,6 +152,7 @@ def options_from(args: argparse.Namespace, out: IO[str]) -> tuple[FleetConfig, R
         progress=progress,
         progress_every=args.progress_every,
         wait_ready=args.wait_ready,
+        wait_ready_verify=not args.wait_ready_no_verify,
     )
 
 
@@ -169,7 +178,12 @@ def check_extra(extra: str) -> list[str]:
 
 
 def child_argv(
-    broker: str, health_url: str, extra: list[str], *, json_logs: bool = False
+    broker: str,
+    health_url: str,
+    extra: list[str],
+    *,
+    json_logs: bool = False,
+    verify_health: bool = True,
 ) -> list[str]:
     """The command line of a simulator feeding a worker; ``extra`` are the operator's own
     options, checked by :func:`check_extra` (they win over these defaults)."""
@@ -185,6 +199,7 @@ def child_argv(
         broker,
         "--wait-ready",
         health_url,
+        *([] if verify_health else ["--wait-ready-no-verify"]),
         *defaults,
         *extra,
     ]

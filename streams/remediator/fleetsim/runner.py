@@ -108,7 +108,9 @@ async def simulate(sim: FleetSimulator, options: RunOptions, out: IO[str]) -> in
     except BrokerUnavailable as exc:
         out.write(f"remediator simulate: {exc}\n")
         return EXIT_START
-    if options.wait_ready and not await _wait_ready(options.wait_ready, stop):
+    if options.wait_ready and not await _wait_ready(
+        options.wait_ready, stop, verify=options.wait_ready_verify
+    ):
         return EXIT_OK
     config = sim.config
     header = f"simulate {config.clusters}x{config.instances}"
@@ -160,9 +162,9 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
-async def _wait_ready(url: str, stop: asyncio.Event) -> bool:
+async def _wait_ready(url: str, stop: asyncio.Event, *, verify: bool = True) -> bool:
     """Poll a worker's ``/healthz`` until it says ready; False if stopped first."""
-    async with httpx.AsyncClient(timeout=2.0) as client:
+    async with httpx.AsyncClient(timeout=2.0, verify=verify) as client:
         while not stop.is_set():
             try:
                 answer = await client.get(url)
