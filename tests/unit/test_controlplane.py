@@ -127,3 +127,17 @@ async def test_the_post_carries_the_idempotency_key_and_the_contract_body() -> N
         "avoid_current_host": True,
     }
     await cp.aclose()
+
+
+@pytest.mark.parametrize("code", [401, 403])
+async def test_refused_credentials_are_permanent_and_said_in_so_many_words(code: int) -> None:
+    sleeps = Sleeps()
+    body = {"error": {"code": "UNAUTHENTICATED", "message": "invalid bearer token"}}
+    cp = client(scripted([status(code, body)]), sleeps)  # a second call would raise
+    with pytest.raises(ControlPlaneRejected) as caught:
+        await cp.get(OP.operation_id)
+    assert str(caught.value).startswith(
+        f"control plane refused the credentials ({code}): invalid bearer token"
+    )
+    assert (cp.retries, sleeps.delays) == (0, [])
+    await cp.aclose()
