@@ -10,6 +10,9 @@ stand-in for it, good enough for tests, demos and trying the service out on a la
   action is a 409 ``CONFLICT``. A bad body is a 400 ``INVALID_ARGUMENT``.
 - ``GET /v1/operations/{operation_id}`` answers the operation (404 ``NOT_FOUND`` if unknown).
 
+Path parameters are percent-decoded (aiohttp's ``match_info``): ids that the executor
+encodes as one path segment each (``/``, ``%``, ``?``, spaces, ``..``) arrive as they were.
+
 Credentials, for trying the executor's (``REMEDIATOR_CONTROL_PLANE_TOKEN``, ``_CAFILE``,
 ``_CERTFILE``, ``_KEYFILE``): with a ``token``, every ``/v1`` request must carry
 ``Authorization: Bearer <token>``; served over TLS with a client CA

@@ -23,7 +23,9 @@ import httpx
 import pytest
 import trustme
 
+from remediator.domain.models import Operation, StepAction
 from remediator.embedded import free_port
+from remediator.pipeline.controlplane import ControlPlaneClient
 from remediator.simulator import (
     Action,
     ControlPlaneSimulator,
@@ -478,6 +480,31 @@ async def test_with_a_token_every_v1_call_needs_it_and_a_refusal_says_why(
             assert (log["refused"], len(log["requests"])) == (3, 1)
     finally:
         await simulator.stop()
+
+
+async def test_ids_with_any_character_round_trip_through_the_executors_client(
+    sim: ControlPlaneSimulator,
+) -> None:
+    """The executor encodes every id as one path segment; the simulator decodes it."""
+    assert sim.url is not None
+    url = sim.url
+    client = ControlPlaneClient(lambda: url)
+    odd = Operation(operation_id="r/1.step-1 ?#%..", action=StepAction.REBOOT_VM)
+    try:
+        started = await client.start("c 1", "i%2F1", odd)
+        assert started.operation_id == odd.operation_id
+        found = await client.get(odd.operation_id)
+        assert found is not None
+        assert found.operation_id == "r/1.step-1 ?#%.."
+        assert await client.get("..") is None  # a 404 for that id, not the parent path
+    finally:
+        await client.aclose()
+    (entry,) = sim.log
+    assert (entry.operation_id, entry.cluster_id, entry.instance_id) == (
+        "r/1.step-1 ?#%..",
+        "c 1",
+        "i%2F1",
+    )
 
 
 @pytest.fixture

@@ -141,3 +141,23 @@ async def test_refused_credentials_are_permanent_and_said_in_so_many_words(code:
     )
     assert (cp.retries, sleeps.delays) == (0, [])
     await cp.aclose()
+
+
+async def test_every_id_is_one_percent_encoded_path_segment() -> None:
+    seen: list[httpx.Request] = []
+
+    def capture(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(201, json=RUNNING)
+
+    odd = OP.model_copy(update={"operation_id": "a/../b?c#d%e f"})
+    cp = client(scripted([capture, capture, capture]), Sleeps())
+    await cp.start("c/1", "..", odd)
+    await cp.get(odd.operation_id)
+    await cp.get("..")
+    await cp.aclose()
+    assert [r.url.raw_path for r in seen] == [
+        b"/v1/clusters/c%2F1/instances/%2E%2E/operations",
+        b"/v1/operations/a%2F..%2Fb%3Fc%23d%25e%20f",
+        b"/v1/operations/%2E%2E",
+    ]

@@ -79,6 +79,19 @@ def test_each_mode_plans_exactly_its_contract_steps(mode: M, steps: list[str]) -
     ]
 
 
+def test_a_record_that_0_4_wrote_for_an_instance_named_dot_dot_still_loads_and_runs() -> None:
+    """0.4 accepted "." and ".." as ids. Its records must still load (the state table is
+    read whole at start: one that did not would stop the worker) and a remediation it
+    started must still finish; only new input with such an id is refused."""
+    raw = running(M.REBOOT_VM).model_dump_json().replace('"i1"', '".."')
+    state = InstanceState.model_validate_json(raw)
+    assert _open(state).instance_id == ".."
+    for kind in (ReportKind.STARTED, ReportKind.DONE):
+        state = apply_report(state, report(state, 0, kind), NOW).state
+    assert state.open is None
+    assert state.past[0].state is S.SUCCEEDED
+
+
 def test_only_host_aware_provisioning_avoids_the_current_host() -> None:
     host_aware = plan(_open(create(M.HOST_AWARE)))
     assert [op.avoid_current_host for op in host_aware] == [False, False, True]

@@ -11,7 +11,9 @@ Failure model:
   says the control plane refused our credentials (``REMEDIATOR_CONTROL_PLANE_TOKEN``, the
   client certificate): permanent too, with a message that says so, not a retry storm.
 
-Credentials come from :class:`~remediator.pipeline.credentials.ControlPlaneCredentials`.
+Every id in a URL is percent-encoded as one path segment (:func:`segment`), so an id can
+never change which resource is addressed; credentials come from
+:class:`~remediator.pipeline.credentials.ControlPlaneCredentials`.
 
 ``POST`` is safe to retry: the ``operation_id`` is the idempotency key, so a repeated post
 returns the existing operation and repeats nothing.
@@ -26,6 +28,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -111,7 +114,10 @@ class ControlPlaneClient:
 
     async def start(self, cluster_id: str, instance_id: str, op: Operation) -> OperationStatus:
         """Start ``op`` (idempotent: an existing operation is returned as it is)."""
-        url = f"{self._base_url()}/v1/clusters/{cluster_id}/instances/{instance_id}/operations"
+        url = (
+            f"{self._base_url()}/v1/clusters/{segment(cluster_id)}"
+            f"/instances/{segment(instance_id)}/operations"
+        )
         body = {
             "operation_id": op.operation_id,
             "action": op.action.value,
@@ -122,7 +128,7 @@ class ControlPlaneClient:
 
     async def get(self, operation_id: str) -> OperationStatus | None:
         """The operation's status, or None if the control plane does not know it."""
-        url = f"{self._base_url()}/v1/operations/{operation_id}"
+        url = f"{self._base_url()}/v1/operations/{segment(operation_id)}"
         try:
             return await self._call(
                 "poll", f"poll {operation_id}", lambda: self._client.get(url), not_found_ok=True
@@ -200,6 +206,14 @@ def _transport_problem(exc: BaseException) -> str:
     if cause is None:
         return type(exc).__name__
     return f"{type(exc).__name__} ({type(cause).__name__}: {cause})"
+
+
+def segment(value: str) -> str:
+    """``value`` as exactly one URL path segment: every reserved character
+    percent-encoded (``/``, ``?``, ``#``, ``%``), and ``.`` or ``..`` too, which clients
+    and proxies would otherwise resolve as "this" or "the parent" directory."""
+    encoded = quote(value, safe="")
+    return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
 
 
 def _parse(what: str, response: httpx.Response) -> OperationStatus:
