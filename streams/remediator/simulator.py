@@ -8,7 +8,8 @@ stand-in for it, good enough for tests, demos and trying the service out on a la
   ``RUNNING``). The ``operation_id`` is the idempotency key: the same id again answers 200 with
   the existing operation and repeats nothing; the same id for another cluster, instance or
   action is a 409 ``CONFLICT``. A bad body is a 400 ``INVALID_ARGUMENT``.
-- ``GET /v1/operations/{operation_id}`` answers the operation (404 ``NOT_FOUND`` if unknown).
+- ``GET /v1/operations/{operation_id}`` answers the operation (404 ``NOT_FOUND`` if unknown),
+  with the ``cluster_id`` and ``instance_id`` it acts on (an addition: optional fields).
 
 Path parameters are percent-decoded (aiohttp's ``match_info``): ids that the executor
 encodes as one path segment each (``/``, ``%``, ``?``, spaces, ``..``) arrive as they were.

@@ -72,7 +72,13 @@ def plan(remediation: Remediation) -> list[Operation]:
     host_aware = remediation.mode is RemediationMode.HOST_AWARE
     return [
         Operation(
-            operation_id=ids.operation_id(remediation.id, number, action.value),
+            operation_id=ids.operation_id(
+                remediation.cluster_id,
+                remediation.instance_id,
+                remediation.id,
+                number,
+                action.value,
+            ),
             action=action,
             # HOST_AWARE provisions the replacement on a different host.
             avoid_current_host=host_aware and action is StepAction.PROVISION_VM,

@@ -60,6 +60,10 @@ class OperationStatus(BaseModel):
     action: str
     state: OperationState
     error: Text | None = None  # clipped: it ends up in the remediation (domain/bounds.py)
+    # Optional: the instance the operation acts on, when the control plane says (the
+    # simulator does). The executor refuses an operation of another instance.
+    cluster_id: str | None = None
+    instance_id: str | None = None
 
 
 class ControlPlaneRejected(Exception):
