@@ -55,7 +55,7 @@ from remediator.pipeline.instances import register_instances
 from remediator.pipeline.messages import cluster_partition
 from remediator.pipeline.outbox import Record, key_partition
 from remediator.pipeline.processor import Processor
-from remediator.pipeline.simulated import SimulatedControlPlane
+from remediator.pipeline.simulated import SimulatedControlPlane, with_token
 from remediator.pipeline.store import TableStore
 from remediator.pipeline.supervision import crash_worker
 from remediator.settings import Settings
@@ -428,14 +428,9 @@ def create_app(
     trail.topic = topics.audit
     tables = _tables(app, settings)
     app.inbox_topic_name = settings.inbox_topic
-    control_plane_url: Callable[[], str]
-    if settings.control_plane_url is None:
-        simulated = SimulatedControlPlane(port=settings.simulator_port)
+    client, simulated = _control_plane(settings, metrics)
+    if simulated is not None:
         app.add_dependency(simulated)  # started before the executor calls it
-        control_plane_url = simulated.base_url
-    else:
-        fixed = settings.control_plane_url
-        control_plane_url = lambda: fixed  # noqa: E731
     processor: Processor | None = None
     loaded = settings.policy_in_force  # the policy and its failure domains' mapping file
 
@@ -447,12 +442,7 @@ def create_app(
         inbox=settings.inbox_topic,
         partitions=settings.partitions,
         deliver=deliver,
-        client=ControlPlaneClient(
-            control_plane_url,
-            timeout=settings.control_plane_timeout_seconds,
-            backoff=Backoff(base=0.5, cap=settings.control_plane_retry_max_seconds),
-            metrics=metrics,
-        ),
+        client=client,
         poll=Backoff(
             base=settings.poll_interval_seconds,
             cap=max(settings.poll_interval_max_seconds, settings.poll_interval_seconds),
@@ -653,6 +643,32 @@ def _topics(app: faust.App, settings: Settings) -> Topics:
             retention=REPLIES_RETENTION,
         ),
     )
+
+
+def _control_plane(
+    settings: Settings, metrics: Metrics
+) -> tuple[ControlPlaneClient, SimulatedControlPlane | None]:
+    """The executor's control-plane client, with its credentials (read once, here), and
+    the built-in simulated control plane when no URL is set (it wants a token too)."""
+    credentials = settings.control_plane_credentials
+    simulated: SimulatedControlPlane | None = None
+    base_url: Callable[[], str]
+    if settings.control_plane_base_url is None:
+        credentials = with_token(credentials)
+        assert credentials.token is not None  # noqa: S101 - with_token made sure
+        simulated = SimulatedControlPlane(port=settings.simulator_port, token=credentials.token)
+        base_url = simulated.base_url
+    else:
+        fixed = settings.control_plane_base_url  # user:password@ taken out: basic auth
+        base_url = lambda: fixed  # noqa: E731
+    client = ControlPlaneClient(
+        base_url,
+        timeout=settings.control_plane_timeout_seconds,
+        backoff=Backoff(base=0.5, cap=settings.control_plane_retry_max_seconds),
+        metrics=metrics,
+        credentials=credentials,
+    )
+    return client, simulated
 
 
 def _owned_partitions(app: faust.App, topic: str) -> list[int]:

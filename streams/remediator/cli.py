@@ -374,10 +374,10 @@ def _print_banner(settings: Settings, *, embedded: bool) -> None:
         f"  API principals: {_principals(settings)}",
         "  control plane: "
         + (
-            settings.control_plane_url
+            _control_plane(settings)
             or "simulated, http://127.0.0.1:"
             + (str(settings.simulator_port) if settings.simulator_port else "<free port, logged>")
-            + " (switches at /_sim/config)"
+            + " (bearer token required on /v1; switches at /_sim/config)"
         ),
         f"  policy: {policy.source} (sha256 {policy.sha256[:12]}, GET /v1/compute/policy shows it)",
         f"  at most {settings.max_running_per_cluster} remediation(s) RUNNING per cluster",
@@ -389,6 +389,17 @@ def _print_banner(settings: Settings, *, embedded: bool) -> None:
         logging.getLogger("remediator").info("\n".join(lines))
     else:
         print("\n".join(lines), flush=True)
+
+
+def _control_plane(settings: Settings) -> str | None:
+    """The configured control plane's URL, fit to print (no user:password@), with what
+    the executor presents and trusts (never the token); None when simulated."""
+    from .pipeline.credentials import redact_url
+
+    if settings.control_plane_url is None:
+        return None
+    credentials = settings.control_plane_credentials.describe()
+    return f"{redact_url(settings.control_plane_url)} ({credentials})"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,6 +36,11 @@ from remediator.kafka.security import (
     Protocol,
     SecurityError,
 )
+from remediator.pipeline.credentials import (
+    ControlPlaneCredentials,
+    redact_url,
+    split_credentials,
+)
 
 ENV_PREFIX = "REMEDIATOR_"
 
@@ -250,6 +255,78 @@ def _password(s: BrokerSettings, var: str) -> str:
     return s.broker_sasl_password.get_secret_value()
 
 
+def _control_plane_credentials(s: Settings) -> ControlPlaneCredentials:
+    var = f"{ENV_PREFIX}CONTROL_PLANE_"
+    token = _control_plane_token(s, var)
+    basic = None if s.control_plane_url is None else split_credentials(s.control_plane_url)[1]
+    if basic is not None and token is not None:
+        raise ValueError(
+            f"{var}URL holds credentials (user:password@) and a {var}TOKEN is set: use one"
+        )
+    if s.control_plane_certfile is not None and s.control_plane_keyfile is None:
+        raise ValueError(f"{var}CERTFILE is set without {var}KEYFILE")
+    if s.control_plane_keyfile is not None and s.control_plane_certfile is None:
+        raise ValueError(f"{var}KEYFILE is set without {var}CERTFILE")
+    files = [
+        (name, path)
+        for name, path in (
+            ("CAFILE", s.control_plane_cafile),
+            ("CERTFILE", s.control_plane_certfile),
+            ("KEYFILE", s.control_plane_keyfile),
+        )
+        if path is not None
+    ]
+    # A TLS file given for a connection that would not use it is a mistake that would
+    # otherwise go unnoticed (and talk in plain text): refuse, naming both.
+    if files and s.control_plane_url is None:
+        raise ValueError(
+            f"{var}{files[0][0]} is set but {var}URL is unset (the built-in simulated "
+            "control plane speaks plain HTTP)"
+        )
+    if files and urlsplit(s.control_plane_url or "").scheme != "https":
+        raise ValueError(f"{var}{files[0][0]} is set but {var}URL is not https://")
+    for name, path in files:
+        if not os.access(path, os.R_OK):
+            raise ValueError(f"{var}{name}: cannot read {path}")
+    credentials = ControlPlaneCredentials(
+        token=token,
+        basic_auth=basic,
+        cafile=s.control_plane_cafile,
+        certfile=s.control_plane_certfile,
+        keyfile=s.control_plane_keyfile,
+    )
+    try:
+        credentials.ssl_context  # noqa: B018 - load the PEM files now, not at the first call
+    except SecurityError as exc:
+        raise ValueError(f"{var}{exc.setting}: {exc}") from None
+    return credentials
+
+
+def _control_plane_token(s: Settings, var: str) -> str | None:
+    if s.control_plane_token is not None and s.control_plane_token_file is not None:
+        raise ValueError(f"{var}TOKEN and {var}TOKEN_FILE are both set")
+    name = f"{var}TOKEN"
+    if s.control_plane_token_file is not None:
+        name = f"{var}TOKEN_FILE"
+        path = s.control_plane_token_file
+        try:
+            token = path.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8"
+            raise ValueError(f"{name}: cannot read {path} ({reason})") from None
+        if not token:
+            raise ValueError(f"{name}: {path} is empty")
+    elif s.control_plane_token is not None:
+        token = s.control_plane_token.get_secret_value().strip()
+    else:
+        return None
+    # It goes into a header: printable ASCII without spaces (RFC 6750's token68 and
+    # more), else httpx would fail on every call rather than at start.
+    if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
+        raise ValueError(f"{name}: the token must be printable ASCII without spaces")
+    return token
+
+
 class Settings(BrokerSettings):
     """The service's settings. Each field is read from ``REMEDIATOR_<FIELD NAME>``."""
 
@@ -283,6 +360,30 @@ class Settings(BrokerSettings):
         default=None,
         description="Base URL of the compute control plane. Unset: a built-in simulated "
         "control plane is used.",
+    )
+    control_plane_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token sent on every control-plane call (never printed). Prefer "
+        "REMEDIATOR_CONTROL_PLANE_TOKEN_FILE. With no URL set, the built-in simulated "
+        "control plane requires it (else a token made up at start).",
+    )
+    control_plane_token_file: Path | None = Field(
+        default=None,
+        description="A file holding that token, read at start (surrounding whitespace "
+        "ignored), e.g. a mounted Kubernetes secret.",
+    )
+    control_plane_cafile: Path | None = Field(
+        default=None,
+        description="PEM file of the CA(s) that signed the control plane's certificate "
+        "(https:// URL). Unset: the system's CAs. The host name is always checked.",
+    )
+    control_plane_certfile: Path | None = Field(
+        default=None,
+        description="PEM client certificate, for a control plane that requires mutual TLS "
+        "(with REMEDIATOR_CONTROL_PLANE_KEYFILE).",
+    )
+    control_plane_keyfile: Path | None = Field(
+        default=None, description="PEM private key of the control-plane client certificate."
     )
     data_dir: Path = Field(
         default=Path("remediator-data"),
@@ -551,14 +652,49 @@ class Settings(BrokerSettings):
     def _check_control_plane_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        parts = urlsplit(value.strip())
+        shown = redact_url(value)  # user:password@ never printed
+        try:
+            parts = urlsplit(value.strip())
+        except ValueError:
+            raise ValueError(f"expected an http:// or https:// URL, got {shown!r}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+            raise ValueError(f"expected an http:// or https:// URL, got {shown!r}")
         try:
             _ = parts.port
         except ValueError:
-            raise ValueError(f"bad port in {value!r}") from None
+            raise ValueError(f"bad port in {shown!r}") from None
         return value.strip().rstrip("/")
+
+    @field_validator(
+        "control_plane_token",
+        "control_plane_token_file",
+        "control_plane_cafile",
+        "control_plane_certfile",
+        "control_plane_keyfile",
+        mode="before",
+    )
+    @classmethod
+    def _blank_control_plane_setting_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_control_plane(self) -> Settings:
+        # Raised as one line naming the variable (see _one_line); never a secret's value.
+        self.control_plane_credentials  # noqa: B018 - reads the token file, loads the PEM files
+        return self
+
+    @property
+    def control_plane_credentials(self) -> ControlPlaneCredentials:
+        """The token, basic auth from the URL, CA and client certificate, checked
+        (raises ValueError naming the variable)."""
+        return _control_plane_credentials(self)
+
+    @property
+    def control_plane_base_url(self) -> str | None:
+        """The control plane's URL without its ``user:password@`` (sent as basic auth)."""
+        if self.control_plane_url is None:
+            return None
+        return split_credentials(self.control_plane_url)[0]
 
     @property
     def tokens(self) -> dict[str, Caller]:

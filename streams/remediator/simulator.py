@@ -8,7 +8,18 @@ stand-in for it, good enough for tests, demos and trying the service out on a la
   ``RUNNING``). The ``operation_id`` is the idempotency key: the same id again answers 200 with
   the existing operation and repeats nothing; the same id for another cluster, instance or
   action is a 409 ``CONFLICT``. A bad body is a 400 ``INVALID_ARGUMENT``.
-- ``GET /v1/operations/{operation_id}`` answers the operation (404 ``NOT_FOUND`` if unknown).
+- ``GET /v1/operations/{operation_id}`` answers the operation (404 ``NOT_FOUND`` if unknown),
+  with the ``cluster_id`` and ``instance_id`` it acts on (an addition: optional fields).
+
+Path parameters are percent-decoded (aiohttp's ``match_info``): ids that the executor
+encodes as one path segment each (``/``, ``%``, ``?``, spaces, ``..``) arrive as they were.
+
+Credentials, for trying the executor's (``REMEDIATOR_CONTROL_PLANE_TOKEN``, ``_CAFILE``,
+``_CERTFILE``, ``_KEYFILE``): with a ``token``, every ``/v1`` request must carry
+``Authorization: Bearer <token>``; served over TLS with a client CA
+(:func:`tls_context`), every ``/v1`` request must come with a client certificate signed by
+it. Otherwise the answer is a 401 ``UNAUTHENTICATED`` with a JSON error saying which,
+counted in ``GET /_sim/log``'s ``refused``. The control endpoints below stay open.
 
 Operations complete lazily, by time: one created at ``t`` is ``RUNNING`` until ``t`` plus the
 latency of its action, then ``DONE`` or ``FAILED``. Whether it fails is decided when it is
@@ -25,13 +36,15 @@ with it are cleared.
 
 Control endpoints, never subject to faults: ``GET``/``PUT /_sim/config`` (read, or update
 partially: unknown keys or bad values are a 400), ``GET /_sim/log`` (every operations POST
-that reached the handler, ``replay`` true when the id already existed), ``GET
+that reached the handler, ``replay`` true when the id already existed; ``refused``: how many
+``/v1`` requests were refused for their credentials), ``GET
 /_sim/operations``, ``POST /_sim/reset`` (back to the configuration given at construction)
 and ``GET /healthz``.
 
 Standalone::
 
     python -m remediator.simulator --port 7070 --latency DELETE_VM=0.5 --failure-rate 0.1
+    remediator control-plane --token-file tok --tls-certfile cp.pem --tls-client-cafile ca.pem
     curl -X PUT localhost:7070/_sim/config -d '{"fault": "5xx", "fault_requests": 3}'
 
 From tests::
@@ -50,14 +63,17 @@ import argparse
 import asyncio
 import contextlib
 import enum
+import hmac
 import logging
 import random
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
@@ -79,6 +95,7 @@ __all__ = [
     "add_arguments",
     "main",
     "run",
+    "tls_context",
 ]
 
 log = logging.getLogger(__name__)
@@ -271,6 +288,7 @@ class LogEntry:
 
 _CODES = {
     400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
     409: "CONFLICT",
@@ -279,8 +297,28 @@ _CODES = {
 }
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+def _error(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )
+
+
+def tls_context(
+    certfile: Path, keyfile: Path | None = None, client_cafile: Path | None = None
+) -> ssl.SSLContext:
+    """A server context for :meth:`ControlPlaneSimulator.start`. With ``client_cafile``,
+    clients may present a certificate signed by it, and a ``/v1`` request without one is
+    answered 401 (as nginx's ``ssl_verify_client`` answers 400): a readable refusal,
+    where a handshake that requires one ends, on TLS 1.3, in a bare connection reset. A
+    certificate that is presented but not trusted still fails the handshake."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile, keyfile)
+    if client_cafile is not None:
+        context.load_verify_locations(cafile=client_cafile)
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
 
 
 def _describe(exc: ValidationError) -> str:
@@ -308,8 +346,14 @@ class ControlPlaneSimulator:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = _utcnow,
+        token: str | None = None,
     ) -> None:
         self._initial = (config or SimulatorConfig()).model_copy(deep=True)
+        self._token = token
+        #: Whether /v1 requests need a client certificate (set by :meth:`start`).
+        self._client_certificates = False
+        #: /v1 requests refused for their credentials (token or client certificate).
+        self.refused = 0
         self._clock = clock
         self._wall_clock = wall_clock
         self.config: SimulatorConfig = self._initial.model_copy(deep=True)
@@ -353,6 +397,7 @@ class ControlPlaneSimulator:
         self.config = self._initial.model_copy(deep=True)
         self.operations.clear()
         self.log.clear()
+        self.refused = 0
         self._rng = random.Random(self.config.seed)  # noqa: S311
         self._fault_since = self._clock()
         log.info("simulator reset")
@@ -501,6 +546,25 @@ class ControlPlaneSimulator:
             )
         return web.json_response(existing.to_json(), status=200)
 
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        """A 401 for a /v1 request without the credentials this simulator wants."""
+        if self._client_certificates:
+            transport = request.transport
+            if transport is None or not transport.get_extra_info("peercert"):
+                return _error(401, "UNAUTHENTICATED", "a client certificate is required")
+        if self._token is not None:
+            scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+            # aiohttp keeps undecodable header bytes as surrogates: compare bytes as sent.
+            given = presented.strip().encode("utf-8", "surrogateescape")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given, self._token.encode()):
+                return _error(
+                    401,
+                    "UNAUTHENTICATED",
+                    "missing or invalid bearer token",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        return None
+
     async def _get_operation(self, request: web.Request) -> web.Response:
         operation_id = request.match_info["operation_id"]
         op = self.operations.get(operation_id)
@@ -520,7 +584,9 @@ class ControlPlaneSimulator:
         return web.json_response(self._apply(update).model_dump(mode="json"))
 
     async def _get_log(self, request: web.Request) -> web.Response:
-        return web.json_response({"requests": [entry.to_json() for entry in self.log]})
+        return web.json_response(
+            {"requests": [entry.to_json() for entry in self.log], "refused": self.refused}
+        )
 
     async def _get_operations(self, request: web.Request) -> web.Response:
         return web.json_response({"operations": [op.to_json() for op in self.operations.values()]})
@@ -539,6 +605,11 @@ class ControlPlaneSimulator:
         async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
             try:
                 if request.path.startswith("/v1/"):
+                    refusal = self._refusal(request)
+                    if refusal is not None:
+                        self.refused += 1
+                        log.info("refused %s %s: unauthenticated", request.method, request.path)
+                        return refusal
                     fault = self._take_fault()
                     if fault == "5xx":
                         log.debug("simulated outage: 503 for %s %s", request.method, request.path)
@@ -571,21 +642,29 @@ class ControlPlaneSimulator:
         app.router.add_get("/healthz", self._healthz)
         return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on ``host:port`` (0: any free port); return the base URL."""
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None
+    ) -> str:
+        """Serve on ``host:port`` (0: any free port); return the base URL. With
+        ``ssl_context`` (see :func:`tls_context`), over HTTPS; a context that asks for client
+        certificates makes a /v1 request without one a 401."""
         if self._runner is not None:
             raise RuntimeError(f"simulator already serving on {self.url}")
         runner = web.AppRunner(self.web_app(), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, host, port)
+            site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
             await site.start()
         except BaseException:
             await runner.cleanup()
             raise
         bound = int(runner.addresses[0][1])
         self._runner = runner
-        self.url = f"http://[{host}]:{bound}" if ":" in host else f"http://{host}:{bound}"
+        self._client_certificates = (
+            ssl_context is not None and ssl_context.verify_mode is not ssl.CERT_NONE
+        )
+        scheme = "http" if ssl_context is None else "https"
+        self.url = f"{scheme}://[{host}]:{bound}" if ":" in host else f"{scheme}://{host}:{bound}"
         log.debug("control-plane simulator serving on %s", self.url)
         return self.url
 
@@ -627,6 +706,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="none",
         help="start with this fault on the /v1 endpoints (%(default)s)",
     )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="require Authorization: Bearer <the file's content, stripped> on /v1 (401 "
+        "otherwise; REMEDIATOR_CONTROL_PLANE_TOKEN is what the worker sends)",
+    )
+    parser.add_argument(
+        "--tls-certfile",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="serve HTTPS with this certificate (and its key, unless --tls-keyfile)",
+    )
+    parser.add_argument("--tls-keyfile", type=Path, default=None, metavar="PEM")
+    parser.add_argument(
+        "--tls-client-cafile",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="require a client certificate signed by this CA on /v1 (mutual TLS; 401 without one)",
+    )
 
 
 def _parse_latency(items: Sequence[str]) -> dict[Action, float]:
@@ -660,19 +762,54 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         raise ValueError(_describe(exc)) from None
 
 
+def token_from_args(args: argparse.Namespace) -> str | None:
+    """The token ``--token-file`` holds; ValueError (one line, never the token) if none."""
+    path: Path | None = getattr(args, "token_file", None)
+    if path is None:
+        return None
+    try:
+        token = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8"
+        raise ValueError(f"--token-file: cannot read {path} ({reason})") from None
+    if not token:
+        raise ValueError(f"--token-file: {path} is empty")
+    return token
+
+
+def tls_from_args(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The server context the ``--tls-*`` options describe; ValueError (one line)."""
+    certfile: Path | None = getattr(args, "tls_certfile", None)
+    keyfile: Path | None = getattr(args, "tls_keyfile", None)
+    client_cafile: Path | None = getattr(args, "tls_client_cafile", None)
+    if certfile is None:
+        if keyfile is not None or client_cafile is not None:
+            raise ValueError("--tls-keyfile and --tls-client-cafile need --tls-certfile")
+        return None
+    try:
+        return tls_context(certfile, keyfile, client_cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"--tls-*: cannot load the certificates ({exc})") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM. 0 when stopped, 2 for bad options, 1 if it can't start."""
     try:
         config = config_from_args(args)
+        token = token_from_args(args)
+        context = tls_from_args(args)
     except ValueError as exc:
         sys.stderr.write(f"control-plane simulator: {exc}\n")
         return EXIT_CONFIG
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return asyncio.run(_serve(ControlPlaneSimulator(config), args.host, args.port))
+    sim = ControlPlaneSimulator(config, token=token)
+    return asyncio.run(_serve(sim, args.host, args.port, context))
 
 
-async def _serve(sim: ControlPlaneSimulator, host: str, port: int) -> int:
+async def _serve(
+    sim: ControlPlaneSimulator, host: str, port: int, context: ssl.SSLContext | None = None
+) -> int:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
@@ -680,7 +817,7 @@ async def _serve(sim: ControlPlaneSimulator, host: str, port: int) -> int:
         loop.add_signal_handler(signum, stopping.set)
     try:
         try:
-            url = await sim.start(host, port)
+            url = await sim.start(host, port, ssl_context=context)
         except OSError as exc:
             sys.stderr.write(f"control-plane simulator: cannot listen on {host}:{port}: {exc}\n")
             return EXIT_START

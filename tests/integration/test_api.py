@@ -359,6 +359,15 @@ async def test_bad_requests_get_the_contract_error_never_a_5xx(
             "INVALID_ARGUMENT",
         ),
         (await client.post(path(cluster, "-")), 400, "INVALID_ARGUMENT"),
+        # "." and ".." as ids, percent-encoded so that the client sends them as they are.
+        (await client.post(path(cluster, "%2E%2E")), 400, "INVALID_ARGUMENT"),
+        (await client.post(path("%2E", "i2")), 400, "INVALID_ARGUMENT"),
+        (await client.get(path(cluster, "i1", "%2E%2E")), 400, "INVALID_ARGUMENT"),
+        (
+            await client.post(path(cluster, "i2"), params={"remediation_id": ".."}),
+            400,
+            "INVALID_ARGUMENT",
+        ),
         (await client.get(path(cluster, "i1", "no-such-remediation")), 404, "NOT_FOUND"),
         (await client.get(path(cluster, "other-instance", rem["id"])), 404, "NOT_FOUND"),
         (await client.get(path("other-cluster", "i1", rem["id"])), 404, "NOT_FOUND"),

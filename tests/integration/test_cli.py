@@ -69,6 +69,8 @@ def start_embedded(tmp_path: Path, broker_port: int, **extra: str) -> WorkerProc
         ("REMEDIATOR_API_TOKENS", "alice"),
         ("REMEDIATOR_WEB_PORT", "99999"),
         ("REMEDIATOR_CONTROL_PLANE_URL", "localhost:8080"),
+        ("REMEDIATOR_CONTROL_PLANE_TOKEN_FILE", "/no/such/token"),
+        ("REMEDIATOR_CONTROL_PLANE_CERTFILE", "/no/such/cert.pem"),
         ("REMEDIATOR_MAX_RUNNING_PER_CLUSTER", "-1"),
         ("REMEDIATOR_POLL_INTERVAL_SECONDS", "soon"),
         # One without the other (every other TLS case: tests/unit/test_web_tls.py).
@@ -168,6 +170,9 @@ async def test_embedded_broker_end_to_end_and_ctrl_c_stops_everything(tmp_path: 
             assert state == "SUCCEEDED", worker.log()[-3000:]
             performed = (await client.get(f"{simulator}/_sim/log")).json()["requests"]
             assert [r["action"] for r in performed] == ["REBOOT_VM"]
+            # It wants a bearer token, as a real one does: the worker made one up and sent it.
+            anyone = await client.get(f"{simulator}/v1/operations/{performed[0]['operation_id']}")
+            assert anyone.status_code == 401, anyone.text
 
         # Readable by default: no framework tables or per-request lines at info.
         log = worker.log()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+import trustme
 
 from remediator.embedded import free_port
 from tests.builders import run_payload
@@ -39,12 +41,14 @@ TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "AUTO_RESOLVED"}
 
 
 class ControlPlane:
-    """``remediator control-plane`` as a process of its own; stopped at the end of the test."""
+    """``remediator control-plane`` as a process of its own; stopped at the end of the test.
+    With ``ca`` (the CA that signed its certificate), it is reached over HTTPS."""
 
-    def __init__(self, log_path: Path, port: int | None = None) -> None:
+    def __init__(self, log_path: Path, port: int | None = None, ca: Path | None = None) -> None:
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if ca else 'http'}://127.0.0.1:{self.port}"
         self._log_path = log_path
+        self._verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, *args: str) -> None:
@@ -58,7 +62,7 @@ class ControlPlane:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=1, verify=self._verify).is_success:
                     return
             assert self.process.poll() is None, self._log_path.read_text()
             time.sleep(0.1)
@@ -74,13 +78,18 @@ class ControlPlane:
                 self.process.wait()
 
     def configure(self, **changes: Any) -> None:
-        response = httpx.put(f"{self.url}/_sim/config", json=changes, timeout=5)
+        response = httpx.put(
+            f"{self.url}/_sim/config", json=changes, timeout=5, verify=self._verify
+        )
         assert response.status_code == 200, response.text
 
     def requests(self) -> list[dict[str, Any]]:
-        response = httpx.get(f"{self.url}/_sim/log", timeout=5)
+        return list(self.log()["requests"])
+
+    def log(self) -> dict[str, Any]:
+        response = httpx.get(f"{self.url}/_sim/log", timeout=5, verify=self._verify)
         assert response.status_code == 200, response.text
-        return list(response.json()["requests"])
+        return dict(response.json())
 
     def performed(self, instance_id: str | None = None) -> list[dict[str, Any]]:
         return [
@@ -94,8 +103,10 @@ class ControlPlane:
 def control_plane(tmp_path: Path) -> Iterator[Callable[..., ControlPlane]]:
     started: list[ControlPlane] = []
 
-    def start(*args: str, port: int | None = None, launch: bool = True) -> ControlPlane:
-        cp = ControlPlane(tmp_path / f"control-plane-{len(started)}.log", port)
+    def start(
+        *args: str, port: int | None = None, launch: bool = True, ca: Path | None = None
+    ) -> ControlPlane:
+        cp = ControlPlane(tmp_path / f"control-plane-{len(started)}.log", port, ca)
         started.append(cp)
         if launch:
             cp.start(*args)
@@ -596,3 +607,85 @@ async def test_a_worker_joining_mid_execution_takes_over_and_no_step_is_posted_t
     assert sorted(r["cluster_id"] for r in posted if not r["replay"]) == sorted(clusters)
     assert [r for r in posted if r["replay"]] == [], "a step was posted twice"
     assert "executor: resuming" in second.log(), "the new worker took over nothing"
+
+
+async def test_refused_credentials_fail_the_remediation_at_once_and_the_right_ones_work(
+    control_plane: Any, start_worker: Any, api: Any, tmp_path: Path, cluster: str
+) -> None:
+    """A control plane that wants a bearer token the worker does not have: the remediation
+    fails at its first call, saying so, with no retry storm; once the token is right
+    (here: the control plane restarted with the worker's), remediations succeed. The
+    token is never printed."""
+    token, wrong = "the-w0rker-token-never-printed", "the-c0ntrol-plane-wants-this"
+    (tmp_path / "wanted").write_text(wrong + "\n")
+    cp = control_plane("--latency", "REBOOT_VM=0.2", "--token-file", str(tmp_path / "wanted"))
+    worker = start_worker(**executor_env(cp, REMEDIATOR_CONTROL_PLANE_TOKEN=token))
+    client = api(worker)
+    await create(client, cluster, "i-1", "REMEDIATION_MODE_REBOOT_VM")
+    failed = await wait_for(client, cluster, "i-1", "r-i-1", TERMINAL)
+    assert failed["state"] == "FAILED", failed
+    assert failed["error_message"].startswith(
+        "REBOOT_VM failed: control plane refused the credentials (401): "
+        "missing or invalid bearer token"
+    ), failed["error_message"]
+    await asyncio.sleep(1.0)  # long enough for a few retries, had there been any
+    log = cp.log()
+    assert 1 <= log["refused"] <= 2, log  # the step's look-up; nothing retried
+    assert log["requests"] == []  # nothing posted, nothing performed
+
+    cp.stop()
+    (tmp_path / "wanted").write_text(token + "\n")
+    cp = control_plane(
+        "--latency", "REBOOT_VM=0.2", "--token-file", str(tmp_path / "wanted"), port=cp.port
+    )
+    await create(client, cluster, "i-2", "REMEDIATION_MODE_REBOOT_VM")
+    done = await wait_for(client, cluster, "i-2", "r-i-2", TERMINAL)
+    assert done["state"] == "SUCCEEDED", done
+    assert [r["action"] for r in cp.performed("i-2")] == ["REBOOT_VM"]
+    assert cp.log()["refused"] == 0
+    assert token not in worker.log()
+
+
+async def test_over_mutual_tls_the_executor_presents_its_certificate(
+    control_plane: Any, start_worker: Any, api: Any, tmp_path: Path, cluster: str
+) -> None:
+    """A control plane served over HTTPS by a CA made for the test, that wants a client
+    certificate: without one (the CA trusted) the remediation fails saying so; with
+    REMEDIATOR_CONTROL_PLANE_CAFILE, _CERTFILE and _KEYFILE it succeeds."""
+    ca = trustme.CA()
+    pem = {name: tmp_path / f"{name}.pem" for name in ("ca", "server", "cert", "key")}
+    ca.cert_pem.write_to_path(str(pem["ca"]))
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem["server"]))
+    issued = ca.issue_cert("remediator@example")
+    issued.cert_chain_pems[0].write_to_path(str(pem["cert"]))
+    issued.private_key_pem.write_to_path(str(pem["key"]))
+    cp = control_plane(
+        "--latency",
+        "REBOOT_VM=0.2",
+        "--tls-certfile",
+        str(pem["server"]),
+        "--tls-client-cafile",
+        str(pem["ca"]),
+        ca=pem["ca"],
+    )
+    trusting = executor_env(cp, REMEDIATOR_CONTROL_PLANE_CAFILE=str(pem["ca"]))
+    anonymous = start_worker(**trusting)
+    await create(api(anonymous), cluster, "i-1", "REMEDIATION_MODE_REBOOT_VM")
+    failed = await wait_for(api(anonymous), cluster, "i-1", "r-i-1", TERMINAL)
+    assert failed["state"] == "FAILED", failed
+    assert failed["error_message"].startswith(
+        "REBOOT_VM failed: control plane refused the credentials (401): "
+        "a client certificate is required"
+    ), failed["error_message"]
+    anonymous.stop()
+
+    presenting = start_worker(
+        **trusting,
+        REMEDIATOR_CONTROL_PLANE_CERTFILE=str(pem["cert"]),
+        REMEDIATOR_CONTROL_PLANE_KEYFILE=str(pem["key"]),
+    )
+    await create(api(presenting), cluster, "i-2", "REMEDIATION_MODE_REBOOT_VM")
+    done = await wait_for(api(presenting), cluster, "i-2", "r-i-2", TERMINAL)
+    assert done["state"] == "SUCCEEDED", done
+    assert [r["action"] for r in cp.performed()] == ["REBOOT_VM"]
+    assert "control plane: https://127.0.0.1" in presenting.log()  # the banner

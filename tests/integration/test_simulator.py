@@ -11,16 +11,21 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import trustme
 
+from remediator.domain.models import Operation, StepAction
 from remediator.embedded import free_port
+from remediator.pipeline.controlplane import ControlPlaneClient
 from remediator.simulator import (
     Action,
     ControlPlaneSimulator,
@@ -28,6 +33,7 @@ from remediator.simulator import (
     SimulatorConfig,
     add_arguments,
     run,
+    tls_context,
 )
 
 pytestmark = pytest.mark.integration
@@ -395,7 +401,7 @@ async def test_reset_restores_the_initial_state(
     assert response.status_code == 200
     assert response.json() == initial
     assert (await client.get("/_sim/config")).json() == initial
-    assert (await client.get("/_sim/log")).json() == {"requests": []}
+    assert (await client.get("/_sim/log")).json() == {"requests": [], "refused": 0}
     assert (await client.get("/_sim/operations")).json() == {"operations": []}
     assert (await client.get("/v1/operations/op-1")).status_code == 404
 
@@ -444,3 +450,107 @@ def test_module_serves_until_sigterm() -> None:
             process.wait()
         if process.stderr is not None:
             process.stderr.close()
+
+
+async def test_with_a_token_every_v1_call_needs_it_and_a_refusal_says_why(
+    clock: FakeClock,
+) -> None:
+    simulator = ControlPlaneSimulator(SimulatorConfig(seed=1), clock=clock, token="t0ken")
+    url = await simulator.start(port=0)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=5.0) as client:
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "t0ken"}):
+                refused = await client.get("/v1/operations/op-1", headers=headers)
+                assert refused.status_code == 401
+                assert refused.headers["www-authenticate"] == "Bearer"
+                assert refused.json() == {
+                    "error": {
+                        "code": "UNAUTHENTICATED",
+                        "message": "missing or invalid bearer token",
+                    }
+                }
+            client.headers["Authorization"] = "Bearer t0ken"
+            assert (await post_op(client, "op-1")).status_code == 201
+            assert (await client.get("/v1/operations/op-1")).status_code == 200
+            # The switches and the health check stay open, for demos and probes.
+            del client.headers["Authorization"]
+            assert (await client.get("/_sim/config")).status_code == 200
+            assert (await client.get("/healthz")).status_code == 200
+            log = (await client.get("/_sim/log")).json()
+            assert (log["refused"], len(log["requests"])) == (3, 1)
+    finally:
+        await simulator.stop()
+
+
+async def test_ids_with_any_character_round_trip_through_the_executors_client(
+    sim: ControlPlaneSimulator,
+) -> None:
+    """The executor encodes every id as one path segment; the simulator decodes it."""
+    assert sim.url is not None
+    url = sim.url
+    client = ControlPlaneClient(lambda: url)
+    odd = Operation(operation_id="r/1.step-1 ?#%..", action=StepAction.REBOOT_VM)
+    try:
+        started = await client.start("c 1", "i%2F1", odd)
+        assert started.operation_id == odd.operation_id
+        found = await client.get(odd.operation_id)
+        assert found is not None
+        assert found.operation_id == "r/1.step-1 ?#%.."
+        assert await client.get("..") is None  # a 404 for that id, not the parent path
+    finally:
+        await client.aclose()
+    (entry,) = sim.log
+    assert (entry.operation_id, entry.cluster_id, entry.instance_id) == (
+        "r/1.step-1 ?#%..",
+        "c 1",
+        "i%2F1",
+    )
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> dict[str, Path]:
+    ca = trustme.CA()
+    files = {name: tmp_path / f"{name}.pem" for name in ("ca", "server", "cert", "key")}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(files["server"]))
+    client = ca.issue_cert("remediator@example")
+    client.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    client.private_key_pem.write_to_path(str(files["key"]))
+    return files
+
+
+async def test_over_mutual_tls_a_v1_call_without_a_client_certificate_is_a_401(
+    pki: dict[str, Path], clock: FakeClock
+) -> None:
+    simulator = ControlPlaneSimulator(clock=clock)
+    context = tls_context(pki["server"], client_cafile=pki["ca"])
+    url = await simulator.start(port=0, ssl_context=context)
+    assert url.startswith("https://127.0.0.1:")
+    anonymous = ssl.create_default_context(cafile=pki["ca"])
+    presenting = ssl.create_default_context(cafile=pki["ca"])
+    presenting.load_cert_chain(pki["cert"], pki["key"])
+    try:
+        async with httpx.AsyncClient(base_url=url, verify=anonymous) as client:
+            refused = await client.get("/v1/operations/op-1")
+            assert refused.status_code == 401
+            assert refused.json()["error"]["message"] == "a client certificate is required"
+            assert (await client.get("/healthz")).status_code == 200
+        async with httpx.AsyncClient(base_url=url, verify=presenting) as client:
+            assert (await client.get("/v1/operations/op-1")).status_code == 404
+    finally:
+        await simulator.stop()
+
+
+def test_a_token_file_that_cannot_be_read_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    missing = tmp_path / "missing"
+    assert run(parser.parse_args(["--token-file", str(missing)])) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"control-plane simulator: --token-file: cannot read {missing} (No such file or directory)"
+    ]
+    assert run(parser.parse_args(["--tls-client-cafile", str(tmp_path)])) == 2
+    assert "need --tls-certfile" in capsys.readouterr().err

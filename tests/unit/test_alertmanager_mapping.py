@@ -214,7 +214,7 @@ def test_an_unknown_or_missing_severity_is_a_warning_with_the_raw_value_kept() -
         ({"status": "resolved"}, "endsAt is not set"),
         ({"status": "resolved", "endsAt": None}, "endsAt is missing"),
         ({"status": "pending"}, "status 'pending' is neither 'firing' nor 'resolved'"),
-        ({"labels": {"instance_id": "rack/12"}}, "instance_id: String should match pattern"),
+        ({"labels": {"instance_id": "rack/12"}}, "instance_id: not an id: no '/'"),
     ],
 )
 def test_unmappable_alerts_say_why_in_one_line(overrides: dict[str, Any], reason: str) -> None:

@@ -127,3 +127,37 @@ async def test_the_post_carries_the_idempotency_key_and_the_contract_body() -> N
         "avoid_current_host": True,
     }
     await cp.aclose()
+
+
+@pytest.mark.parametrize("code", [401, 403])
+async def test_refused_credentials_are_permanent_and_said_in_so_many_words(code: int) -> None:
+    sleeps = Sleeps()
+    body = {"error": {"code": "UNAUTHENTICATED", "message": "invalid bearer token"}}
+    cp = client(scripted([status(code, body)]), sleeps)  # a second call would raise
+    with pytest.raises(ControlPlaneRejected) as caught:
+        await cp.get(OP.operation_id)
+    assert str(caught.value).startswith(
+        f"control plane refused the credentials ({code}): invalid bearer token"
+    )
+    assert (cp.retries, sleeps.delays) == (0, [])
+    await cp.aclose()
+
+
+async def test_every_id_is_one_percent_encoded_path_segment() -> None:
+    seen: list[httpx.Request] = []
+
+    def capture(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(201, json=RUNNING)
+
+    odd = OP.model_copy(update={"operation_id": "a/../b?c#d%e f"})
+    cp = client(scripted([capture, capture, capture]), Sleeps())
+    await cp.start("c/1", "..", odd)
+    await cp.get(odd.operation_id)
+    await cp.get("..")
+    await cp.aclose()
+    assert [r.url.raw_path for r in seen] == [
+        b"/v1/clusters/c%2F1/instances/%2E%2E/operations",
+        b"/v1/operations/a%2F..%2Fb%3Fc%23d%25e%20f",
+        b"/v1/operations/%2E%2E",
+    ]

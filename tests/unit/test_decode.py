@@ -36,7 +36,14 @@ def test_timestamps_with_an_offset_are_converted_to_utc() -> None:
         (orjson.dumps(run_payload(result="MAYBE")), "result: Input should be 'PASSED'"),
         (orjson.dumps(run_payload(run_id="nope")), "run_id: Input should be a valid UUID"),
         (orjson.dumps(run_payload(completed_at="2026-11-24T12:00:00")), "timezone"),
-        (orjson.dumps(run_payload(instance_id="a/b")), "instance_id: String should match"),
+        (
+            orjson.dumps(run_payload(instance_id="a/b")),
+            "instance_id: not an id: no '/' or whitespace, not '.' or '..' (got 'a/b')",
+        ),
+        # "." and "..": a URL with one names another resource (the REST API's, the
+        # control plane's); "..." or ".x" are ordinary ids.
+        (orjson.dumps(run_payload(instance_id="..")), "instance_id: not an id: no '/' or"),
+        (orjson.dumps(run_payload(cluster_id=".")), "cluster_id: not an id: no '/' or"),
         (
             orjson.dumps({k: v for k, v in run_payload().items() if k != "test"}),
             "test: Field required",

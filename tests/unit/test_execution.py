@@ -16,7 +16,7 @@ from remediator.domain.lifecycle import IllegalTransition
 from remediator.domain.models import RemediationMode, RemediationState, StepAction, StepState
 from remediator.domain.state import InstanceState
 from remediator.pipeline.messages import Route
-from tests.builders import T0
+from tests.builders import T0, run
 from tests.harness import Harness
 
 S = RemediationState
@@ -77,6 +77,39 @@ def test_each_mode_plans_exactly_its_contract_steps(mode: M, steps: list[str]) -
     assert [op.operation_id for op in plan(state.open.remediation)] == [
         op.operation_id for op in ops
     ]
+
+
+def test_operation_ids_are_bound_to_the_instance_not_only_the_remediation_id() -> None:
+    """A manual remediation's id is the client's to choose, and may be another instance's
+    remediation id: the two must not share an operation on the control plane (the second
+    would find the first's steps "done", or wait on them)."""
+    h = harness(limit=2)
+    h.signal(run(cluster_id="c1", instance_id="i1"))
+    theirs = h.state("c1", "i1")
+    rid = _open(theirs).id  # automated, PENDING_APPROVAL
+    h.command(CommandKind.APPROVE, instance_id="i1", remediation_id=rid, mode=M.REBOOT_VM)
+    h.command(CommandKind.CREATE, instance_id="i2", remediation_id=rid, mode=M.REBOOT_VM)
+    assert states(h, "i1", "i2") == [S.RUNNING, S.RUNNING]
+    (first,) = _open(h.state("c1", "i1")).operations
+    (second,) = _open(h.state("c1", "i2")).operations
+    assert first.operation_id != second.operation_id
+    # Deterministic: the same remediation of the same instance plans the same id.
+    assert plan(_open(create(M.REBOOT_VM, rid=rid, instance="i1")))[0].operation_id == (
+        first.operation_id
+    )
+
+
+def test_a_record_that_0_4_wrote_for_an_instance_named_dot_dot_still_loads_and_runs() -> None:
+    """0.4 accepted "." and ".." as ids. Its records must still load (the state table is
+    read whole at start: one that did not would stop the worker) and a remediation it
+    started must still finish; only new input with such an id is refused."""
+    raw = running(M.REBOOT_VM).model_dump_json().replace('"i1"', '".."')
+    state = InstanceState.model_validate_json(raw)
+    assert _open(state).instance_id == ".."
+    for kind in (ReportKind.STARTED, ReportKind.DONE):
+        state = apply_report(state, report(state, 0, kind), NOW).state
+    assert state.open is None
+    assert state.past[0].state is S.SUCCEEDED
 
 
 def test_only_host_aware_provisioning_avoids_the_current_host() -> None:

@@ -6,12 +6,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from remediator.domain.models import Remediation, RemediationMode
+from remediator.domain.models import Remediation, RemediationMode, segment_pattern
 from remediator.domain.replies import ClusterSummary, SafetyView
 
-#: Client-specified remediation ids: short, URL-safe, no slash.
+#: Client-specified remediation ids: short, URL-safe, no slash, not "." or "..".
+REMEDIATION_ID_PATTERN = segment_pattern(r"[A-Za-z0-9._:~-]", r"[A-Za-z0-9_:~-]")
 RemediationId = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:~-]+$")
+    str, StringConstraints(min_length=1, max_length=128, pattern=REMEDIATION_ID_PATTERN)
 ]
 
 MAX_TEXT = 4096

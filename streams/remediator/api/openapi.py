@@ -18,6 +18,7 @@ from remediator import __version__
 from remediator.api.alertmanager import ALERTMANAGER, MAX_BODY
 from remediator.api.alertmanager_mapping import AlertmanagerWebhook, AlertmanagerWebhookResponse
 from remediator.api.models import (
+    REMEDIATION_ID_PATTERN,
     ApproveBody,
     ClusterSafetyResponse,
     CreateRemediationBody,
@@ -46,6 +47,7 @@ from remediator.api.views import (
 )
 from remediator.domain.commands import ORDER_BY_ALLOWED
 from remediator.domain.models import (
+    IDENTIFIER_PATTERN,
     Remediation,
     RemediationMode,
     RemediationState,
@@ -114,7 +116,7 @@ def _path_params(*names: str) -> list[dict[str, Any]]:
     ]
 
 
-_ID_PATTERN = {"type": "string", "minLength": 1, "maxLength": 253, "pattern": r"^[^/\s]+$"}
+_ID_PATTERN = {"type": "string", "minLength": 1, "maxLength": 253, "pattern": IDENTIFIER_PATTERN}
 _PATH_SCHEMAS: dict[str, dict[str, Any]] = {
     "cluster_id": _ID_PATTERN,
     "instance_id": _ID_PATTERN,
@@ -122,7 +124,7 @@ _PATH_SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "string",
         "minLength": 1,
         "maxLength": 128,
-        "pattern": "^[A-Za-z0-9._:~-]+$",
+        "pattern": REMEDIATION_ID_PATTERN,
     },
 }
 
@@ -225,7 +227,7 @@ def _remediations_api() -> dict[str, Any]:
                 "type": "string",
                 "minLength": 1,
                 "maxLength": 128,
-                "pattern": "^[A-Za-z0-9._:~-]+$",
+                "pattern": REMEDIATION_ID_PATTERN,
             },
         },
         {
@@ -237,7 +239,7 @@ def _remediations_api() -> dict[str, Any]:
                 "type": "string",
                 "minLength": 1,
                 "maxLength": 128,
-                "pattern": "^[A-Za-z0-9._:~-]+$",
+                "pattern": REMEDIATION_ID_PATTERN,
             },
         },
     ]

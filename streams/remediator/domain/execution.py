@@ -31,7 +31,6 @@ from .bounds import Text
 from .lifecycle import Event, IllegalTransition
 from .models import (
     EXECUTING_STATES,
-    Identifier,
     Operation,
     Remediation,
     RemediationMode,
@@ -39,6 +38,7 @@ from .models import (
     RemediationTransition,
     StepAction,
     StepState,
+    StoredIdentifier,
     Timestamp,
 )
 from .state import InstanceState, record_change
@@ -72,7 +72,13 @@ def plan(remediation: Remediation) -> list[Operation]:
     host_aware = remediation.mode is RemediationMode.HOST_AWARE
     return [
         Operation(
-            operation_id=ids.operation_id(remediation.id, number, action.value),
+            operation_id=ids.operation_id(
+                remediation.cluster_id,
+                remediation.instance_id,
+                remediation.id,
+                number,
+                action.value,
+            ),
             action=action,
             # HOST_AWARE provisions the replacement on a different host.
             avoid_current_host=host_aware and action is StepAction.PROVISION_VM,
@@ -93,8 +99,8 @@ class StepReport(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     remediation_id: str
-    cluster_id: Identifier
-    instance_id: Identifier
+    cluster_id: StoredIdentifier
+    instance_id: StoredIdentifier
     step: int = Field(ge=0, description="Index in the remediation's operations.")
     operation_id: str
     kind: ReportKind

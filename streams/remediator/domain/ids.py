@@ -51,13 +51,28 @@ def transition_id(remediation_id: str, sequence: int) -> str:
     return f"{remediation_id}:{sequence}"
 
 
-def operation_id(remediation_id: str, step: int, action: str) -> str:
+def operation_id(
+    cluster_id: str, instance_id: str, remediation_id: str, step: int, action: str
+) -> str:
     """The control plane's idempotency key for step ``step`` (1-based) of a remediation.
 
     The same remediation always plans the same ids, so a step re-posted after a crash is
-    recognised by the control plane and not performed twice.
+    recognised by the control plane and not performed twice. The id is bound to the
+    cluster and instance: a remediation id is unique per instance only (a manual one is
+    the client's choice), and two remediations of different instances that share one
+    must never share an operation, or the second would be "found" already done on the
+    control plane, or wait on the first's. A uuid5: fixed length and characters any
+    control plane accepts, whatever the ids hold. (cluster and instance ids hold no
+    ``/``, so the name splits back into exactly its parts.)
+
+    Upgrade from 0.4, whose ids were ``{remediation_id}.step-{n}.{action}``: the ids are
+    planned once, when a remediation starts, and stored in its record (``operations``);
+    the executor, resuming after a restart or an upgrade, only ever uses the stored ones
+    and never recomputes them. So a remediation RUNNING across the upgrade carries on
+    with its 0.4 ids (nothing re-posted under a new id, nothing performed twice), and only
+    remediations started by this version get the new form.
     """
-    return f"{remediation_id}.step-{step}.{action}"
+    return uuid5(f"operation/{cluster_id}/{instance_id}/{remediation_id}/{step}/{action}")
 
 
 def policy_event_id(cluster_id: str, instance_id: str, kind: str, signal_key: str) -> str:

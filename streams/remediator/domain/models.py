@@ -53,9 +53,29 @@ Timestamp = Annotated[
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 
-# Path segments in keys ("{cluster_id}/{instance_id}") and in the REST API: no slash,
-# no whitespace, so a key always splits back into exactly the ids it was made from.
-Identifier = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[^/\s]+$")]
+
+def segment_pattern(char: str, not_dot: str) -> str:
+    """A regex for one path segment: one or more ``char`` (a character class that admits
+    ``.``; ``not_dot`` is the same class without it), except exactly ``.`` and ``..``,
+    which URL handling anywhere between a client and a server resolves as "here" and "the
+    parent", turning an id into another path. Spelt without look-ahead, which
+    pydantic's regex engine lacks, so the JSON Schemas state the rule too."""
+    return rf"^(?:{not_dot}{char}*|\.{not_dot}{char}*|\.\.{char}+)$"
+
+
+# Path segments in keys ("{cluster_id}/{instance_id}") and in the REST API and the control
+# plane's URLs: no slash, no whitespace, not "." or "..", so a key always splits back into
+# exactly the ids it was made from and a URL always names the resource it was made for.
+IDENTIFIER_PATTERN = segment_pattern(r"[^/\s]", r"[^/\s.]")
+#: The rule of IDENTIFIER_PATTERN in words, for error messages.
+IDENTIFIER_RULE = "an id: no '/' or whitespace, not '.' or '..'"
+Identifier = Annotated[str, Field(min_length=1, max_length=253, pattern=IDENTIFIER_PATTERN)]
+# What the service's own records and messages about existing instances hold: 0.4 accepted
+# "." and ".." as ids, and a record it wrote must still load after an upgrade (the state
+# table is read whole at start) and its remediation still finish. Everything that comes in
+# from outside (input topics, the REST API's paths, the commands made from them) is an
+# Identifier, so no new record gets such an id.
+StoredIdentifier = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[^/\s]+$")]
 
 
 class ActiveTestResult(enum.StrEnum):
@@ -305,8 +325,8 @@ class Remediation(_Record):
     """A node remediation request for one instance: exactly the seed's fields, plus additions."""
 
     id: str
-    cluster_id: Identifier
-    instance_id: Identifier
+    cluster_id: StoredIdentifier
+    instance_id: StoredIdentifier
     instance_name: str | None = None
     mode: RemediationMode
     trigger: RemediationTrigger
@@ -472,8 +492,8 @@ class PolicyEvent(_Record):
 
     event_id: str = Field(description="Stable on re-send: consumers drop repeats by it.")
     kind: PolicyEventKind
-    cluster_id: Identifier
-    instance_id: Identifier | None = None
+    cluster_id: StoredIdentifier
+    instance_id: StoredIdentifier | None = None
     rule: str | None = None
     mode: RemediationMode | None = None
     reason: str

@@ -9,10 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from remediator.domain.models import (
     AuditNote,
     DecisionRecord,
-    Identifier,
     OptOut,
     Remediation,
     RemediationMode,
+    StoredIdentifier,
     Timestamp,
     Verification,
 )
@@ -48,8 +48,8 @@ class Explanation(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    cluster_id: Identifier
-    instance_id: Identifier
+    cluster_id: StoredIdentifier
+    instance_id: StoredIdentifier
     opt_out: OptOut | None = None
     open_remediation: Remediation | None = None
     cooldown_until: Timestamp | None = Field(
@@ -115,7 +115,7 @@ class SafetyView(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    cluster_id: Identifier
+    cluster_id: StoredIdentifier
     paused: Pause | None = Field(description="Set while automated remediation is paused.")
     tripped_at: Timestamp | None = Field(
         description="Set while the blast-radius limit holds new automated remediations back."
@@ -162,7 +162,7 @@ class ClusterSummary(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    cluster_id: Identifier
+    cluster_id: StoredIdentifier
     known_instances: int
     open_remediations: dict[str, int] = Field(
         default_factory=dict, description="Open remediations by state (only states with some)."

@@ -35,10 +35,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import ids, topology
 from .models import (
-    Identifier,
     PolicyEvent,
     PolicyEventKind,
     RemediationMode,
+    StoredIdentifier,
     Timestamp,
     format_timestamp,
 )
@@ -60,7 +60,7 @@ class ClusterRecord(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    cluster_id: Identifier
+    cluster_id: StoredIdentifier
     paused: Pause | None = None
     tripped_at: Timestamp | None = Field(
         default=None, description="When the blast-radius limit tripped; None: not tripped."

@@ -25,13 +25,13 @@ from .dedup import RecentIds
 from .lifecycle import Event
 from .models import (
     AuditNote,
-    Identifier,
     OptOut,
     Remediation,
     RemediationMode,
     RemediationState,
     RemediationTransition,
     RemediationTrigger,
+    StoredIdentifier,
     Timestamp,
     Verification,
     VerificationState,
@@ -103,8 +103,8 @@ class InstanceState(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    cluster_id: Identifier
-    instance_id: Identifier
+    cluster_id: StoredIdentifier
+    instance_id: StoredIdentifier
     seen: RecentIds = Field(
         default_factory=RecentIds, description="The most recent signal ids (dedup)."
     )

@@ -7,7 +7,13 @@ Failure model:
   an outage is visible without flooding the log.
 - *Permanent* (any other 4xx, or an answer that is not the contract's JSON):
   :class:`ControlPlaneRejected`, which fails the step with the control plane's message.
-  Retrying a request the control plane calls invalid would never succeed.
+  Retrying a request the control plane calls invalid would never succeed. A 401 or 403
+  says the control plane refused our credentials (``REMEDIATOR_CONTROL_PLANE_TOKEN``, the
+  client certificate): permanent too, with a message that says so, not a retry storm.
+
+Every id in a URL is percent-encoded as one path segment (:func:`segment`), so an id can
+never change which resource is addressed; credentials come from
+:class:`~remediator.pipeline.credentials.ControlPlaneCredentials`.
 
 ``POST`` is safe to retry: the ``operation_id`` is the idempotency key, so a repeated post
 returns the existing operation and repeats nothing.
@@ -22,6 +28,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -29,10 +36,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from remediator.domain.bounds import Text
 from remediator.domain.models import Operation
 from remediator.metrics import Metrics
+from remediator.pipeline.credentials import ControlPlaneCredentials
 
 log = logging.getLogger(__name__)
 
 TRANSIENT_STATUS = frozenset({408, 425, 429})
+#: The control plane refused who we are: permanent, said in so many words.
+REFUSED_CREDENTIALS = frozenset({401, 403})
 
 
 class OperationState(enum.StrEnum):
@@ -50,6 +60,10 @@ class OperationStatus(BaseModel):
     action: str
     state: OperationState
     error: Text | None = None  # clipped: it ends up in the remediation (domain/bounds.py)
+    # Optional: the instance the operation acts on, when the control plane says (the
+    # simulator does). The executor refuses an operation of another instance.
+    cluster_id: str | None = None
+    instance_id: str | None = None
 
 
 class ControlPlaneRejected(Exception):
@@ -80,15 +94,20 @@ class ControlPlaneClient:
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         metrics: Metrics | None = None,
+        credentials: ControlPlaneCredentials | None = None,
     ) -> None:
         self._base_url = base_url
         self._backoff = backoff or Backoff()
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+        credentials = credentials or ControlPlaneCredentials()
+        context = credentials.ssl_context
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             transport=transport,
-            headers={"user-agent": "remediator-executor"},
+            headers={"user-agent": "remediator-executor", **credentials.headers()},
+            auth=httpx.BasicAuth(*credentials.basic_auth) if credentials.basic_auth else None,
+            verify=context if context is not None else True,
         )
         #: Transient failures seen so far (for /healthz and tests).
         self.retries = 0
@@ -99,7 +118,10 @@ class ControlPlaneClient:
 
     async def start(self, cluster_id: str, instance_id: str, op: Operation) -> OperationStatus:
         """Start ``op`` (idempotent: an existing operation is returned as it is)."""
-        url = f"{self._base_url()}/v1/clusters/{cluster_id}/instances/{instance_id}/operations"
+        url = (
+            f"{self._base_url()}/v1/clusters/{segment(cluster_id)}"
+            f"/instances/{segment(instance_id)}/operations"
+        )
         body = {
             "operation_id": op.operation_id,
             "action": op.action.value,
@@ -110,7 +132,7 @@ class ControlPlaneClient:
 
     async def get(self, operation_id: str) -> OperationStatus | None:
         """The operation's status, or None if the control plane does not know it."""
-        url = f"{self._base_url()}/v1/operations/{operation_id}"
+        url = f"{self._base_url()}/v1/operations/{segment(operation_id)}"
         try:
             return await self._call(
                 "poll", f"poll {operation_id}", lambda: self._client.get(url), not_found_ok=True
@@ -132,7 +154,7 @@ class ControlPlaneClient:
             try:
                 response = await send()
             except httpx.TransportError as exc:  # connect, read, write, timeouts, protocol
-                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                problem = _transport_problem(exc)
                 cause = "transport"
             else:
                 status = response.status_code
@@ -144,6 +166,12 @@ class ControlPlaneClient:
                         raise
                 if status == 404 and not_found_ok:
                     raise _NotFound
+                if status in REFUSED_CREDENTIALS:
+                    self._metrics.control_plane_error(call, str(status))
+                    raise ControlPlaneRejected(
+                        f"control plane refused the credentials ({status}): "
+                        f"{_message(response)} (to {what})"
+                    )
                 if status < 500 and status not in TRANSIENT_STATUS:
                     self._metrics.control_plane_error(call, str(status))
                     raise ControlPlaneRejected(
@@ -168,6 +196,28 @@ class ControlPlaneClient:
 
 class _NotFound(Exception):
     pass
+
+
+def _transport_problem(exc: BaseException) -> str:
+    """``ConnectError: ...``; for one that says nothing itself (httpx's ``ReadError('')``
+    of a connection reset, such as a TLS server refusing the client's certificate), the
+    first cause that does."""
+    if str(exc):
+        return f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and not str(cause):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return type(exc).__name__
+    return f"{type(exc).__name__} ({type(cause).__name__}: {cause})"
+
+
+def segment(value: str) -> str:
+    """``value`` as exactly one URL path segment: every reserved character
+    percent-encoded (``/``, ``?``, ``#``, ``%``), and ``.`` or ``..`` too, which clients
+    and proxies would otherwise resolve as "this" or "the parent" directory."""
+    encoded = quote(value, safe="")
+    return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
 
 
 def _parse(what: str, response: httpx.Response) -> OperationStatus:

@@ -12,6 +12,8 @@ from datetime import datetime
 from pydantic import BaseModel, ValidationError
 
 from remediator.domain.models import (
+    IDENTIFIER_PATTERN,
+    IDENTIFIER_RULE,
     ActiveHealthCheckRun,
     DeadLetter,
     HealthSignal,
@@ -52,6 +54,8 @@ def describe(model: type[BaseModel], exc: ValidationError) -> str:
         if error["type"] == "json_invalid":
             message = f"not valid JSON ({error.get('ctx', {}).get('error', message)})"
         elif error["type"] not in ("missing",) and "input" in error and loc:
+            if error.get("ctx", {}).get("pattern") == IDENTIFIER_PATTERN:
+                message = f"not {IDENTIFIER_RULE}"  # the regex itself helps no reader
             shown = repr(error["input"])
             if len(shown) > _MAX_SHOWN_INPUT:
                 shown = shown[: _MAX_SHOWN_INPUT - 3] + "..."

@@ -34,6 +34,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from typing import overload
 
 from mode import Service
 
@@ -210,7 +211,7 @@ class Executor(Service):
         """Drive one started step to DONE or FAILED on the control plane."""
         cluster, instance = remediation.cluster_id, remediation.instance_id
         try:
-            status = await self.client.get(op.operation_id)
+            status = _ours(remediation, await self.client.get(op.operation_id))
             if status is None:
                 log.info(
                     "executor: %s %s on %s/%s (operation %s)",
@@ -221,7 +222,7 @@ class Executor(Service):
                     op.operation_id,
                     extra=about(cluster, instance, remediation.id),
                 )
-                status = await self.client.start(cluster, instance, op)
+                status = _ours(remediation, await self.client.start(cluster, instance, op))
                 await failpoints.hit("executor.after_post")
             delay = self._poll.base
             started = op.start_time or self._clock()
@@ -237,7 +238,9 @@ class Executor(Service):
                 delay = min(delay * self._poll.factor, self._poll.cap)
                 polled = await self.client.get(op.operation_id)
                 # Unknown to the control plane after all (lost?): post again, idempotently.
-                status = polled or await self.client.start(cluster, instance, op)
+                status = _ours(
+                    remediation, polled or await self.client.start(cluster, instance, op)
+                )
         except ControlPlaneRejected as exc:
             return OperationStatus(
                 operation_id=op.operation_id,
@@ -292,6 +295,28 @@ class Executor(Service):
                 RESEND_AFTER,
                 extra=about(remediation.cluster_id, remediation.instance_id, remediation.id),
             )
+
+
+@overload
+def _ours(remediation: Remediation, status: OperationStatus) -> OperationStatus: ...
+@overload
+def _ours(remediation: Remediation, status: None) -> None: ...
+def _ours(remediation: Remediation, status: OperationStatus | None) -> OperationStatus | None:
+    """``status``, unless the control plane says the operation acts on another instance
+    than the remediation's: then :class:`ControlPlaneRejected` (the step fails). An id
+    that collides with another instance's operation must never be taken for ours, let
+    alone waited on or reported DONE. A control plane that does not say is trusted."""
+    if status is None:
+        return None
+    theirs = (status.cluster_id, status.instance_id)
+    ours = (remediation.cluster_id, remediation.instance_id)
+    if any(t is not None and t != o for t, o in zip(theirs, ours, strict=True)):
+        raise ControlPlaneRejected(
+            f"operation {status.operation_id} on the control plane acts on cluster "
+            f"{status.cluster_id} instance {status.instance_id}, not on this remediation's "
+            f"{remediation.cluster_id}/{remediation.instance_id}: refused"
+        )
+    return status
 
 
 def _next_step(operations: list[Operation]) -> tuple[int, Operation] | None:

@@ -38,8 +38,8 @@ from remediator.domain.models import (
     ActiveHealthCheckRun,
     DeadLetter,
     HealthSignal,
-    Identifier,
     PassiveHealthCheckEvent,
+    StoredIdentifier,
     assemble,
 )
 
@@ -58,7 +58,7 @@ class Kick(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    cluster_id: Identifier
+    cluster_id: StoredIdentifier
 
 
 class Unreadable(BaseModel):
