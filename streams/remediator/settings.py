@@ -636,6 +636,14 @@ class Settings(BrokerSettings):
         """The policy with its source and the SHA-256 of its text."""
         return load_policy_in_force(self.policy_file)
 
+    @field_validator("app_id")
+    @classmethod
+    def _check_app_id(cls, value: str) -> str:
+        # The app id names a directory under REMEDIATOR_DATA_DIR (and topics).
+        if value in (".", ".."):
+            raise ValueError(f"{value!r} names a directory, not an app id")
+        return value
+
     @field_validator("api_tokens")
     @classmethod
     def _check_tokens(cls, value: str) -> str:

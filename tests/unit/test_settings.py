@@ -99,6 +99,7 @@ def test_bad_token_settings_stop_start_up_with_one_line(
         ("REMEDIATOR_LOG_LEVEL", "loud"),
         ("REMEDIATOR_PARTITIONS", "0"),
         ("REMEDIATOR_APP_ID", "has space"),
+        ("REMEDIATOR_APP_ID", ".."),
         ("REMEDIATOR_TOPIC_TRANSITIONS", "bad/topic"),
         ("REMEDIATOR_CREATE_TOPICS", "maybe"),
     ],
