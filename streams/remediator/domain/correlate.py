@@ -47,6 +47,7 @@ from .models import (
     Severity,
     SignalKind,
     SignalRef,
+    Verification,
     format_timestamp,
 )
 from .opening import AUTO_APPROVED as AUTO_APPROVED
@@ -283,6 +284,32 @@ def _linked(
     return Decision(state, (transition,), Outcome.RECORDED, verdict)
 
 
+@dataclass(slots=True)
+class _Attempt:
+    """A failing signal a rule would open a remediation for, on its way through the
+    safety checks. A check may leave its mark on ``state`` (a debounce strike) or raise
+    ``verdict``'s mode (escalation) and let the attempt go on."""
+
+    state: InstanceState
+    signal: HealthSignal
+    key: str
+    at: datetime
+    verdict: Verdict
+    now: datetime
+    config: CorrelationConfig
+    cluster: ClusterView | None
+    #: A SUCCEEDED repair that showed no health in time: escalate at once.
+    unverified: Verification | None
+
+    @property
+    def policy(self) -> Policy:
+        return self.config.policy
+
+    @property
+    def mode(self) -> RemediationMode:
+        return self.verdict.mode or self.policy.fallback_mode
+
+
 def _open_if_allowed(
     state: InstanceState,
     signal: HealthSignal,
@@ -293,40 +320,64 @@ def _open_if_allowed(
     config: CorrelationConfig,
     cluster: ClusterView | None,
 ) -> Decision:
-    """A failing signal a rule would open a remediation for: the safety rules decide."""
-    policy = config.policy
-    if state.opt_out is not None:
-        opt = state.opt_out
-        why = f"instance opted out by {opt.by}: {opt.reason}"
-        return _held(state, verdict, why, BlockReason.OPT_OUT)
-    # A repair that was not verified: the next failing signal escalates at once, past the
-    # debounce and the cooldown (the other safety rules still apply).
-    unverified = verification.armed(state)
+    """A failing signal a rule would open a remediation for: the safety rules decide, in
+    the order of :data:`_CHECKS`; the first that decides ends it. Past them all, the
+    cluster's admission (blast radius, domains, budget, pause, queue) has the last word."""
+    attempt = _Attempt(
+        state, signal, key, at, verdict, now, config, cluster, verification.armed(state)
+    )
+    for check in _CHECKS:
+        decided = check(attempt)
+        if decided is not None:
+            return decided
+    return _admit(attempt)
+
+
+def _opted_out(attempt: _Attempt) -> Decision | None:
+    opt = attempt.state.opt_out
+    if opt is None:
+        return None
+    why = f"instance opted out by {opt.by}: {opt.reason}"
+    return _held(attempt.state, attempt.verdict, why, BlockReason.OPT_OUT)
+
+
+def _cooling_down(attempt: _Attempt) -> Decision | None:
+    """Nothing new opens for a while after a remediation ended; an unverified repair
+    escalates past the cooldown (and the debounce)."""
+    state, policy = attempt.state, attempt.policy
     last = state.past[0] if state.past else None
     ended = state.cooldown_from or (last.end_time if last is not None else None)
-    if (
-        unverified is None
-        and last is not None
-        and ended is not None
-        and at < ended + policy.cooldown
-    ):
-        until = format_timestamp(ended + policy.cooldown)
-        why = f"cooldown after {last.id} until {until}"
-        return _held(state, verdict, why, BlockReason.COOLDOWN)
+    if attempt.unverified is not None or last is None or ended is None:
+        return None
+    if attempt.at >= ended + policy.cooldown:
+        return None
+    why = f"cooldown after {last.id} until {format_timestamp(ended + policy.cooldown)}"
+    return _held(state, attempt.verdict, why, BlockReason.COOLDOWN)
 
-    rule = policy.rule(verdict.rule)
-    if unverified is None and rule is not None and rule.debounce_count > 1:
-        horizon = at - rule.debounce_window
-        recent = [t for t in state.strikes.get(rule.name, []) if t >= horizon] + [at]
-        state = state.model_copy(update={"strikes": {**state.strikes, rule.name: recent}})
-        if len(recent) < rule.debounce_count:
-            reason = (
-                f"{verdict.reason}: {len(recent)} of {rule.debounce_count} failing signals "
-                f"within {rule.debounce_window_minutes:g} min [rule {rule.name}]"
-            )
-            return Decision(state, (), Outcome.DEBOUNCED, _with_reason(verdict, reason))
 
-    hold = policy.hold_for_human
+def _debounced(attempt: _Attempt) -> Decision | None:
+    """A rule with a debounce counts failing signals within its window first."""
+    rule = attempt.policy.rule(attempt.verdict.rule)
+    if attempt.unverified is not None or rule is None or rule.debounce_count <= 1:
+        return None
+    state, at = attempt.state, attempt.at
+    horizon = at - rule.debounce_window
+    recent = [t for t in state.strikes.get(rule.name, []) if t >= horizon] + [at]
+    attempt.state = state.model_copy(update={"strikes": {**state.strikes, rule.name: recent}})
+    if len(recent) >= rule.debounce_count:
+        return None
+    reason = (
+        f"{attempt.verdict.reason}: {len(recent)} of {rule.debounce_count} failing signals "
+        f"within {rule.debounce_window_minutes:g} min [rule {rule.name}]"
+    )
+    return Decision(attempt.state, (), Outcome.DEBOUNCED, _with_reason(attempt.verdict, reason))
+
+
+def _held_for_human(attempt: _Attempt) -> Decision | None:
+    """Too many remediations carried out on the instance lately: left to a human (one
+    HELD_FOR_HUMAN event per window)."""
+    state, at = attempt.state, attempt.at
+    hold = attempt.policy.hold_for_human
     window = timedelta(hours=hold.window_hours)
     lifted = state.hold_lifted.at if state.hold_lifted is not None else None
     carried_out = [
@@ -336,89 +387,112 @@ def _open_if_allowed(
         and p.start_time >= at - window
         and (lifted is None or p.start_time > lifted)
     ]
-    if len(carried_out) >= hold.max_remediations:
-        reason = (
-            f"{len(carried_out)} remediations carried out within {hold.window_hours:g} h: "
-            "left to a human"
+    if len(carried_out) < hold.max_remediations:
+        return None
+    reason = (
+        f"{len(carried_out)} remediations carried out within {hold.window_hours:g} h: "
+        "left to a human"
+    )
+    events: tuple[PolicyEvent, ...] = ()
+    if state.held_for_human_at is None or state.held_for_human_at < at - window:
+        kind = PolicyEventKind.HELD_FOR_HUMAN
+        event = _policy_event(
+            state, kind, attempt.key, attempt.signal, attempt.verdict, reason, attempt.now
         )
-        events: tuple[PolicyEvent, ...] = ()
-        if state.held_for_human_at is None or state.held_for_human_at < at - window:
-            kind = PolicyEventKind.HELD_FOR_HUMAN
-            events = (_policy_event(state, kind, key, signal, verdict, reason, now),)
-            state = state.model_copy(update={"held_for_human_at": at})
-        held = _held(state, verdict, reason, BlockReason.HELD_FOR_HUMAN)
-        return Decision(held.state, (), held.outcome, held.verdict, events, blocked=held.blocked)
+        events = (event,)
+        state = state.model_copy(update={"held_for_human_at": at})
+    held = _held(state, attempt.verdict, reason, BlockReason.HELD_FOR_HUMAN)
+    return Decision(held.state, (), held.outcome, held.verdict, events, blocked=held.blocked)
 
-    mode = verdict.mode or policy.fallback_mode
-    escalated_from = _previous_attempt(state, verdict.rule, at, policy.escalation_window)
+
+def _escalated(attempt: _Attempt) -> Decision | None:
+    """Raise the mode: at once after an unverified repair, or when the same problem
+    came back within the escalation window. Decides nothing."""
+    verdict, mode = attempt.verdict, attempt.mode
+    unverified = attempt.unverified
     if unverified is not None:
         mode = mode if heavier(mode, unverified.mode) else next_mode(unverified.mode)
-        verdict = _with_reason(
+        attempt.verdict = _with_reason(
             Verdict(verdict.action, verdict.rule, verdict.reason, mode),
             f"{verdict.reason}; {unverified.remediation_id} ({_short(unverified.mode)}) "
             "SUCCEEDED but the instance showed no health in time: escalated at once",
         )
-    elif escalated_from is not None and not heavier(mode, escalated_from.mode):
-        mode = next_mode(escalated_from.mode)
-        if mode is not verdict.mode:
-            verdict = _with_reason(
-                Verdict(verdict.action, verdict.rule, verdict.reason, mode),
-                f"{verdict.reason}; came back after {escalated_from.id} "
-                f"({_short(escalated_from.mode)}, {escalated_from.state.value}): escalated",
-            )
+        return None
+    window = attempt.policy.escalation_window
+    previous = _previous_attempt(attempt.state, verdict.rule, attempt.at, window)
+    if previous is None or heavier(mode, previous.mode):
+        attempt.verdict = Verdict(verdict.action, verdict.rule, verdict.reason, mode)
+        return None
+    mode = next_mode(previous.mode)
+    attempt.verdict = Verdict(verdict.action, verdict.rule, verdict.reason, mode)
+    if mode is not verdict.mode:
+        attempt.verdict = _with_reason(
+            attempt.verdict,
+            f"{verdict.reason}; came back after {previous.id} "
+            f"({_short(previous.mode)}, {previous.state.value}): escalated",
+        )
+    return None
 
-    if policy.shadows(signal.cluster_id, verdict.rule):
-        seen_at = state.shadowed.get(verdict.rule)
-        reason = f"dry run: would open {_short(mode)}: {verdict.reason} [rule {verdict.rule}]"
-        if seen_at is not None and at < seen_at + policy.cooldown:
-            return Decision(state, (), Outcome.SHADOWED, _with_reason(verdict, reason))
-        state = state.model_copy(update={"shadowed": {**state.shadowed, verdict.rule: at}})
-        event = _policy_event(state, PolicyEventKind.SHADOW_OPEN, key, signal, verdict, reason, now)
-        return Decision(state, (), Outcome.SHADOWED, _with_reason(verdict, reason), (event,))
 
+def _shadowed(attempt: _Attempt) -> Decision | None:
+    """A dry run (service, cluster or rule): publish what would open, once per cooldown."""
+    state, verdict, at = attempt.state, attempt.verdict, attempt.at
+    if not attempt.policy.shadows(attempt.signal.cluster_id, verdict.rule):
+        return None
+    seen_at = state.shadowed.get(verdict.rule)
+    reason = f"dry run: would open {_short(attempt.mode)}: {verdict.reason} [rule {verdict.rule}]"
+    if seen_at is not None and at < seen_at + attempt.policy.cooldown:
+        return Decision(state, (), Outcome.SHADOWED, _with_reason(verdict, reason))
+    state = state.model_copy(update={"shadowed": {**state.shadowed, verdict.rule: at}})
+    kind = PolicyEventKind.SHADOW_OPEN
+    event = _policy_event(state, kind, attempt.key, attempt.signal, verdict, reason, attempt.now)
+    return Decision(state, (), Outcome.SHADOWED, _with_reason(verdict, reason), (event,))
+
+
+#: The instance's own safety rules, in order.
+_CHECKS = (_opted_out, _cooling_down, _debounced, _held_for_human, _escalated, _shadowed)
+
+
+def _admit(attempt: _Attempt) -> Decision:
+    """The cluster's admission decides (without a cluster view, as in unit tests of the
+    instance alone: opened). Refused for room, the proposal waits in the queue."""
+    state, signal, verdict, now = attempt.state, attempt.signal, attempt.verdict, attempt.now
+    policy, mode, cluster = attempt.policy, attempt.mode, attempt.cluster
     if verdict.rule in state.strikes:
         state = state.model_copy(
             update={"strikes": {k: v for k, v in state.strikes.items() if k != verdict.rule}}
         )
-    rid = ids.automated_remediation_id(signal.cluster_id, signal.instance_id, key)
+    rid = ids.automated_remediation_id(signal.cluster_id, signal.instance_id, attempt.key)
     if cluster is None:
-        remediation = _automated(rid, signal, mode, verdict, now)
-        state, opened = open_automated(state, remediation, policy, now)
+        state, opened = open_automated(
+            state, _automated(rid, signal, mode, verdict, now), policy, now
+        )
         return Decision(state, opened, Outcome.OPENED, verdict)
-
     proposal = Proposal(
         cluster_id=signal.cluster_id,
         instance_id=signal.instance_id,
         remediation_id=rid,
         rule=verdict.rule,
         mode=mode,
-        at=at,
+        at=attempt.at,
         domains=topology.names(state.domain),
     )
     admission = safety.admit(cluster, proposal, policy, now)
     changed = admission.record if admission.record != cluster.record else None
-    if not admission.admitted and admission.blocked in safety.QUEUEABLE:
-        build = functools.partial(_automated, rid, signal, mode, verdict, now)
-        state, why = queueing.enqueue(state, build, admission, cluster, policy, at)
+    if not admission.admitted:
+        why = admission.reason
+        if admission.blocked in safety.QUEUEABLE:
+            build = functools.partial(_automated, rid, signal, mode, verdict, now)
+            state, why = queueing.enqueue(state, build, admission, cluster, policy, attempt.at)
         held = _held(state, verdict, why, admission.blocked)
-        outcome = Outcome.QUEUED if state.waiting is not None else Outcome.BLOCKED
+        queued = admission.blocked in safety.QUEUEABLE and state.waiting is not None
+        outcome = Outcome.QUEUED if queued else held.outcome
         return Decision(
             held.state, (), outcome, held.verdict, admission.events, changed, blocked=held.blocked
         )
-    if not admission.admitted:
-        held = _held(state, verdict, admission.reason, admission.blocked)
-        return Decision(
-            held.state,
-            (),
-            held.outcome,
-            held.verdict,
-            admission.events,
-            changed,
-            blocked=held.blocked,
-        )
     # Built only once admitted: in a storm most proposals are refused.
     remediation = _automated(rid, signal, mode, verdict, now)
-    state, opened = open_automated(queueing.drop(state).admit(at), remediation, policy, now)
+    state, opened = open_automated(queueing.drop(state).admit(attempt.at), remediation, policy, now)
     verdict = _with_reason(verdict, f"{verdict.reason} ({admission.reason})")
     return Decision(state, opened, Outcome.OPENED, verdict, admission.events, changed)
 
