@@ -149,60 +149,23 @@ def apply_report(state: InstanceState | None, report: StepReport, now: datetime)
     """Apply one executor report; see the module docstring."""
     if state is None:
         return Applied(InstanceState.empty(report.cluster_id, report.instance_id), (), "no state")
-    current = state.open
-    if current is None or current.remediation.id != report.remediation_id:
-        return Applied(state, (), f"remediation {report.remediation_id} is not open")
-    remediation = current.remediation
-    if remediation.state not in EXECUTING_STATES:
-        return Applied(state, (), f"remediation is {remediation.state.value}, not carried out")
+    ignored = _stale(state, report)
+    if ignored:
+        return Applied(state, (), ignored)
+    assert state.open is not None  # noqa: S101 - _stale checked it
+    remediation = state.open.remediation
     operations = list(remediation.operations)
-    if report.step >= len(operations):
-        return Applied(state, (), f"no step {report.step}")
     operation = operations[report.step]
-    if operation.operation_id != report.operation_id:
-        return Applied(state, (), f"step {report.step} is {operation.operation_id}")
-    if any(op.state is not StepState.DONE for op in operations[: report.step]):
-        return Applied(state, (), f"an earlier step than {report.step} is not done")
-    extra: dict[str, object] = {}
     label = f"step {report.step + 1}/{len(operations)} {operation.action.value}"
     where = f"(operation {operation.operation_id})"
-
     if report.kind is ReportKind.STARTED:
         if operation.state is not StepState.PLANNED:
             return Applied(state, (), f"{label} already {operation.state.value}")
-        operations[report.step] = operation.model_copy(
-            update={"state": StepState.RUNNING, "start_time": now}
-        )
-        event, reason = Event.STEP_STARTED, f"{label} started {where}"
     elif operation.state in (StepState.DONE, StepState.FAILED):
         return Applied(state, (), f"{label} already {operation.state.value}")
-    elif report.kind is ReportKind.DONE:
-        operations[report.step] = operation.model_copy(
-            update={
-                "state": StepState.DONE,
-                "start_time": operation.start_time or now,
-                "end_time": now,
-            }
-        )
-        if all(op.state is StepState.DONE for op in operations):
-            event, reason = Event.SUCCEED, f"{label} done, all steps done {where}"
-        elif remediation.state is RemediationState.QUARANTINING:
-            event, reason = Event.QUARANTINED, f"{label} done, host cordoned {where}"
-        else:
-            event, reason = Event.STEP_DONE, f"{label} done {where}"
-    else:
-        error = report.error or "the control plane reported the step FAILED"
-        operations[report.step] = operation.model_copy(
-            update={
-                "state": StepState.FAILED,
-                "start_time": operation.start_time or now,
-                "end_time": now,
-                "error": error,
-            }
-        )
-        message = f"{operation.action.value} failed: {error}"
-        event, reason = Event.FAIL, f"{label} failed {where}: {error}"
-        extra["error_message"] = message
+    operations[report.step], event, what, extra = _step_change(remediation, operations, report, now)
+    reason = f"{label} {what} {where}" + (f": {extra['error']}" if "error" in extra else "")
+    extra.pop("error", None)
     new_state, transition = record_change(
         state,
         remediation,
@@ -213,6 +176,49 @@ def apply_report(state: InstanceState | None, report: StepReport, now: datetime)
         changes={"operations": operations, **extra},
     )
     return Applied(new_state, (transition,))
+
+
+def _stale(state: InstanceState, report: StepReport) -> str:
+    """Why a report no longer applies ("" when it does): a replay, or a report about a
+    remediation or step that has moved on."""
+    current = state.open
+    if current is None or current.remediation.id != report.remediation_id:
+        return f"remediation {report.remediation_id} is not open"
+    remediation = current.remediation
+    if remediation.state not in EXECUTING_STATES:
+        return f"remediation is {remediation.state.value}, not carried out"
+    operations = remediation.operations
+    if report.step >= len(operations):
+        return f"no step {report.step}"
+    if operations[report.step].operation_id != report.operation_id:
+        return f"step {report.step} is {operations[report.step].operation_id}"
+    if any(op.state is not StepState.DONE for op in operations[: report.step]):
+        return f"an earlier step than {report.step} is not done"
+    return ""
+
+
+def _step_change(
+    remediation: Remediation, operations: list[Operation], report: StepReport, now: datetime
+) -> tuple[Operation, Event, str, dict[str, object]]:
+    """The step as the report leaves it, the lifecycle event, what happened in words,
+    and further changes to the record (a failure's ``error`` is for the reason only)."""
+    operation = operations[report.step]
+    if report.kind is ReportKind.STARTED:
+        started = operation.model_copy(update={"state": StepState.RUNNING, "start_time": now})
+        return started, Event.STEP_STARTED, "started", {}
+    ended = {"start_time": operation.start_time or now, "end_time": now}
+    if report.kind is ReportKind.DONE:
+        done = operation.model_copy(update={"state": StepState.DONE, **ended})
+        rest = [done if i == report.step else op for i, op in enumerate(operations)]
+        if all(op.state is StepState.DONE for op in rest):
+            return done, Event.SUCCEED, "done, all steps done", {}
+        if remediation.state is RemediationState.QUARANTINING:
+            return done, Event.QUARANTINED, "done, host cordoned", {}
+        return done, Event.STEP_DONE, "done", {}
+    error = report.error or "the control plane reported the step FAILED"
+    failed = operation.model_copy(update={"state": StepState.FAILED, "error": error, **ended})
+    message = f"{operation.action.value} failed: {error}"
+    return failed, Event.FAIL, "failed", {"error_message": message, "error": error}
 
 
 def running_remediation(state: InstanceState | None) -> Remediation | None:

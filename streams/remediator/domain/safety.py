@@ -148,7 +148,9 @@ class Admission:
 def admit(
     view: ClusterView, proposal: Proposal, policy: Policy, now: datetime, *, queued: bool = False
 ) -> Admission:
-    """Admit or refuse one proposal; see the module docstring.
+    """Admit or refuse one proposal; see the module docstring. The checks, in order:
+    a pause, the cluster's blast radius, its failure domains, the hourly budget, and the
+    proposals already waiting in line.
 
     ``queued``: the proposal at the head of the cluster's queue, asking again because
     there may be room now. It does not wait behind itself, and it does not trip the
@@ -159,6 +161,31 @@ def admit(
         pause = record.paused
         reason = f"cluster paused by {pause.by}: {pause.reason}"
         return Admission(False, reason, record, events, BlockReason.PAUSED)
+    refused = (
+        _radius_check(view, proposal, policy, record, events, now, queued)
+        or _domain_check(view, proposal, policy, record, events, now, queued)
+        or _budget_check(view, proposal, policy, record, events, now)
+    )
+    if refused is not None:
+        return refused
+    if view.waiting and not queued:
+        reason = f"{view.waiting} earlier proposal(s) of the cluster wait for room first"
+        return Admission(False, reason, record, events, BlockReason.QUEUED)
+    limit = policy.blast_radius.limit(view.known)
+    return Admission(True, f"admitted: {view.unhealthy + 1} of limit {limit}", record, events)
+
+
+def _radius_check(
+    view: ClusterView,
+    proposal: Proposal,
+    policy: Policy,
+    record: ClusterRecord,
+    events: tuple[PolicyEvent, ...],
+    now: datetime,
+    queued: bool,
+) -> Admission | None:
+    """The cluster's storm limit: refused while tripped; one more than the limit trips it
+    (edge-triggered: one BLAST_RADIUS_TRIPPED event)."""
     radius = policy.blast_radius
     limit = radius.limit(view.known)
     if record.tripped_at is not None:
@@ -170,50 +197,58 @@ def admit(
             events,
             BlockReason.BLAST_RADIUS,
         )
-    if view.unhealthy + 1 > limit:
-        if queued:
-            reason = f"blast radius: {view.unhealthy} of limit {limit} open"
-            return Admission(False, reason, record, events, BlockReason.BLAST_RADIUS)
-        record = record.model_copy(update={"tripped_at": now})
-        reason = (
-            f"blast radius tripped: {view.unhealthy} of {view.known} instances already "
-            f"unhealthy, limit {limit} (max_open {radius.max_open}, max_percent "
-            f"{radius.max_percent:g}); no new automated remediations until they fall to "
-            f"{radius.resume_at(view.known)}"
-        )
-        tripped = _event(
+    if view.unhealthy + 1 <= limit:
+        return None
+    if queued:
+        reason = f"blast radius: {view.unhealthy} of limit {limit} open"
+        return Admission(False, reason, record, events, BlockReason.BLAST_RADIUS)
+    record = record.model_copy(update={"tripped_at": now})
+    reason = (
+        f"blast radius tripped: {view.unhealthy} of {view.known} instances already "
+        f"unhealthy, limit {limit} (max_open {radius.max_open}, max_percent "
+        f"{radius.max_percent:g}); no new automated remediations until they fall to "
+        f"{radius.resume_at(view.known)}"
+    )
+    tripped = _event(
+        record.cluster_id,
+        PolicyEventKind.BLAST_RADIUS_TRIPPED,
+        reason,
+        now,
+        f"propose/{proposal.remediation_id}",
+        proposal,
+    )
+    return Admission(False, reason, record, (*events, tripped), BlockReason.BLAST_RADIUS)
+
+
+def _budget_check(
+    view: ClusterView,
+    proposal: Proposal,
+    policy: Policy,
+    record: ClusterRecord,
+    events: tuple[PolicyEvent, ...],
+    now: datetime,
+) -> Admission | None:
+    """The hourly budget of automated openings (event time); running out is
+    edge-triggered, like the blast radius (one RATE_BUDGET_EXHAUSTED event)."""
+    budget = policy.rate_budget_per_hour
+    if not budget:
+        return None
+    recent = budget_used(view.admissions, proposal.at)
+    if recent < budget:
+        return None
+    reason = f"rate budget: {recent} opened in the last hour, budget {budget}"
+    if record.budget_exhausted_at is None:
+        record = record.model_copy(update={"budget_exhausted_at": now})
+        exhausted = _event(
             record.cluster_id,
-            PolicyEventKind.BLAST_RADIUS_TRIPPED,
+            PolicyEventKind.RATE_BUDGET_EXHAUSTED,
             reason,
             now,
             f"propose/{proposal.remediation_id}",
             proposal,
         )
-        return Admission(False, reason, record, (*events, tripped), BlockReason.BLAST_RADIUS)
-    refused = _domain_check(view, proposal, policy, record, events, now, queued)
-    if refused is not None:
-        return refused
-    budget = policy.rate_budget_per_hour
-    if budget:
-        recent = budget_used(view.admissions, proposal.at)
-        if recent >= budget:
-            reason = f"rate budget: {recent} opened in the last hour, budget {budget}"
-            if record.budget_exhausted_at is None:  # edge-triggered, like the blast radius
-                record = record.model_copy(update={"budget_exhausted_at": now})
-                exhausted = _event(
-                    record.cluster_id,
-                    PolicyEventKind.RATE_BUDGET_EXHAUSTED,
-                    reason,
-                    now,
-                    f"propose/{proposal.remediation_id}",
-                    proposal,
-                )
-                events = (*events, exhausted)
-            return Admission(False, reason, record, events, BlockReason.RATE_BUDGET)
-    if view.waiting and not queued:
-        reason = f"{view.waiting} earlier proposal(s) of the cluster wait for room first"
-        return Admission(False, reason, record, events, BlockReason.QUEUED)
-    return Admission(True, f"admitted: {view.unhealthy + 1} of limit {limit}", record, events)
+        events = (*events, exhausted)
+    return Admission(False, reason, record, events, BlockReason.RATE_BUDGET)
 
 
 def _domain_check(
