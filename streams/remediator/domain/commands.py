@@ -421,32 +421,48 @@ def _create(
     if existing is not None:
         if existing.trigger is RemediationTrigger.MANUAL and existing.mode is mode:
             return state, (), Reply(command_id=command.command_id, remediation=existing)
-        return (
-            state,
-            (),
-            _error(
-                command,
-                ErrorCode.ALREADY_EXISTS,
-                f"remediation_id {remediation_id!r} is already used by a remediation with "
-                "different content",
-            ),
+        message = (
+            f"remediation_id {remediation_id!r} is already used by a remediation with "
+            "different content"
         )
+        return state, (), _error(command, ErrorCode.ALREADY_EXISTS, message)
     if state.open is not None:
         current = state.open.remediation
-        return (
-            state,
-            (),
-            _error(
-                command,
-                ErrorCode.FAILED_PRECONDITION,
-                f"instance {command.cluster_id}/{command.instance_id} already has open "
-                f"remediation {current.id} in state {current.state.value}",
-            ),
+        message = (
+            f"instance {command.cluster_id}/{command.instance_id} already has open "
+            f"remediation {current.id} in state {current.state.value}"
         )
+        return state, (), _error(command, ErrorCode.FAILED_PRECONDITION, message)
     # Two-person approval of manual creates, if the policy asks: the requester's own
     # approval is the first, a second person's moves it on.
     second_needed = policy.two_person_manual and policy.needs_two(command.cluster_id, mode)
-    remediation = Remediation(
+    remediation = _manual(remediation_id, command, mode, now, second_needed)
+    reason = command.reason or "created through the API"
+    if second_needed:
+        reason += f"; {mode.value} needs a second person's approval"
+    new_state, transition = record_creation(
+        # A remediation by hand takes the place of a proposal waiting for room.
+        state.model_copy(update={"waiting": None}),
+        remediation,
+        Event.CREATE_MANUAL_FOR_APPROVAL if second_needed else Event.CREATE_MANUAL,
+        now=now,
+        actor=command.principal,
+        reason=reason,
+    )
+    reply = Reply(command_id=command.command_id, remediation=remediation, created=True)
+    return new_state, (transition,), reply
+
+
+def _manual(
+    remediation_id: str,
+    command: Command,
+    mode: RemediationMode,
+    now: datetime,
+    second_needed: bool,
+) -> Remediation:
+    """A remediation created through the API: PENDING, or waiting for a second person."""
+    first = Approval(principal=command.principal, at=now, mode=mode, comment=command.reason)
+    return Remediation(
         id=remediation_id,
         cluster_id=command.cluster_id,
         instance_id=command.instance_id,
@@ -458,24 +474,8 @@ def _create(
         create_time=now,
         update_time=now,
         approvals_required=2 if second_needed else None,
-        approvals=[Approval(principal=command.principal, at=now, mode=mode, comment=command.reason)]
-        if second_needed
-        else [],
+        approvals=[first] if second_needed else [],
     )
-    reason = command.reason or "created through the API"
-    new_state, transition = record_creation(
-        # A remediation by hand takes the place of a proposal waiting for room.
-        state.model_copy(update={"waiting": None}),
-        remediation,
-        Event.CREATE_MANUAL_FOR_APPROVAL if second_needed else Event.CREATE_MANUAL,
-        now=now,
-        actor=command.principal,
-        reason=f"{reason}; {mode.value} needs a second person's approval"
-        if second_needed
-        else reason,
-    )
-    reply = Reply(command_id=command.command_id, remediation=remediation, created=True)
-    return new_state, (transition,), reply
 
 
 #: The provider's words (SDK 3.1.1) on why a power cycle is no approval override.
