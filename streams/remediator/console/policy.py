@@ -91,7 +91,28 @@ def _check(loaded: Any, output: str, out: TextIO) -> int:
         }
         out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
+    lines = [
+        *_summary(loaded),
+        f"  rules, first match wins ({len(policy.rules)}):",
+        *(_rule_line(rule) for rule in policy.rules),
+        *(_cluster_line(cluster_id, c) for cluster_id, c in sorted(policy.clusters.items())),
+        "  sample decisions:",
+        *(f"    {label:<44} -> {text}" for label, text in samples),
+    ]
+    out.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _short(mode: Any) -> str:
+    return str(mode.value).removeprefix("REMEDIATION_MODE_")
+
+
+def _summary(loaded: Any) -> list[str]:
+    """The settings of the policy as a whole, a line or two each."""
+    policy = loaded.policy
     radius = policy.blast_radius
+    unknown = f"open {_short(policy.fallback_mode)}" if policy.fallback == "open" else "record only"
+    two = ", ".join(_short(m) for m in policy.two_person_modes) or "none"
     lines = [
         f"policy {loaded.source} (sha256 {loaded.sha256[:12]}), over the defaults",
         f"  cooldown {policy.cooldown_minutes:g} min, auto-resolve within "
@@ -101,13 +122,9 @@ def _check(loaded: Any, output: str, out: TextIO) -> int:
         f"{'on' if policy.shadow else 'off'}",
         f"  blast radius: at most max({radius.min_allowed}, min({radius.max_open}, "
         f"{radius.max_percent:g}% of known)) open; budget {policy.rate_budget_per_hour}/h "
-        f"per cluster (0: none); unknown failing signals: "
-        + (
-            f"open {policy.fallback_mode.value.removeprefix('REMEDIATION_MODE_')}"
-            if policy.fallback == "open"
-            else "record only"
-        ),
-        f"  rules, first match wins ({len(policy.rules)}):",
+        f"per cluster (0: none); unknown failing signals: {unknown}",
+        f"  two-person approval: {two}; manual creates "
+        + ("need a second person too" if policy.two_person_manual else "are PENDING at once"),
     ]
     domains = radius.domains
     if domains.keys:
@@ -116,33 +133,33 @@ def _check(loaded: Any, output: str, out: TextIO) -> int:
             if domains.file
             else ""
         )
-        lines.insert(
-            -1,
+        lines.append(
             f"  per failure domain ({', '.join(domains.keys)}): at most "
             f"max({domains.min_allowed}, min({domains.max_open}, {domains.max_percent:g}% of "
-            f"the domain's known)) open{mapping}",
+            f"the domain's known)) open{mapping}"
         )
-    for rule in policy.rules:
-        matches = ", ".join([*rule.alerts, *rule.tests]) or "-"
-        if rule.annotations:
-            matches += " with " + ", ".join(f"{k}={v}" for k, v in rule.annotations.items())
-        does = (
-            "record only"
-            if rule.action == "record"
-            else (rule.mode.value.removeprefix("REMEDIATION_MODE_") if rule.mode else "?")
+    return lines
+
+
+def _rule_line(rule: Any) -> str:
+    matches = ", ".join([*rule.alerts, *rule.tests]) or "-"
+    if rule.annotations:
+        matches += " with " + ", ".join(f"{k}={v}" for k, v in rule.annotations.items())
+    does = "record only" if rule.action == "record" else (_short(rule.mode) if rule.mode else "?")
+    extra = f", after {rule.debounce_count} signals" if rule.debounce_count > 1 else ""
+    return f"    {rule.name:<28} {does:<16} {matches}{extra}"
+
+
+def _cluster_line(cluster_id: str, cluster: Any) -> str:
+    approve = ", ".join(cluster.auto_approve) or "none"
+    line = f"  cluster {cluster_id}: auto-approve {approve}" + (
+        ", shadow" if cluster.shadow else ""
+    )
+    if cluster.two_person_modes is not None:
+        line += ", two-person: " + (
+            ", ".join(_short(m) for m in cluster.two_person_modes) or "none"
         )
-        extra = f", after {rule.debounce_count} signals" if rule.debounce_count > 1 else ""
-        lines.append(f"    {rule.name:<28} {does:<16} {matches}{extra}")
-    for cluster_id, cluster in sorted(policy.clusters.items()):
-        approve = ", ".join(cluster.auto_approve) or "none"
-        lines.append(
-            f"  cluster {cluster_id}: auto-approve {approve}"
-            + (", shadow" if cluster.shadow else "")
-        )
-    lines.append("  sample decisions:")
-    lines.extend(f"    {label:<44} -> {text}" for label, text in samples)
-    out.write("\n".join(lines) + "\n")
-    return 0
+    return line
 
 
 def _samples(policy: Any) -> list[tuple[str, Any]]:
