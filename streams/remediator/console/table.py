@@ -153,41 +153,43 @@ def remediation(record: Record) -> str:
     ]
     signals = record.get("signals") or []
     if signals:
-        lines += ["", "signals:"]
-        lines.append(
-            render(
-                ["AT (UTC)", "KIND", "NAME", "STATUS", "ID"],
-                (
-                    [
-                        when(s.get("observed_at")),
-                        "run" if s.get("kind") == "ACTIVE_RUN" else "event",
-                        str(s.get("name", NONE)),
-                        str(s.get("status", NONE)),
-                        str(s.get("id", NONE)),
-                    ]
-                    for s in signals
-                ),
-            )
-        )
+        lines += ["", "signals:", _signals(signals)]
     operations = record.get("operations") or []
     if operations:
-        lines += ["", "steps:"]
-        lines.append(
-            render(
-                ["ACTION", "STATE", "STARTED (UTC)", "ENDED (UTC)", "ERROR"],
-                (
-                    [
-                        str(o.get("action", NONE)),
-                        str(o.get("state", NONE)),
-                        when(o.get("start_time")),
-                        when(o.get("end_time")),
-                        clip(str(o.get("error") or NONE), REASON_WIDTH),
-                    ]
-                    for o in operations
-                ),
-            )
-        )
+        lines += ["", "steps:", _steps(operations)]
     return "\n".join(lines)
+
+
+def _signals(signals: Sequence[Record]) -> str:
+    return render(
+        ["AT (UTC)", "KIND", "NAME", "STATUS", "ID"],
+        (
+            [
+                when(s.get("observed_at")),
+                "run" if s.get("kind") == "ACTIVE_RUN" else "event",
+                str(s.get("name", NONE)),
+                str(s.get("status", NONE)),
+                str(s.get("id", NONE)),
+            ]
+            for s in signals
+        ),
+    )
+
+
+def _steps(operations: Sequence[Record]) -> str:
+    return render(
+        ["ACTION", "STATE", "STARTED (UTC)", "ENDED (UTC)", "ERROR"],
+        (
+            [
+                str(o.get("action", NONE)),
+                str(o.get("state", NONE)),
+                when(o.get("start_time")),
+                when(o.get("end_time")),
+                clip(str(o.get("error") or NONE), REASON_WIDTH),
+            ]
+            for o in operations
+        ),
+    )
 
 
 def approvals(record: Record) -> str:
