@@ -132,6 +132,19 @@ def add_commands(commands: Any) -> None:
     """Add ``remediations``, ``explain`` and ``clusters`` to the ``remediator`` parser's
     subcommands (an ``argparse`` subparsers action)."""
     common = _common()
+    _remediation_commands(commands, common)
+    explain = _leaf(
+        commands,
+        "explain",
+        _explain,
+        common,
+        "explain an instance: its open remediation, the policy's recent decisions, cooldown",
+    )
+    _target(explain, with_id=False)
+    _cluster_commands(commands, common)
+
+
+def _remediation_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     remediations = commands.add_parser(
         "remediations",
         help="list, show, create, approve, reject and cancel remediations (REST API client)",
@@ -140,7 +153,30 @@ def add_commands(commands: Any) -> None:
     )
     actions = remediations.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    listing = _leaf(actions, "list", _list, common, "list remediations, newest first")
+    _list_arguments(_leaf(actions, "list", _list, common, "list remediations, newest first"))
+    get = _leaf(actions, "get", _get, common, "show one remediation with its signals and steps")
+    _target(get)
+    create = _leaf(
+        actions, "create", _create, common, "create a manual remediation (PENDING at once)"
+    )
+    _target(create, with_id=False)
+    create.add_argument("--mode", "-m", help="how to remediate (API default: VM_ONLY)")
+    create.add_argument("--reason", "-r", help="why, for the record")
+    create.add_argument(
+        "--id", dest="remediation_id", help="your id for it: repeating the call creates nothing"
+    )
+    approve = _leaf(actions, "approve", _approve, common, "approve a PENDING_APPROVAL remediation")
+    _target(approve)
+    approve.add_argument("--mode", "-m", help="carry it out with this mode instead")
+    approve.add_argument("--comment", help="the review comment")
+    reject = _leaf(actions, "reject", _reject, common, "reject a PENDING_APPROVAL remediation")
+    _target(reject)
+    reject.add_argument("--comment", help="the review comment")
+    cancel = _leaf(actions, "cancel", _cancel, common, "cancel a remediation that has not started")
+    _target(cancel)
+
+
+def _list_arguments(listing: argparse.ArgumentParser) -> None:
     listing.add_argument(
         "--cluster", "-c", help="only this cluster (default: every cluster of the fleet)"
     )
@@ -168,40 +204,8 @@ def add_commands(commands: Any) -> None:
     listing.add_argument("--page-token", help="continue from this page token")
     listing.add_argument("--all-pages", action="store_true", help="follow every page to the end")
 
-    get = _leaf(actions, "get", _get, common, "show one remediation with its signals and steps")
-    _target(get)
 
-    create = _leaf(
-        actions, "create", _create, common, "create a manual remediation (PENDING at once)"
-    )
-    _target(create, with_id=False)
-    create.add_argument("--mode", "-m", help="how to remediate (API default: VM_ONLY)")
-    create.add_argument("--reason", "-r", help="why, for the record")
-    create.add_argument(
-        "--id", dest="remediation_id", help="your id for it: repeating the call creates nothing"
-    )
-
-    approve = _leaf(actions, "approve", _approve, common, "approve a PENDING_APPROVAL remediation")
-    _target(approve)
-    approve.add_argument("--mode", "-m", help="carry it out with this mode instead")
-    approve.add_argument("--comment", help="the review comment")
-
-    reject = _leaf(actions, "reject", _reject, common, "reject a PENDING_APPROVAL remediation")
-    _target(reject)
-    reject.add_argument("--comment", help="the review comment")
-
-    cancel = _leaf(actions, "cancel", _cancel, common, "cancel a remediation that has not started")
-    _target(cancel)
-
-    explain = _leaf(
-        commands,
-        "explain",
-        _explain,
-        common,
-        "explain an instance: its open remediation, the policy's recent decisions, cooldown",
-    )
-    _target(explain, with_id=False)
-
+def _cluster_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     clusters = commands.add_parser(
         "clusters",
         help="list clusters; show, pause and resume a cluster's automated remediation",
