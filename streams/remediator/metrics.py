@@ -164,6 +164,11 @@ class Metrics:
             {"version": __version__, "app_id": app_id}
         )
         prometheus_client.ProcessCollector(registry=registry)  # process_cpu_seconds_total, ...
+        self._pipeline_metrics(registry)
+        self._edge_metrics(registry)
+
+    def _pipeline_metrics(self, registry: CollectorRegistry) -> None:
+        """What the pipeline did: signals, remediations, transitions, refusals."""
         self.signals = _Children(
             Counter(
                 "remediator_signals_total",
@@ -197,6 +202,32 @@ class Metrics:
                 "Failing signals a rule would have opened a remediation for, kept from "
                 "opening by the safety policy, by reason.",
                 ["reason"],
+                registry=registry,
+            )
+        )
+        self.time_to_success = _Children(
+            Histogram(
+                "remediator_time_to_success_seconds",
+                "From a remediation's first failing signal (its event time) to SUCCEEDED, "
+                "by mode; remediations created through the API have no signal and are "
+                "not counted.",
+                ["mode"],
+                buckets=SUCCESS_BUCKETS,
+                registry=registry,
+            )
+        )
+
+    def _edge_metrics(self, registry: CollectorRegistry) -> None:
+        """The service's edges: outputs, the control plane, the API, the audit trail."""
+        self.output_dropped = _Children(
+            Counter(
+                "remediator_output_records_dropped_total",
+                "Records the worker did not publish because they were too large to send "
+                "(the last resort: outputs are kept far below the limit), by topic and "
+                "reason: over_limit (larger than REMEDIATOR_MAX_OUTPUT_BYTES, never sent) "
+                "or refused (the producer or the broker refused it as too large). Each "
+                "has a CRITICAL log line and, unless it was one, a dead letter.",
+                ["topic", "reason"],
                 registry=registry,
             )
         )
@@ -251,29 +282,6 @@ class Metrics:
                 "Time to answer an HTTP request, by method and route template.",
                 ["method", "route"],
                 buckets=API_BUCKETS,
-                registry=registry,
-            )
-        )
-        self.output_dropped = _Children(
-            Counter(
-                "remediator_output_records_dropped_total",
-                "Records the worker did not publish because they were too large to send "
-                "(the last resort: outputs are kept far below the limit), by topic and "
-                "reason: over_limit (larger than REMEDIATOR_MAX_OUTPUT_BYTES, never sent) "
-                "or refused (the producer or the broker refused it as too large). Each "
-                "has a CRITICAL log line and, unless it was one, a dead letter.",
-                ["topic", "reason"],
-                registry=registry,
-            )
-        )
-        self.time_to_success = _Children(
-            Histogram(
-                "remediator_time_to_success_seconds",
-                "From a remediation's first failing signal (its event time) to SUCCEEDED, "
-                "by mode; remediations created through the API have no signal and are "
-                "not counted.",
-                ["mode"],
-                buckets=SUCCESS_BUCKETS,
                 registry=registry,
             )
         )
