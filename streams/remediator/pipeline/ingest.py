@@ -18,7 +18,8 @@ owner drops the repeats.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,6 +46,39 @@ def record_time(message: Any, clock: Callable[[], datetime]) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class _Router:
+    """Where an input goes: its cluster's partition, or (unusable) the partition of its
+    input partition's dead-letter marks; with the key and the message to apply."""
+
+    models: Mapping[str, type[ActiveHealthCheckRun] | type[PassiveHealthCheckEvent]]
+    partitions: int
+    max_input_bytes: int
+    clock: Callable[[], datetime]
+
+    def __call__(self, message: Any) -> tuple[int, bytes, InboxMessage]:
+        raw = message.value
+        try:
+            check_size(raw, self.max_input_bytes)
+            signal = decode_signal(self.models[message.topic], raw)
+        except InvalidInput as exc:
+            letter = dead_letter(
+                source_topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                key=message.key,
+                payload=raw,
+                error=str(exc),
+                received_at=self.clock(),
+            )
+            key = dead_letter_key(message.topic, message.partition).encode()
+            unreadable = InboxMessage(unreadable=Unreadable.of(letter, message.key))
+            return key_partition(key, self.partitions), key, unreadable
+        key = ids.instance_key(signal.cluster_id, signal.instance_id).encode()
+        partition = cluster_partition(signal.cluster_id, self.partitions)
+        return partition, key, InboxMessage.of_signal(signal)
+
+
 def register_ingest(
     direct: DirectDelivery,
     *,
@@ -59,33 +93,15 @@ def register_ingest(
     """Route the input topics (``sources``: active runs first, then passive events) to
     the ingest handler."""
     active_runs, passive_events = sources
-    models: dict[str, type[ActiveHealthCheckRun] | type[PassiveHealthCheckEvent]] = {
-        active_runs.get_topic_name(): ActiveHealthCheckRun,
-        passive_events.get_topic_name(): PassiveHealthCheckEvent,
-    }
-
-    def read(message: Any) -> tuple[int, bytes, InboxMessage]:
-        """Where an input goes: its cluster's partition, or (unusable) the partition of
-        its input partition's dead-letter marks; with the key and message to apply."""
-        raw = message.value
-        try:
-            check_size(raw, max_input_bytes)
-            signal = decode_signal(models[message.topic], raw)
-        except InvalidInput as exc:
-            letter = dead_letter(
-                source_topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                key=message.key,
-                payload=raw,
-                error=str(exc),
-                received_at=clock(),
-            )
-            key = dead_letter_key(message.topic, message.partition).encode()
-            unreadable = InboxMessage(unreadable=Unreadable.of(letter, message.key))
-            return key_partition(key, partitions), key, unreadable
-        key = ids.instance_key(signal.cluster_id, signal.instance_id).encode()
-        return cluster_partition(signal.cluster_id, partitions), key, InboxMessage.of_signal(signal)
+    read = _Router(
+        {
+            active_runs.get_topic_name(): ActiveHealthCheckRun,
+            passive_events.get_topic_name(): PassiveHealthCheckEvent,
+        },
+        partitions,
+        max_input_bytes,
+        clock,
+    )
 
     async def ingest(messages: Sequence[Any]) -> Collection[Any]:
         await processor.reload()  # after a rebalance: know what is owned before sorting
