@@ -142,6 +142,22 @@ class Tally:
         self.steps.append((operation.action.value, operation.state.value.lower(), seconds))
 
 
+def _counter(
+    registry: CollectorRegistry, name: str, text: str, labels: list[str]
+) -> _Children[Counter]:
+    return _Children(Counter(name, text, labels, registry=registry))
+
+
+def _histogram(
+    registry: CollectorRegistry,
+    name: str,
+    text: str,
+    labels: list[str],
+    buckets: Sequence[float],
+) -> _Children[Histogram]:
+    return _Children(Histogram(name, text, labels, buckets=buckets, registry=registry))
+
+
 class Metrics:
     """Every metric of one worker, on its own registry."""
 
@@ -169,121 +185,97 @@ class Metrics:
 
     def _pipeline_metrics(self, registry: CollectorRegistry) -> None:
         """What the pipeline did: signals, remediations, transitions, refusals."""
-        self.signals = _Children(
-            Counter(
-                "remediator_signals_total",
-                "Health signals read from the input topics, by result: used (applied), "
-                "duplicate (seen before), stale (older than the dedup memory), "
-                "dead_lettered (unreadable or unusable; sent to the dead-letter topic).",
-                ["topic", "result"],
-                registry=registry,
-            )
+        self.signals = _counter(
+            registry,
+            "remediator_signals_total",
+            "Health signals read from the input topics, by result: used (applied), "
+            "duplicate (seen before), stale (older than the dedup memory), "
+            "dead_lettered (unreadable or unusable; sent to the dead-letter topic).",
+            ["topic", "result"],
         )
-        self.opened = _Children(
-            Counter(
-                "remediator_remediations_opened_total",
-                "Remediations created, by the policy rule that opened them ('manual' for "
-                "API creates) and mode.",
-                ["rule", "mode"],
-                registry=registry,
-            )
+        self.opened = _counter(
+            registry,
+            "remediator_remediations_opened_total",
+            "Remediations created, by the policy rule that opened them ('manual' for "
+            "API creates) and mode.",
+            ["rule", "mode"],
         )
-        self.transitions = _Children(
-            Counter(
-                "remediator_transitions_total",
-                "Transitions published on remediation-transitions, by lifecycle event.",
-                ["event"],
-                registry=registry,
-            )
+        self.transitions = _counter(
+            registry,
+            "remediator_transitions_total",
+            "Transitions published on remediation-transitions, by lifecycle event.",
+            ["event"],
         )
-        self.blocked = _Children(
-            Counter(
-                "remediator_proposals_blocked_total",
-                "Failing signals a rule would have opened a remediation for, kept from "
-                "opening by the safety policy, by reason.",
-                ["reason"],
-                registry=registry,
-            )
+        self.blocked = _counter(
+            registry,
+            "remediator_proposals_blocked_total",
+            "Failing signals a rule would have opened a remediation for, kept from "
+            "opening by the safety policy, by reason.",
+            ["reason"],
         )
-        self.time_to_success = _Children(
-            Histogram(
-                "remediator_time_to_success_seconds",
-                "From a remediation's first failing signal (its event time) to SUCCEEDED, "
-                "by mode; remediations created through the API have no signal and are "
-                "not counted.",
-                ["mode"],
-                buckets=SUCCESS_BUCKETS,
-                registry=registry,
-            )
+        self.time_to_success = _histogram(
+            registry,
+            "remediator_time_to_success_seconds",
+            "From a remediation's first failing signal (its event time) to SUCCEEDED, "
+            "by mode; remediations created through the API have no signal and are "
+            "not counted.",
+            ["mode"],
+            SUCCESS_BUCKETS,
         )
 
     def _edge_metrics(self, registry: CollectorRegistry) -> None:
         """The service's edges: outputs, the control plane, the API, the audit trail."""
-        self.output_dropped = _Children(
-            Counter(
-                "remediator_output_records_dropped_total",
-                "Records the worker did not publish because they were too large to send "
-                "(the last resort: outputs are kept far below the limit), by topic and "
-                "reason: over_limit (larger than REMEDIATOR_MAX_OUTPUT_BYTES, never sent) "
-                "or refused (the producer or the broker refused it as too large). Each "
-                "has a CRITICAL log line and, unless it was one, a dead letter.",
-                ["topic", "reason"],
-                registry=registry,
-            )
+        self.output_dropped = _counter(
+            registry,
+            "remediator_output_records_dropped_total",
+            "Records the worker did not publish because they were too large to send "
+            "(the last resort: outputs are kept far below the limit), by topic and "
+            "reason: over_limit (larger than REMEDIATOR_MAX_OUTPUT_BYTES, never sent) "
+            "or refused (the producer or the broker refused it as too large). Each "
+            "has a CRITICAL log line and, unless it was one, a dead letter.",
+            ["topic", "reason"],
         )
-        self.steps = _Children(
-            Histogram(
-                "remediator_executor_step_duration_seconds",
-                "Control-plane steps from start to end (their recorded times), by action "
-                "and result (done, failed).",
-                ["action", "result"],
-                buckets=STEP_BUCKETS,
-                registry=registry,
-            )
+        self.steps = _histogram(
+            registry,
+            "remediator_executor_step_duration_seconds",
+            "Control-plane steps from start to end (their recorded times), by action "
+            "and result (done, failed).",
+            ["action", "result"],
+            STEP_BUCKETS,
         )
-        self.cp_retries = _Children(
-            Counter(
-                "remediator_control_plane_retries_total",
-                "Control-plane requests that failed transiently and were retried, by call "
-                "(start, poll) and cause (transport, or the HTTP status).",
-                ["call", "cause"],
-                registry=registry,
-            )
+        self.cp_retries = _counter(
+            registry,
+            "remediator_control_plane_retries_total",
+            "Control-plane requests that failed transiently and were retried, by call "
+            "(start, poll) and cause (transport, or the HTTP status).",
+            ["call", "cause"],
         )
-        self.cp_errors = _Children(
-            Counter(
-                "remediator_control_plane_errors_total",
-                "Control-plane requests refused for good (the step fails), by call and "
-                "cause (the HTTP status, or unreadable).",
-                ["call", "cause"],
-                registry=registry,
-            )
+        self.cp_errors = _counter(
+            registry,
+            "remediator_control_plane_errors_total",
+            "Control-plane requests refused for good (the step fails), by call and "
+            "cause (the HTTP status, or unreadable).",
+            ["call", "cause"],
         )
-        self.audit_records = _Children(
-            Counter(
-                "remediator_audit_records_total",
-                "Audit records of mutating API calls, by result: written (acknowledged by "
-                "the broker) or unacknowledged (logged at ERROR instead).",
-                ["result"],
-                registry=registry,
-            )
+        self.audit_records = _counter(
+            registry,
+            "remediator_audit_records_total",
+            "Audit records of mutating API calls, by result: written (acknowledged by "
+            "the broker) or unacknowledged (logged at ERROR instead).",
+            ["result"],
         )
-        self.api_requests = _Children(
-            Counter(
-                "remediator_api_requests_total",
-                "HTTP requests served, by method, route template and status.",
-                ["method", "route", "status"],
-                registry=registry,
-            )
+        self.api_requests = _counter(
+            registry,
+            "remediator_api_requests_total",
+            "HTTP requests served, by method, route template and status.",
+            ["method", "route", "status"],
         )
-        self.api_latency = _Children(
-            Histogram(
-                "remediator_api_request_duration_seconds",
-                "Time to answer an HTTP request, by method and route template.",
-                ["method", "route"],
-                buckets=API_BUCKETS,
-                registry=registry,
-            )
+        self.api_latency = _histogram(
+            registry,
+            "remediator_api_request_duration_seconds",
+            "Time to answer an HTTP request, by method and route template.",
+            ["method", "route"],
+            API_BUCKETS,
         )
 
     # -- counting ----------------------------------------------------------------------

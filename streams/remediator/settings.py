@@ -161,50 +161,12 @@ class BrokerSettings(BaseSettings):
 
 
 def _security(s: BrokerSettings) -> BrokerSecurity:
+    """The broker's security settings, checked together; the PEM files loaded now."""
     protocol = s.broker_security_protocol
     var = f"{ENV_PREFIX}BROKER_"
-    sasl = protocol.startswith("SASL_")
-    tls = protocol in ("SSL", "SASL_SSL")
-    given_sasl = [
-        name
-        for name, value in (
-            ("SASL_MECHANISM", s.broker_sasl_mechanism),
-            ("SASL_USERNAME", s.broker_sasl_username),
-            ("SASL_PASSWORD", s.broker_sasl_password),
-            ("SASL_PASSWORD_FILE", s.broker_sasl_password_file),
-        )
-        if value is not None
-    ]
-    given_tls = [
-        name
-        for name, value in (
-            ("SSL_CAFILE", s.broker_ssl_cafile),
-            ("SSL_CERTFILE", s.broker_ssl_certfile),
-            ("SSL_KEYFILE", s.broker_ssl_keyfile),
-        )
-        if value is not None
-    ]
-    # A credential set for a protocol that would not use it is a mistake that would
-    # otherwise connect without it: refuse, naming both.
-    if given_sasl and not sasl:
-        raise ValueError(
-            f"{var}{given_sasl[0]} is set but {var}SECURITY_PROTOCOL is {protocol} "
-            "(use SASL_SSL or SASL_PLAINTEXT)"
-        )
-    if given_tls and not tls:
-        raise ValueError(
-            f"{var}{given_tls[0]} is set but {var}SECURITY_PROTOCOL is {protocol} "
-            "(use SSL or SASL_SSL)"
-        )
-    if protocol != "PLAINTEXT" and s.broker is None:
-        raise ValueError(
-            f"{var}SECURITY_PROTOCOL is {protocol} but {ENV_PREFIX}BROKER is unset "
-            "(the embedded broker speaks plain text only)"
-        )
-    if s.broker_ssl_keyfile is not None and s.broker_ssl_certfile is None:
-        raise ValueError(f"{var}SSL_KEYFILE is set without {var}SSL_CERTFILE")
+    _check_security_combination(s, var)
     password: str | None = None
-    if sasl:
+    if protocol.startswith("SASL_"):
         if s.broker_sasl_mechanism is None:
             raise ValueError(
                 f"{var}SASL_MECHANISM is required with {protocol} "
@@ -213,11 +175,7 @@ def _security(s: BrokerSettings) -> BrokerSecurity:
         if s.broker_sasl_username is None:
             raise ValueError(f"{var}SASL_USERNAME is required with {protocol}")
         password = _password(s, var)
-    for name, path in (
-        ("SSL_CAFILE", s.broker_ssl_cafile),
-        ("SSL_CERTFILE", s.broker_ssl_certfile),
-        ("SSL_KEYFILE", s.broker_ssl_keyfile),
-    ):
+    for name, path in _tls_files(s):
         if path is not None and not os.access(path, os.R_OK):
             raise ValueError(f"{var}{name}: cannot read {path}")
     security = BrokerSecurity(
@@ -234,6 +192,48 @@ def _security(s: BrokerSettings) -> BrokerSecurity:
     except SecurityError as exc:
         raise ValueError(f"{var}{exc.setting}: {exc}") from None
     return security
+
+
+def _tls_files(s: BrokerSettings) -> list[tuple[str, Path | None]]:
+    return [
+        ("SSL_CAFILE", s.broker_ssl_cafile),
+        ("SSL_CERTFILE", s.broker_ssl_certfile),
+        ("SSL_KEYFILE", s.broker_ssl_keyfile),
+    ]
+
+
+def _check_security_combination(s: BrokerSettings, var: str) -> None:
+    """A credential set for a protocol that would not use it is a mistake that would
+    otherwise connect without it: refuse, naming both."""
+    protocol = s.broker_security_protocol
+    given_sasl = [
+        name
+        for name, value in (
+            ("SASL_MECHANISM", s.broker_sasl_mechanism),
+            ("SASL_USERNAME", s.broker_sasl_username),
+            ("SASL_PASSWORD", s.broker_sasl_password),
+            ("SASL_PASSWORD_FILE", s.broker_sasl_password_file),
+        )
+        if value is not None
+    ]
+    given_tls = [name for name, value in _tls_files(s) if value is not None]
+    if given_sasl and not protocol.startswith("SASL_"):
+        raise ValueError(
+            f"{var}{given_sasl[0]} is set but {var}SECURITY_PROTOCOL is {protocol} "
+            "(use SASL_SSL or SASL_PLAINTEXT)"
+        )
+    if given_tls and protocol not in ("SSL", "SASL_SSL"):
+        raise ValueError(
+            f"{var}{given_tls[0]} is set but {var}SECURITY_PROTOCOL is {protocol} "
+            "(use SSL or SASL_SSL)"
+        )
+    if protocol != "PLAINTEXT" and s.broker is None:
+        raise ValueError(
+            f"{var}SECURITY_PROTOCOL is {protocol} but {ENV_PREFIX}BROKER is unset "
+            "(the embedded broker speaks plain text only)"
+        )
+    if s.broker_ssl_keyfile is not None and s.broker_ssl_certfile is None:
+        raise ValueError(f"{var}SSL_KEYFILE is set without {var}SSL_CERTFILE")
 
 
 def _password(s: BrokerSettings, var: str) -> str:
