@@ -56,6 +56,21 @@ def _default(field: FieldInfo) -> str:
     return _code(str(value))
 
 
+def _readable(name: str, value: object) -> str:
+    """The default again in larger units, where it is a large round number."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return ""
+    if name.endswith("_seconds") and value >= 86400 and value % 86400 == 0:
+        days = int(value // 86400)
+        return f" ({days} day{'s' if days > 1 else ''})"
+    if name.endswith("_seconds") and value >= 3600 and value % 3600 == 0:
+        hours = int(value // 3600)
+        return f" ({hours} hour{'s' if hours > 1 else ''})"
+    if name.endswith("_bytes") and value % 1024 == 0:
+        return f" ({int(value // 1024)} KiB)"
+    return ""
+
+
 def configuration_page() -> str:
     """Every setting, its variable, default and description."""
     from remediator.settings import ENV_PREFIX, Settings
@@ -78,7 +93,8 @@ def configuration_page() -> str:
     for name, field in Settings.model_fields.items():
         variable = f"{ENV_PREFIX}{name.upper()}"
         description = _ISSUE.sub("", field.description or "")
-        lines.append(f"| `{variable}` | {_cell(_default(field))} | {_cell(description)} |")
+        default = _default(field) + _readable(name, field.default)
+        lines.append(f"| `{variable}` | {_cell(default)} | {_cell(description)} |")
     lines += [
         "",
         "Read elsewhere than these settings: `REMEDIATOR_API_CAFILE` (the command line's "
