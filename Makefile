@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: install lock system-deps kafka-deps kafka run test test-unit test-integration test-kafka test-faults lint format schemas bench clean
+.PHONY: install lock system-deps kafka-deps kafka run test test-unit test-integration test-kafka test-faults lint format schemas docs docs-serve bench clean
 
 # The broker of test-faults and bench: tansu (embedded, the default) or kafka (Apache Kafka).
 BROKER ?= tansu
@@ -136,7 +136,7 @@ test-kafka: $(STAMP) kafka-deps  ## only the Apache Kafka tier of the integratio
 # Real workers on a real broker under faults (kill -9, rebalances, broker cuts, control-plane
 # outages, bad input, API abuse), checked against a reference model; prints the table and
 # writes .faults/latest.json; fails if any check fails. ARGS="--only kill-9 --seed 7": a part.
-test-faults: $(STAMP) $(if $(filter kafka,$(BROKER)),kafka-deps)  ## the fault suite (README "Reliability"); BROKER=kafka on Apache Kafka
+test-faults: $(STAMP) $(if $(filter kafka,$(BROKER)),kafka-deps)  ## the fault suite (docs: Reports, Reliability); BROKER=kafka on Apache Kafka
 	$(PY) -m tests.faults.runner --broker $(BROKER) $(ARGS)
 
 lint: $(STAMP)  ## ruff (lint + format check) and mypy --strict on the package
@@ -155,5 +155,17 @@ bench: $(STAMP) $(if $(filter kafka,$(BROKER)),kafka-deps)  ## throughput, laten
 schemas: $(STAMP)  ## regenerate the JSON Schema files under schemas/
 	$(PY) -m remediator.schemas
 
+# The documentation site (mkdocs.yml, docs/), MkDocs with the Material theme from the dev
+# extra. The configuration, policy reference and module map pages are generated from the
+# code while building (streams/remediator/docsgen.py, through docs/gen/hooks.py). --strict:
+# a warning (a broken link or anchor, a page missing from the nav) fails the build.
+# NO_MKDOCS_2_WARNING: Material's banner about MkDocs 2, not a warning about these docs.
+DOCS_ENV := NO_MKDOCS_2_WARNING=1
+docs: $(STAMP)  ## build the documentation site into site/ (mkdocs build --strict)
+	$(DOCS_ENV) $(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-serve: $(STAMP)  ## serve the documentation at http://127.0.0.1:8000/, rebuilt on change
+	$(DOCS_ENV) $(VENV)/bin/mkdocs serve --strict
+
 clean:
-	rm -rf $(VENV) remediator-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) remediator-data site .pytest_cache .mypy_cache .ruff_cache

@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "worker",
         help="run a worker (configured by REMEDIATOR_* environment variables)",
         description="Run a worker. Settings come from REMEDIATOR_* environment variables; "
-        "see the README.",
+        "see the documentation's Configuration page (make docs-serve).",
     )
     worker.add_argument(
         "--simulate",

@@ -67,14 +67,19 @@ class BrokerSettings(BaseSettings):
 
     broker: str | None = Field(
         default=None,
-        description="Kafka bootstrap servers, e.g. kafka://10.0.0.5:9092 (comma-separated "
-        "list allowed). Unset: the worker starts an embedded Tansu broker on loopback.",
+        description=(
+            "Kafka bootstrap servers, kafka://host:port, comma-separated for several (e.g. "
+            "kafka://10.0.0.5:9092,kafka://10.0.0.6:9092). Unset: the worker starts an "
+            "embedded Tansu broker on loopback and stops it on exit."
+        ),
     )
     broker_security_protocol: Protocol = Field(
         default="PLAINTEXT",
-        description="How to talk to the broker: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or "
-        "SASL_SSL (TLS and SASL, what managed Kafkas use). Every client the service and its "
-        "CLI create uses it.",
+        description=(
+            "How to talk to the broker: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (TLS "
+            "and SASL, what managed Kafkas use). Every client the service and its CLI create "
+            "uses it. Not with the embedded broker (it speaks plain text only)."
+        ),
     )
     broker_sasl_mechanism: Mechanism | None = Field(
         default=None,
@@ -85,12 +90,18 @@ class BrokerSettings(BaseSettings):
     )
     broker_sasl_password: SecretStr | None = Field(
         default=None,
-        description="SASL password (never printed). Prefer REMEDIATOR_BROKER_SASL_PASSWORD_FILE.",
+        description=(
+            "SASL password (never printed). With SASL_*, this or "
+            "REMEDIATOR_BROKER_SASL_PASSWORD_FILE, not both; the file is better than the "
+            "environment."
+        ),
     )
     broker_sasl_password_file: Path | None = Field(
         default=None,
-        description="A file holding the SASL password (a trailing newline is ignored), "
-        "e.g. a mounted Kubernetes secret.",
+        description=(
+            "A file holding the SASL password (a trailing newline is ignored), e.g. a mounted "
+            "Kubernetes secret: better than the environment. Never printed."
+        ),
     )
     broker_ssl_cafile: Path | None = Field(
         default=None,
@@ -103,7 +114,11 @@ class BrokerSettings(BaseSettings):
         "may be in the same file or in REMEDIATOR_BROKER_SSL_KEYFILE).",
     )
     broker_ssl_keyfile: Path | None = Field(
-        default=None, description="PEM private key of the client certificate."
+        default=None,
+        description=(
+            "PEM private key of the client certificate (it may instead be in "
+            "REMEDIATOR_BROKER_SSL_CERTFILE's file)."
+        ),
     )
     broker_connect_timeout: float = Field(
         default=60.0,
@@ -336,12 +351,24 @@ class Settings(BrokerSettings):
         description="Consumer group and app id. Workers with the same id share the work; "
         "internal topics and tables are prefixed with it.",
     )
-    web_host: str = Field(default="127.0.0.1", min_length=1, description="REST API bind address.")
-    web_port: int = Field(default=6066, ge=1, le=65535, description="REST API port.")
+    web_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description=("REST API (and dashboard, /metrics) bind address."),
+    )
+    web_port: int = Field(
+        default=6066, ge=1, le=65535, description=("REST API (and dashboard, /metrics) port.")
+    )
     web_tls_certfile: Path | None = Field(
         default=None,
-        description="PEM certificate (its chain after it) of the REST API, dashboard and "
-        "/metrics. Set with REMEDIATOR_WEB_TLS_KEYFILE: they are then served over HTTPS only.",
+        description=(
+            "PEM certificate (its chain after it) of the REST API, dashboard and /metrics. "
+            "Set with REMEDIATOR_WEB_TLS_KEYFILE: they are then served over HTTPS only (TLS "
+            "1.2+). One without the other, an unreadable file, or a certificate and key that "
+            "do not load together stop start-up with one line. Clients: --cafile / "
+            "REMEDIATOR_API_CAFILE for the command line, SSL_CERT_FILE for the provider's "
+            "SDK; Prometheus needs scheme: https and a tls_config."
+        ),
     )
     web_tls_keyfile: Path | None = Field(
         default=None,
@@ -349,12 +376,20 @@ class Settings(BrokerSettings):
     )
     api_tokens: str = Field(
         default="",
-        description="Comma-separated principal=token or principal:role=token entries for "
-        "the REST API; role viewer, operator, admin or webhook (none: every right).",
+        description=(
+            "Comma-separated principal:role=token entries for the REST API, the dashboard and "
+            "the Alertmanager webhook; role viewer, operator, admin or webhook. "
+            "principal=token (no role) has every right, as before 0.5. An unknown role stops "
+            "start-up."
+        ),
     )
     api_tokens_file: Path | None = Field(
         default=None,
-        description="A file of more such entries, one a line (# starts a comment).",
+        description=(
+            "A file of more such entries, one a line (e.g. a mounted secret); # at the start "
+            "of a line or after a blank starts a comment. A token in both this file and "
+            "REMEDIATOR_API_TOKENS is refused."
+        ),
     )
     control_plane_url: str | None = Field(
         default=None,
@@ -363,34 +398,60 @@ class Settings(BrokerSettings):
     )
     control_plane_token: SecretStr | None = Field(
         default=None,
-        description="Bearer token sent on every control-plane call (never printed). Prefer "
-        "REMEDIATOR_CONTROL_PLANE_TOKEN_FILE. With no URL set, the built-in simulated "
-        "control plane requires it (else a token made up at start).",
+        description=(
+            "Sent as Authorization: Bearer ... on every control-plane call (never printed). "
+            "Prefer REMEDIATOR_CONTROL_PLANE_TOKEN_FILE; not both. user:password@ in the URL "
+            "is sent as basic auth instead (not with a token) and printed as ***@. With no "
+            "URL set, the built-in simulated control plane requires it (else a token made up "
+            "at start)."
+        ),
     )
     control_plane_token_file: Path | None = Field(
         default=None,
-        description="A file holding that token, read at start (surrounding whitespace "
-        "ignored), e.g. a mounted Kubernetes secret.",
+        description=(
+            "A file holding that token, read at start (surrounding whitespace ignored), e.g. "
+            "a mounted Kubernetes secret: better than the environment."
+        ),
     )
     control_plane_cafile: Path | None = Field(
         default=None,
-        description="PEM file of the CA(s) that signed the control plane's certificate "
-        "(https:// URL). Unset: the system's CAs. The host name is always checked.",
+        description=(
+            "PEM file of the CA(s) that signed the control plane's certificate; https:// URL "
+            "only. Unset: the system's CAs. The host name is always checked."
+        ),
     )
     control_plane_certfile: Path | None = Field(
         default=None,
-        description="PEM client certificate, for a control plane that requires mutual TLS "
-        "(with REMEDIATOR_CONTROL_PLANE_KEYFILE).",
+        description=(
+            "PEM client certificate, for a control plane that requires mutual TLS (with "
+            "REMEDIATOR_CONTROL_PLANE_KEYFILE: both or neither); https:// URL only."
+        ),
     )
     control_plane_keyfile: Path | None = Field(
-        default=None, description="PEM private key of the control-plane client certificate."
+        default=None,
+        description=(
+            "PEM private key of the control-plane client certificate (with "
+            "REMEDIATOR_CONTROL_PLANE_CERTFILE: both or neither)."
+        ),
     )
     data_dir: Path = Field(
         default=Path("remediator-data"),
-        description="Local state: table stores and the embedded broker's files.",
+        description=(
+            "Local state: table stores, the embedded broker's log. Each running worker claims "
+            "DATA_DIR/APP_ID (a lock file; a second worker of the same app id on the same "
+            "directory takes APP_ID@2, and so on: RocksDB lets one process open a database). "
+            "Local RocksDB files ahead of their changelogs (the embedded broker keeps topics "
+            "in memory only; a topic deleted and created again) are removed at start, with a "
+            "WARNING, and rebuilt from the changelog."
+        ),
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
-        default="info", description="Log level of the worker."
+        default="info",
+        description=(
+            "Log level of the worker. The frameworks' own info lines (Faust's start-up "
+            "tables, mode's 'Starting...', aiokafka's group joins, httpx's per-request lines) "
+            "show only at debug."
+        ),
     )
     log_format: Literal["text", "json"] = Field(
         default="text",
@@ -401,31 +462,65 @@ class Settings(BrokerSettings):
         default=8,
         ge=1,
         le=1024,
-        description="Partitions of the internal per-instance topic and its tables, and of "
-        "topics the worker creates. Fixed for the life of an app id.",
+        description=(
+            "Partitions of the internal inbox topic and its tables, and of topics the worker "
+            "creates. Fixed for the life of an app id (it decides which worker owns which "
+            "instance)."
+        ),
     )
     replication_factor: int = Field(
-        default=1, ge=1, le=16, description="Replication factor of topics the worker creates."
+        default=1,
+        ge=1,
+        le=16,
+        description=("Replication factor of topics the worker creates. Use 3 on a real cluster."),
     )
     create_topics: bool = Field(
         default=True,
         description="Create missing input and output topics at start (internal topics are "
         "always created).",
     )
-    topic_active_runs: str = Field(default="active-health-check-runs", pattern=_TOPIC_NAME)
-    topic_passive_events: str = Field(default="passive-health-check-events", pattern=_TOPIC_NAME)
-    topic_transitions: str = Field(default="remediation-transitions", pattern=_TOPIC_NAME)
-    topic_dead_letter: str = Field(default="remediator-dead-letter", pattern=_TOPIC_NAME)
-    topic_policy_events: str = Field(default="remediator-policy-events", pattern=_TOPIC_NAME)
+    topic_active_runs: str = Field(
+        default="active-health-check-runs",
+        pattern=_TOPIC_NAME,
+        description=("Input topic: active health check runs."),
+    )
+    topic_passive_events: str = Field(
+        default="passive-health-check-events",
+        pattern=_TOPIC_NAME,
+        description=("Input topic: passive health check events."),
+    )
+    topic_transitions: str = Field(
+        default="remediation-transitions",
+        pattern=_TOPIC_NAME,
+        description=("Output topic: every state change of every remediation."),
+    )
+    topic_dead_letter: str = Field(
+        default="remediator-dead-letter",
+        pattern=_TOPIC_NAME,
+        description=("Dead-letter topic: input that could not be used, with the reason."),
+    )
+    topic_policy_events: str = Field(
+        default="remediator-policy-events",
+        pattern=_TOPIC_NAME,
+        description=(
+            "Policy events topic: what the safety policy decided about a cluster (blast "
+            "radius, budget, verification, ...)."
+        ),
+    )
     topic_audit: str = Field(
         default="remediator-audit",
         pattern=_TOPIC_NAME,
-        description="Every mutating API call, done or refused: who, what, the outcome.",
+        description=(
+            "The audit trail's topic: every mutating API call, done or refused: who, what, "
+            "the outcome."
+        ),
     )
     policy_file: Path | None = Field(
         default=None,
-        description="The remediation policy (TOML). Unset: the default shipped with the "
-        "package (DESIGN.md's table and safety defaults).",
+        description=(
+            "The safety policy (TOML), layered over the built-in defaults; checked at start. "
+            "Unset: the default policy shipped with the package (default-policy.toml)."
+        ),
     )
     dedup_ttl_seconds: float = Field(
         default=7 * 24 * 3600.0,
@@ -443,17 +538,25 @@ class Settings(BrokerSettings):
     )
     table_store: Literal["memory", "rocksdict"] = Field(
         default="memory",
-        description="Where the hot tables (instances' and clusters' records, claimed ids) "
-        "live: memory (rebuilt from their changelogs at start) or rocksdict (RocksDB files "
-        "under REMEDIATOR_DATA_DIR; a restart reads only the changelogs' tail). The cold "
-        "tables (closed remediations, decisions) are in RocksDB either way.",
+        description=(
+            "Where the hot tables (instances' and clusters' records, claimed ids) live: "
+            "memory (rebuilt from their changelogs at start) or rocksdict (RocksDB files "
+            "under REMEDIATOR_DATA_DIR; a restart reads only the changelogs' tail). The cold "
+            "tables (closed remediations, recent decisions: history that grows with the "
+            "fleet's age) are in RocksDB either way (since 0.4), so memory does not grow with "
+            "history."
+        ),
     )
     rocksdb_memory_mb: int = Field(
         default=8,
         ge=4,
         le=64 * 1024,
-        description="Memory for RocksDB, MiB: one block cache shared by every table "
-        "partition the worker keeps in RocksDB, their memtables charged to it.",
+        description=(
+            "Memory for RocksDB, MiB: one block cache shared by every table partition the "
+            "worker keeps in RocksDB, their memtables charged to it (Faust's defaults were up "
+            "to 64 MiB of memtables and a 2 GiB cache per partition). What does not fit is "
+            "read from the files (the OS page cache)."
+        ),
     )
     max_input_bytes: int = Field(
         default=256 * 1024,
@@ -466,11 +569,14 @@ class Settings(BrokerSettings):
         default=1_000_000,
         ge=64 * 1024,
         le=64 * 1024 * 1024,
-        description="Largest record the worker writes (key and value). Just under Apache "
-        "Kafka's default message.max.bytes (1048588); set it below the broker's or the "
-        "topics' limit if those are lower. Outputs are kept far smaller; one that is "
-        "still larger is dropped (never retried for ever), with a CRITICAL log line, "
-        "remediator_output_records_dropped_total and a dead letter describing it.",
+        description=(
+            "Largest record the worker writes (key and value). Just under Apache Kafka's "
+            "default message.max.bytes (1048588); set it below the broker's or the topics' "
+            "limit if those are lower. Outputs are kept far smaller; one that is still larger "
+            "is dropped (never retried for ever, which would stall its partition), with a "
+            "CRITICAL log line, remediator_output_records_dropped_total{topic,reason} and a "
+            "dead letter describing it."
+        ),
     )
     batch_max: int = Field(
         default=1000,
@@ -497,23 +603,36 @@ class Settings(BrokerSettings):
         default=100,
         ge=1,
         le=10000,
-        description="Longest wait of a consumer fetch. Kafka answers as soon as data "
-        "arrives; Tansu waits this long, so it bounds each hop's latency there.",
+        description=(
+            "Longest wait of a consumer fetch. Kafka answers as soon as data arrives; Tansu "
+            "waits this long, so it bounds each hop's latency there (Faust's fixed 1500 made "
+            "every API call take about 0.75 s)."
+        ),
     )
     api_timeout_seconds: float = Field(
         default=15.0,
         gt=0,
         le=300,
-        description="How long an API request waits for the owner of the instance to answer "
-        "before a 503 (during a rebalance or a restart).",
+        description=(
+            "How long an API request waits for the owner of the instance to answer before a "
+            "503 (during a rebalance or a restart); also how long the Alertmanager webhook "
+            "waits for the broker's acknowledgements before a 503."
+        ),
     )
     broker_session_timeout: float | None = Field(
         default=None,
         gt=0,
         le=300,
-        description="Consumer group session timeout in seconds, the same default with "
-        "every broker: 6 (Kafka's smallest allowed; Tansu holds a join about half of it). "
-        "Heartbeats every third of it; rebalances may take as long.",
+        description=(
+            "Consumer group session timeout in seconds; unset: 6, the same with the embedded "
+            "broker and any other (0.1 had 3 embedded and 45 otherwise: two workers started "
+            "the two ways rebalanced every few seconds). 6 is Kafka's smallest allowed "
+            "(group.min.session.timeout.ms); a dead worker's partitions move within it; Tansu "
+            "holds a group join for about half of it, so a group forms in about three "
+            "seconds. Whatever its value, heartbeats go at most a second apart and a "
+            "rebalance may take 10 s on every worker, so workers of one app id that disagree "
+            "still converge."
+        ),
     )
 
     max_running_per_cluster: int = Field(
@@ -540,7 +659,10 @@ class Settings(BrokerSettings):
         default=2.0,
         gt=0,
         le=3600,
-        description="First interval between polls of a running operation; grows by 1.5x.",
+        description=(
+            "First interval between polls of a running operation; grows by 1.5x per poll, "
+            "with jitter."
+        ),
     )
     poll_interval_max_seconds: float = Field(
         default=30.0,
@@ -567,19 +689,27 @@ class Settings(BrokerSettings):
         default=0,
         ge=0,
         le=65535,
-        description="Port of the built-in simulated control plane (loopback) when "
-        "REMEDIATOR_CONTROL_PLANE_URL is unset; 0 picks a free port.",
+        description=(
+            "Port of the built-in simulated control plane (loopback) when "
+            "REMEDIATOR_CONTROL_PLANE_URL is unset; 0 picks a free port (make run uses 6067)."
+        ),
     )
 
     alertmanager_cluster_label: str = Field(
         default="cluster_id",
         pattern=_LABEL_NAME,
-        description="Alertmanager webhook: the alert label holding the cluster id.",
+        description=(
+            "Alertmanager webhook: the alert label holding the cluster id (a Prometheus label "
+            "name)."
+        ),
     )
     alertmanager_instance_label: str = Field(
         default="instance_id",
         pattern=_LABEL_NAME,
-        description="Alertmanager webhook: the alert label holding the instance id.",
+        description=(
+            "Alertmanager webhook: the alert label holding the instance id (also the produced "
+            "event's key)."
+        ),
     )
     alertmanager_instance_name_label: str = Field(
         default="instance_name",

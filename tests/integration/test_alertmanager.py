@@ -298,11 +298,11 @@ async def test_an_alert_without_the_instance_label_is_dead_lettered_with_the_rea
     }
 
 
-def test_the_readmes_alertmanager_config_is_valid(tmp_path: Path) -> None:
+def test_the_docs_alertmanager_config_is_valid(tmp_path: Path) -> None:
     amtool = shutil.which("amtool") or shutil.which("amtool", path="/usr/bin")
     if amtool is None:
         pytest.skip("amtool (package prometheus-alertmanager) is not installed")
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
     start = readme.index("```yaml\n# alertmanager.yml\n") + len("```yaml\n")
     config = tmp_path / "alertmanager.yml"
     config.write_text(readme[start : readme.index("```", start)])

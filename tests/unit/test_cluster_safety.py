@@ -289,8 +289,9 @@ def test_closing_an_open_remediation_frees_the_instance_for_a_new_one() -> None:
     assert fail(harness, ["i1"], minute=2) == ["OPENED"]
 
 
-def test_the_readmes_limit_per_cluster_size_is_the_default_policys() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def test_the_docs_limit_per_cluster_size_is_the_default_policys() -> None:
+    page = Path(__file__).resolve().parents[2] / "docs" / "concepts" / "policy.md"
+    readme = page.read_text()
     sizes_line, _, allowed_line = readme.split("| known instances |", 1)[1].splitlines()[:3]
     sizes = [c.strip() for c in sizes_line.strip(" |").split("|")]
     allowed = [int(c) for c in allowed_line.split("|")[2:-1]]

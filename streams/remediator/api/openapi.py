@@ -454,7 +454,7 @@ def _remediations_api() -> dict[str, Any]:
         },
         "/metrics": {
             "get": {
-                "summary": "Prometheus metrics (text format; README, Metrics)",
+                "summary": "Prometheus metrics (text format; documentation: Operations, Metrics)",
                 "operationId": "metrics",
                 "security": [],
                 "responses": {"200": {"description": "OK"}},

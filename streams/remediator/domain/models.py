@@ -426,7 +426,7 @@ class DecisionRecord(_Record):
 
 
 class VerificationState(enum.StrEnum):
-    """Where the check after a SUCCEEDED remediation stands (issue 13)."""
+    """Where the check after a SUCCEEDED remediation stands."""
 
     PENDING = "PENDING"  # waiting for the instance to show health before the deadline
     VERIFIED = "VERIFIED"  # it did: a passing active run, or the opening alert resolved
@@ -434,8 +434,8 @@ class VerificationState(enum.StrEnum):
 
 
 class Verification(_Record):
-    """The check that a SUCCEEDED remediation made the instance healthy (an addition,
-    issue 13): kept with the instance, shown by ``explain``."""
+    """The check that a SUCCEEDED remediation made the instance healthy (an addition):
+    kept with the instance, shown by ``explain``."""
 
     remediation_id: str
     rule: str | None = None
@@ -502,7 +502,7 @@ class PolicyEvent(_Record):
     domain: str | None = Field(
         default=None,
         description='The failure domain (e.g. "rack=r12") a BLAST_RADIUS_* event is about; '
-        "None: the whole cluster (an addition, issue 13).",
+        "None: the whole cluster (an addition).",
     )
 
 

@@ -78,12 +78,12 @@ class Explanation(BaseModel):
     audit: list[AuditNote] = Field(
         default_factory=list,
         description="The newest API calls about the instance, done or refused (by an "
-        "authenticated caller), oldest first: the audit topic has every one (issue 19).",
+        "authenticated caller), oldest first: the audit topic has every one.",
     )
     queued: QueuedProposal | None = Field(
         default=None,
         description="A proposal refused for lack of room, waiting in the cluster's "
-        "admission queue, with its place (issue 13).",
+        "admission queue, with its place.",
     )
     verification: Verification | None = Field(
         default=None,
@@ -94,7 +94,7 @@ class Explanation(BaseModel):
 
 
 class DomainSafety(BaseModel):
-    """One failure domain of a cluster, as the safety view shows it (issue 13)."""
+    """One failure domain of a cluster, as the safety view shows it."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -140,7 +140,7 @@ class SafetyView(BaseModel):
     waiting: list[str] = Field(
         default_factory=list,
         description="Instances whose proposal was refused for lack of room and waits in the "
-        "admission queue, first in line first (issue 13).",
+        "admission queue, first in line first.",
     )
     as_of: Timestamp | None = Field(
         default=None, description="The newest event time seen in the cluster: the view's clock."

@@ -152,7 +152,7 @@ class InstanceState(BaseModel):
     )
     verification: Verification | None = Field(
         default=None,
-        description="The check after the instance's last SUCCEEDED remediation (issue 13).",
+        description="The check after the instance's last SUCCEEDED remediation.",
     )
     audit: list[AuditNote] = Field(
         default_factory=list,
