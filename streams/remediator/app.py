@@ -33,7 +33,7 @@ from typing import Any
 import faust
 from faust.tables.manager import TableManager as FaustTableManager
 
-from remediator import codec, dashboard, failpoints
+from remediator import dashboard, failpoints
 from remediator.api import openapi
 from remediator.api.alertmanager import alertmanager_receiver
 from remediator.api.audit import AuditTrail
@@ -41,8 +41,10 @@ from remediator.api.auth import Right
 from remediator.api.errors import contract_errors
 from remediator.api.views import Api
 from remediator.domain.correlate import CorrelationConfig
+from remediator.kafka import codec
 from remediator.kafka.admin import TopicSpec
 from remediator.kafka.direct import DirectDelivery
+from remediator.kafka.transport import transport_class
 from remediator.metrics import Metrics
 from remediator.pipeline import rocks
 from remediator.pipeline.context import Tables
@@ -59,7 +61,6 @@ from remediator.pipeline.simulated import SimulatedControlPlane, with_token
 from remediator.pipeline.store import TableStore
 from remediator.pipeline.supervision import crash_worker
 from remediator.settings import Settings
-from remediator.transport import transport_class
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ class RemediatorApp(faust.App):
     def on_rebalance_end(self) -> None:
         super().on_rebalance_end()
         if failpoints.armed("consumer.drop_fetched"):
-            # Read by SafeOffsets.dropping (offsets.py) in the fetch loop.
+            # Read by SafeOffsets.dropping (kafka/offsets.py) in the fetch loop.
             self.drop_fetched_until = self.loop.time() + 5.0
             log.critical("failpoint consumer.drop_fetched: dropping source records for 5 s")
         if self.processor is not None:
@@ -317,7 +318,7 @@ class RemediatorApp(faust.App):
         # and dropped from the queues; a new one, records fetched while the tables were
         # recovering (the consumer fetches, the streams skip them while the app's flow
         # is suspended, unacknowledged). Since commits never pass an unprocessed record
-        # (offsets.py), such a partition would commit nothing more until the stall check
+        # (kafka/offsets.py), such a partition would commit nothing more until the stall check
         # re-read it (60 s: the fault suite's kill-9 scenario showed it on every input
         # partition of a freshly started worker). Seeking costs a few records read twice.
         tps = [tp for tp in self.consumer.assignment() if tp.topic in self.watched_topics]

@@ -4,7 +4,7 @@
 embedded Tansu broker on loopback first, and stops it after the worker has shut down.
 Configuration errors print one line naming the setting and exit with status 2.
 
-The rest: ``publish`` and ``tail`` (topictools.py), ``control-plane`` (simulator.py),
+The rest: ``publish`` and ``tail`` (kafka/topictools.py), ``control-plane`` (simulator.py),
 ``simulate`` (fleetsim/), and the REST API's client, ``remediations``, ``explain`` and
 ``clusters`` (console/).
 """
@@ -131,7 +131,7 @@ _BROKER_HELP = "bootstrap servers (default: $REMEDIATOR_BROKER, else kafka://127
 
 
 def _run_topic_tool(args: argparse.Namespace) -> int:
-    from . import topictools
+    from .kafka import topictools
 
     try:
         broker = topictools.connection(args.broker)
@@ -190,7 +190,7 @@ def _fail(message: str, code: int) -> int:
 
 def run_worker(*, simulate: bool = False, simulate_args: str = "") -> int:
     # Imports here keep `remediator --help` fast and free of Faust's import-time noise.
-    from .embedded import EmbeddedBroker, EmbeddedBrokerError, port_in_use
+    from .kafka.embedded import EmbeddedBroker, EmbeddedBrokerError, port_in_use
     from .settings import ConfigError, load_settings, unknown_variables
 
     try:

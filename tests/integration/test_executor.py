@@ -24,7 +24,7 @@ import httpx
 import pytest
 import trustme
 
-from remediator.embedded import free_port
+from remediator.kafka.embedded import free_port
 from tests.builders import run_payload
 from tests.integration.conftest import OPERATOR_TOKENS, Kafka, Names
 

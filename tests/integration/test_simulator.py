@@ -24,7 +24,7 @@ import pytest
 import trustme
 
 from remediator.domain.models import Operation, StepAction
-from remediator.embedded import free_port
+from remediator.kafka.embedded import free_port
 from remediator.pipeline.controlplane import ControlPlaneClient
 from remediator.simulator import (
     Action,

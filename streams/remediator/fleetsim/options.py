@@ -113,7 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def options_from(args: argparse.Namespace, out: IO[str]) -> tuple[FleetConfig, RunOptions]:
     """The fleet and the run, or ``ValueError`` naming the option that is wrong."""
     from remediator.fleetsim.generator import FleetConfig
-    from remediator.topictools import ToolError, connection
+    from remediator.kafka.topictools import ToolError, connection
 
     if args.rate < 0:
         raise ValueError("--rate must not be negative")

@@ -29,8 +29,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as driver
 
-from .kafka.security import Connection
 from .offsets import SafeOffsets, skipped_ranges
+from .security import Connection
 
 log = logging.getLogger(__name__)
 
