@@ -57,10 +57,10 @@ from remediator.pipeline.instances import register_instances
 from remediator.pipeline.messages import cluster_partition
 from remediator.pipeline.outbox import Record, key_partition
 from remediator.pipeline.processor import Processor
-from remediator.pipeline.simulated import SimulatedControlPlane, with_token
 from remediator.pipeline.store import TableStore
 from remediator.pipeline.supervision import crash_worker
 from remediator.settings import Settings
+from remediator.simulation.inprocess import SimulatedControlPlane, with_token
 
 log = logging.getLogger(__name__)
 

@@ -54,7 +54,14 @@ class ControlPlane:
     def start(self, *args: str) -> None:
         with self._log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "remediator.simulator", "--port", str(self.port), *args],
+                [
+                    sys.executable,
+                    "-m",
+                    "remediator.simulation.controlplane",
+                    "--port",
+                    str(self.port),
+                    *args,
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
