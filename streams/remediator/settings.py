@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from remediator import webtls
+from remediator.api import tls as webtls
 from remediator.api.auth import NAMED_ROLES, Caller, Role
 from remediator.domain.policy import (
     Policy,

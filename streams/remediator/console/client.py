@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import httpx
 
-from remediator import webtls
+from remediator.api import tls as webtls
 
 DEFAULT_URL = "http://127.0.0.1:6066"
 BASE_PATH = "/v1/compute"
