@@ -1,6 +1,6 @@
 """The Faust application: :func:`create_app` builds everything from :class:`Settings`.
 
-Topology (DESIGN.md)::
+Topology (README "How it keeps its promises")::
 
     active-health-check-runs ───┐          ┌─► remediator-dead-letter
                                 ├─ ingest ─┼─► (cluster owned here) ──────────┐

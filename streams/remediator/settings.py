@@ -1,4 +1,4 @@
-"""Configuration from the environment (CONTRACT.md §1), validated once at start.
+"""Configuration from the environment (``REMEDIATOR_*``), validated once at start.
 
 Every setting is a ``REMEDIATOR_*`` environment variable. :func:`load_settings` either
 returns valid :class:`Settings` or raises :class:`ConfigError` whose message is one line

@@ -1,4 +1,5 @@
-"""At-least-once, proven by killing real worker processes (DESIGN.md invariants 2 and 3).
+"""At-least-once, proven by killing real worker processes: a signal counts once, nothing
+is lost on a crash.
 
 After a kill -9 at any point and a restart: every signal has had its effect, no signal
 opened a second remediation, and any transition published twice kept its

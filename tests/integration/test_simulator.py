@@ -1,4 +1,4 @@
-"""The simulated compute control plane, over real HTTP on loopback (CONTRACT.md §5).
+"""The simulated compute control plane, over real HTTP on loopback.
 
 Time is a fake clock the tests move by hand, so latencies and ``fault_seconds`` cost
 nothing; the only real waits are the client timeout of the hang test and the start of the

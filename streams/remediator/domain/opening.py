@@ -13,7 +13,7 @@ from .state import InstanceState, record_change, record_creation
 
 #: Who the pipeline's own changes are recorded as (``requested_by``, ``actor``).
 SYSTEM_PRINCIPAL = "system:remediator"
-#: ``reviewed_by`` of a remediation the policy approved (DESIGN.md).
+#: ``reviewed_by`` of a remediation the policy approved (no human reviewed it).
 AUTO_APPROVED = "Auto-Approved"
 
 

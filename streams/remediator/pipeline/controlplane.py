@@ -1,4 +1,4 @@
-"""The compute control plane's HTTP API (CONTRACT.md §5), over httpx, with retries.
+"""The compute control plane's HTTP API (operations on instances), over httpx, with retries.
 
 Failure model:
 - *Transient* (connection refused or reset, timeouts, 5xx, 429, 408): retried forever with

@@ -1,4 +1,4 @@
-"""A simulated compute control plane: a real HTTP server speaking CONTRACT.md §5.
+"""A simulated compute control plane: a real HTTP server speaking the control plane's API.
 
 The executor drives remediations by calling the provider's control plane. This module is a
 stand-in for it, good enough for tests, demos and trying the service out on a laptop:
@@ -827,7 +827,7 @@ def main(
 ) -> int:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Run the simulated compute control plane (CONTRACT.md section 5) as an "
+        description="Run the simulated compute control plane as an "
         "HTTP server. Its /_sim/config endpoint switches latency, failures and outages at "
         "run time.",
     )
