@@ -1,6 +1,8 @@
-"""Opening an automated remediation: the one step shared by a signal that is admitted at
-once (``correlate``) and a proposal admitted later from the cluster's queue
-(``queueing``)."""
+"""Opening an automated remediation, one step shared by the two ways one is admitted.
+
+Shared by a signal that is admitted at once (``correlate``) and a proposal admitted later
+from the cluster's queue (``queueing``).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""What the worker reads and commits: every fetched record is delivered, and no offset is
+"""The fetch loop and the commit rule: every record delivered, none committed unprocessed.
+
+What the worker reads and commits: every fetched record is delivered, and no offset is
 committed over a record that was not processed.
 
 Faust (faust-streaming 0.15.3, as pinned in requirements.lock) loses records in three

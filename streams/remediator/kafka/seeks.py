@@ -1,5 +1,6 @@
-"""Re-seeks after a rebalance and on a stalled partition: a faust.App that reads again what
-Faust counted as read but never processed.
+"""Re-seeks after a rebalance and on a stalled partition, so no record is left unread.
+
+A faust.App that reads again what Faust counted as read but never processed.
 
 After a rebalance Faust seeks the stream partitions to their committed offsets and
 then resumes flow, which clears the streams' queues. A record fetched and queued in

@@ -1,4 +1,6 @@
-"""Faust's aiokafka transport with a configurable fetch wait, true end offsets, and the
+"""Faust's aiokafka transport, patched: fetch wait, true end offsets, safe commits.
+
+Faust's aiokafka transport with a configurable fetch wait, true end offsets, and the
 consumer's offsets kept safe (``offsets.py``).
 
 Two things Faust's transport takes for granted that the embedded broker (Tansu) does not
