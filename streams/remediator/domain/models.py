@@ -245,6 +245,14 @@ class StepAction(enum.StrEnum):
     UNCORDON_HOST = "UNCORDON_HOST"
 
 
+class OperationState(enum.StrEnum):
+    """An operation's state as the compute control plane reports it."""
+
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
 class StepState(enum.StrEnum):
     PLANNED = "PLANNED"  # not started: no call made yet
     RUNNING = "RUNNING"  # recorded as started: the call may have been made

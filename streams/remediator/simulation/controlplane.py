@@ -80,8 +80,7 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from remediator.domain.models import StepAction
-from remediator.pipeline.controlplane import OperationState
+from remediator.domain.models import OperationState, StepAction
 
 __all__ = [
     "DEFAULT_LATENCY",
