@@ -153,11 +153,11 @@ bench: $(STAMP) $(if $(filter kafka,$(BROKER)),kafka-deps)  ## throughput, laten
 	$(PY) -m tests.bench.bench_pipeline --broker $(BROKER) $(ARGS)
 
 schemas: $(STAMP)  ## regenerate the JSON Schema files under schemas/
-	$(PY) -m remediator.schemas
+	$(PY) -m remediator.reference.schemas
 
 # The documentation site (mkdocs.yml, docs/), MkDocs with the Material theme from the dev
 # extra. The configuration, policy reference and module map pages are generated from the
-# code while building (streams/remediator/docsgen.py, through docs/gen/hooks.py). --strict:
+# code while building (streams/remediator/reference/docs.py, through docs/gen/hooks.py). --strict:
 # a warning (a broken link or anchor, a page missing from the nav) fails the build.
 # NO_MKDOCS_2_WARNING: Material's banner about MkDocs 2, not a warning about these docs.
 DOCS_ENV := NO_MKDOCS_2_WARNING=1

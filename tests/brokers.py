@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from remediator.embedded import EmbeddedBroker
+from remediator.kafka.embedded import EmbeddedBroker
 from remediator.kafka.local import LocalKafka
 
 KINDS = ("tansu", "kafka")

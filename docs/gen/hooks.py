@@ -1,4 +1,4 @@
-"""MkDocs hook: adds the generated pages (remediator.docsgen) to the site at build time.
+"""MkDocs hook: adds the generated pages (remediator.reference.docs) to the site at build time.
 
 Named in mkdocs.yml (``hooks:``); the pages are never written into docs/, so they cannot
 be edited by hand or go stale.
@@ -10,7 +10,7 @@ from typing import Any
 
 from mkdocs.structure.files import File, Files
 
-from remediator import docsgen
+from remediator.reference import docs as docsgen
 
 
 def on_files(files: Files, config: Any) -> Files:

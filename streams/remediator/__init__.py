@@ -1,3 +1,3 @@
-"""remediator: links GPU-cluster health checks to node remediations."""
+"""Remediator links GPU-cluster health checks to node remediations."""
 
 __version__ = "0.5.0"

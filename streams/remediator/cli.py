@@ -4,9 +4,9 @@
 embedded Tansu broker on loopback first, and stops it after the worker has shut down.
 Configuration errors print one line naming the setting and exit with status 2.
 
-The rest: ``publish`` and ``tail`` (topictools.py), ``control-plane`` (simulator.py),
-``simulate`` (fleetsim/), and the REST API's client, ``remediations``, ``explain`` and
-``clusters`` (console/).
+The rest: ``publish`` and ``tail`` (kafka/topictools.py), ``control-plane``
+(simulation/controlplane.py), ``simulate`` (simulation/fleet/), and the REST API's client,
+``remediations``, ``explain`` and ``clusters`` (console/).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "passing test runs, some failures, alerts that resolve or flap, bursts. Exit status: "
         "0 done or stopped, 1 broker unreachable, 2 bad options.",
     )
-    from .fleetsim import options as fleet_options
+    from .simulation.fleet import options as fleet_options
 
     fleet_options.add_arguments(simulate)
     from .console import commands as console
@@ -106,9 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     policy_commands.add_commands(commands)
     args, extra = parser.parse_known_args(argv)
     if args.command == "control-plane":
-        from . import simulator
+        from .simulation import controlplane
 
-        return simulator.main(extra, prog=f"{parser.prog} control-plane")
+        return controlplane.main(extra, prog=f"{parser.prog} control-plane")
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "worker":
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("publish", "tail"):
         return _run_topic_tool(args)
     if args.command == "simulate":
-        from .fleetsim import runner as fleet_simulator
+        from .simulation.fleet import runner as fleet_simulator
 
         return fleet_simulator.run(args)
     if hasattr(args, "policy_handler"):
@@ -131,7 +131,7 @@ _BROKER_HELP = "bootstrap servers (default: $REMEDIATOR_BROKER, else kafka://127
 
 
 def _run_topic_tool(args: argparse.Namespace) -> int:
-    from . import topictools
+    from .kafka import topictools
 
     try:
         broker = topictools.connection(args.broker)
@@ -190,7 +190,7 @@ def _fail(message: str, code: int) -> int:
 
 def run_worker(*, simulate: bool = False, simulate_args: str = "") -> int:
     # Imports here keep `remediator --help` fast and free of Faust's import-time noise.
-    from .embedded import EmbeddedBroker, EmbeddedBrokerError, port_in_use
+    from .kafka.embedded import EmbeddedBroker, EmbeddedBrokerError, port_in_use
     from .settings import ConfigError, load_settings, unknown_variables
 
     try:
@@ -199,7 +199,7 @@ def run_worker(*, simulate: bool = False, simulate_args: str = "") -> int:
         return _fail(str(exc), EXIT_CONFIG)
     simulator_argv: list[str] | None = None
     if simulate:
-        from .fleetsim import options as fleet_options
+        from .simulation.fleet import options as fleet_options
 
         try:
             simulator_argv = fleet_options.check_extra(simulate_args)
@@ -317,7 +317,7 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
         return int(exc.code or 0) if isinstance(exc.code, int | None) else 1
     finally:
         if fleet is not None:
-            from .fleetsim import runner
+            from .simulation.fleet import runner
 
             runner.stop_child(fleet)
     return 0  # pragma: no cover - execute_from_commandline always exits
@@ -337,7 +337,7 @@ def _worker_class() -> type[Any]:
 
 def _start_fleet_simulator(settings: Settings, extra: list[str]) -> subprocess.Popen[bytes]:
     """``worker --simulate``: a fleet simulator feeding this worker, sending once it is ready."""
-    from .fleetsim import options, runner
+    from .simulation.fleet import options, runner
 
     host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::", "") else settings.web_host  # noqa: S104
     health = f"{settings.web_scheme}://{host}:{settings.web_port}/healthz"

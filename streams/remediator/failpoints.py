@@ -30,7 +30,7 @@ worker, issue 12).
 Not a crash, ``consumer.drop_fetched`` reproduces the stall the stall check exists for:
 for 5 s after each rebalance the records fetched from the agents' source topics are
 dropped undelivered (as Faust's stream queues drop what they hold at a rebalance), with
-lag left behind and nothing committed over them (``offsets.py``).
+lag left behind and nothing committed over them (``kafka/offsets.py``).
 """
 
 from __future__ import annotations

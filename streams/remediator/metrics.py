@@ -379,7 +379,7 @@ def consumer_lag(consumer: Any, topics: frozenset[str]) -> list[tuple[str, int, 
 
     Lag is the partition's high watermark as last fetched (the consumer's own figure, no
     broker request; on Tansu it is also the true end, unlike a ListOffsets answer, see
-    ``transport.py``) minus the offset Faust last committed (the next one to process, or
+    ``kafka/transport.py``) minus the offset Faust last committed (the next one to process, or
     the start when nothing is committed yet): what is still to be processed, give or take
     the commit interval. A partition not fetched yet has no figure and is left out.
     """

@@ -1,4 +1,4 @@
-"""Configuration from the environment (CONTRACT.md §1), validated once at start.
+"""Configuration from the environment (``REMEDIATOR_*``), validated once at start.
 
 Every setting is a ``REMEDIATOR_*`` environment variable. :func:`load_settings` either
 returns valid :class:`Settings` or raises :class:`ConfigError` whose message is one line
@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from remediator import webtls
+from remediator.api import tls as webtls
 from remediator.api.auth import NAMED_ROLES, Caller, Role
 from remediator.domain.policy import (
     Policy,

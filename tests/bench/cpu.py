@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 
-from remediator.embedded import free_port
+from remediator.kafka.embedded import free_port
 from tests.brokers import KINDS, start_broker
 from tests.faults.kafka import Producer, wait_drained
 

@@ -36,7 +36,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from remediator.embedded import EmbeddedBroker
+from remediator.kafka.embedded import EmbeddedBroker
 from tests.bench.procs import cpu_seconds
 from tests.builders import event_payload
 from tests.integration.conftest import launch_worker, unique_names

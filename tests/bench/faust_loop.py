@@ -18,7 +18,7 @@ from typing import Any
 import faust
 
 from remediator.kafka.security import Connection
-from remediator.transport import transport_class
+from remediator.kafka.transport import transport_class
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from remediator.embedded import free_port
+from remediator.kafka.embedded import free_port
 
 LOG_TAIL = 40
 READY_TIMEOUT = 90.0

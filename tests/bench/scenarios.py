@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from remediator.embedded import free_port
+from remediator.kafka.embedded import free_port
 from tests.brokers import Broker
 
 from . import kafka

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import threading
 
-from remediator.embedded import free_port
+from remediator.kafka.embedded import free_port
 
 
 class CuttableProxy:

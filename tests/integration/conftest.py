@@ -38,7 +38,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from remediator.domain.policy import default_policy_text
-from remediator.embedded import free_port
+from remediator.kafka.embedded import free_port
 from remediator.kafka.local import LocalKafkaError, unavailable_reason
 from remediator.kafka.metadata import partitions_of
 from tests.brokers import Broker, start_broker

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from remediator.api.alertmanager import SOURCE
-from remediator.embedded import EmbeddedBroker, free_port
+from remediator.kafka.embedded import EmbeddedBroker, free_port
 from tests.integration.conftest import Kafka, Names, WorkerProcess, launch_worker
 
 pytestmark = pytest.mark.integration

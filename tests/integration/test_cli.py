@@ -16,7 +16,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from remediator.embedded import free_port
+from remediator.kafka.embedded import free_port
 from tests.builders import run_payload
 from tests.integration.conftest import Broker, Kafka, WorkerProcess
 

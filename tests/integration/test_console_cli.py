@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from remediator.embedded import free_port
+from remediator.kafka.embedded import free_port
 from tests.builders import run_payload
 from tests.integration.conftest import (
     Broker,

@@ -1,4 +1,5 @@
-"""At-least-once, proven by killing real worker processes (DESIGN.md invariants 2 and 3).
+"""At-least-once, proven by killing real worker processes: a signal counts once, nothing
+is lost on a crash.
 
 After a kill -9 at any point and a restart: every signal has had its effect, no signal
 opened a second remediation, and any transition published twice kept its
@@ -124,7 +125,7 @@ async def test_a_stalled_partition_is_re_seeked_and_its_records_processed(
     stall_check: bool, start_worker: Callable[..., WorkerProcess], kafka: Kafka, names: Names
 ) -> None:
     """The consumer drops records after a rebalance (a failpoint reproduces what Faust's
-    queues do then); nothing is committed over them (offsets.py), and the stall check
+    queues do then); nothing is committed over them (kafka/offsets.py), and the stall check
     notices the lag without progress and re-seeks.
     Without the check the remediation never comes, which shows the failpoint bites."""
     worker = start_worker(
@@ -146,7 +147,7 @@ async def test_a_stalled_partition_is_re_seeked_and_its_records_processed(
 async def test_records_fetched_before_a_seek_back_are_delivered_not_dropped(
     start_worker: Callable[..., WorkerProcess], kafka: Kafka, names: Names
 ) -> None:
-    """The fetch loop under seeks (offsets.py): seeks every 5 ms (failpoint) while
+    """The fetch loop under seeks (kafka/offsets.py): seeks every 5 ms (failpoint) while
     failing signals stream in, with the stall check off so that nothing else would fetch
     a dropped record again: every signal must open its remediation. (A guard for the
     fetch loop this project now owns; Faust's own loop passes it too, because here the

@@ -24,7 +24,7 @@ import httpx
 import pytest
 import trustme
 
-from remediator.embedded import free_port
+from remediator.kafka.embedded import free_port
 from tests.builders import run_payload
 from tests.integration.conftest import OPERATOR_TOKENS, Kafka, Names
 
@@ -54,7 +54,14 @@ class ControlPlane:
     def start(self, *args: str) -> None:
         with self._log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "remediator.simulator", "--port", str(self.port), *args],
+                [
+                    sys.executable,
+                    "-m",
+                    "remediator.simulation.controlplane",
+                    "--port",
+                    str(self.port),
+                    *args,
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

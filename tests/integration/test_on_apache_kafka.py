@@ -22,9 +22,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from remediator.embedded import free_port
+from remediator.kafka.embedded import free_port
 from remediator.kafka.security import Connection
-from remediator.transport import EndOffsets
+from remediator.kafka.transport import EndOffsets
 from tests.builders import run_payload
 from tests.faults.kafka import committed, wait_drained
 from tests.integration.conftest import (
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.brokers("kafka")
 async def test_list_offsets_answers_the_true_end_and_the_end_check_keeps_it(
     broker: Broker, kafka: Kafka
 ) -> None:
-    """Tansu answers ListOffsets with the start of the last batch + 1 (transport.py checks
+    """Tansu answers ListOffsets with the start of the last batch + 1 (kafka/transport.py checks
     it); Kafka answers the end itself, and the check must leave that alone."""
     topic = f"ends-{uuid.uuid4().hex[:8]}"
     await kafka.create_topics(topic, partitions=1)

@@ -1,5 +1,6 @@
 """Two workers in one consumer group: partitions split, a rebalance and a dead worker
-neither lose a signal nor open a second remediation (DESIGN.md invariants 1-3)."""
+neither lose a signal nor open a second remediation (one writer per cluster; a signal
+counts once)."""
 
 from __future__ import annotations
 

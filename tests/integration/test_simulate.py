@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from remediator.fleetsim.generator import cluster_name
+from remediator.simulation.fleet.generator import cluster_name
 from tests.integration.conftest import (
     OPERATOR_TOKENS,
     Broker,

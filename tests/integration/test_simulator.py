@@ -1,8 +1,8 @@
-"""The simulated compute control plane, over real HTTP on loopback (CONTRACT.md §5).
+"""The simulated compute control plane, over real HTTP on loopback.
 
 Time is a fake clock the tests move by hand, so latencies and ``fault_seconds`` cost
 nothing; the only real waits are the client timeout of the hang test and the start of the
-``python -m remediator.simulator`` process.
+``python -m remediator.simulation.controlplane`` process.
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ import pytest
 import trustme
 
 from remediator.domain.models import Operation, StepAction
-from remediator.embedded import free_port
+from remediator.kafka.embedded import free_port
 from remediator.pipeline.controlplane import ControlPlaneClient
-from remediator.simulator import (
-    Action,
+from remediator.simulation.controlplane import (
     ControlPlaneSimulator,
     OperationState,
     SimulatorConfig,
@@ -170,7 +169,7 @@ async def test_reposting_an_operation_repeats_nothing(
     assert all(entry["received_at"].endswith("Z") for entry in entries)
     performed = sim.performed()
     assert [(entry.operation_id, entry.action) for entry in performed] == [
-        ("op-1", Action.REBOOT_VM)
+        ("op-1", StepAction.REBOOT_VM)
     ]
 
 
@@ -422,7 +421,7 @@ def test_bad_option_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -
 def test_module_serves_until_sigterm() -> None:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "remediator.simulator", "--port", str(port)],
+        [sys.executable, "-m", "remediator.simulation.controlplane", "--port", str(port)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

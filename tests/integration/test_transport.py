@@ -9,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from remediator.kafka.security import Connection
-from remediator.transport import EndOffsets
+from remediator.kafka.transport import EndOffsets
 from tests.integration.conftest import Broker, Kafka
 
 # Broker-sensitive: run on Tansu and on Apache Kafka (conftest.py).

@@ -13,7 +13,7 @@ import pytest
 from faust.transport.consumer import Consumer
 from intervaltree import IntervalTree
 
-from remediator.offsets import next_commit, skipped_ranges
+from remediator.kafka.offsets import next_commit, skipped_ranges
 
 
 def commit(acked: list[int], start: int | None, gaps: tuple[range, ...] = ()) -> int | None:

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from remediator import docsgen
 from remediator.domain.policy import Policy
+from remediator.reference import docs as docsgen
 from remediator.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]

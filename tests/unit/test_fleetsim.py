@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 import pytest
 
 from remediator.domain.models import ActiveHealthCheckRun, PassiveHealthCheckEvent
-from remediator.fleetsim import options
-from remediator.fleetsim.generator import (
+from remediator.simulation.fleet import options
+from remediator.simulation.fleet.generator import (
     BURST_ALERT,
     FleetConfig,
     FleetSimulator,

@@ -1,4 +1,4 @@
-"""The lifecycle table of CONTRACT.md §3: every allowed move works, every other is refused
+"""The lifecycle table: every allowed move works, every other is refused
 and leaves the record unchanged."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Policy defaults from DESIGN.md: which signal calls for which mode."""
+"""The default policy: which signal calls for which mode."""
 
 from __future__ import annotations
 

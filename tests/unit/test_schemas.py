@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from remediator import schemas
 from remediator.domain.models import ActiveHealthCheckRun, PassiveHealthCheckEvent
+from remediator.reference import schemas
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import serialization
 
 from remediator import cli
 from remediator.console import client
-from remediator.fleetsim import options
 from remediator.settings import ConfigError, load_settings
+from remediator.simulation.fleet import options
 from tests.certs import Certificates, make_certificates
 
 CERT = "REMEDIATOR_WEB_TLS_CERTFILE"

@@ -1,1 +1,1 @@
-"""The Remediations REST API (CONTRACT.md §4), served by every worker."""
+"""The Remediations REST API, served by every worker (README "The REST API")."""

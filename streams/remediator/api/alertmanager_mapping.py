@@ -1,5 +1,7 @@
-"""Prometheus Alertmanager's webhook payload, and how one of its alerts becomes a
-:class:`PassiveHealthCheckEvent` (CONTRACT.md §2).
+"""Prometheus Alertmanager's webhook payload, and how one of its alerts becomes a signal.
+
+Each alert becomes a :class:`PassiveHealthCheckEvent` (the passive input topic's payload,
+``domain/models.py``).
 
 Pure: no I/O, no clock. The webhook view (:mod:`remediator.api.alertmanager`) validates
 the request with :class:`AlertmanagerWebhook` and calls :func:`to_event` per alert; an

@@ -3,7 +3,7 @@
 ``GET /v1/compute/transitions/stream`` (an addition to the API; bearer token as everywhere)
 answers ``text/event-stream``. Each transition published from the moment the stream is
 positioned arrives as one ``transition`` event whose data is the topic's JSON value,
-unchanged (CONTRACT.md §2, RemediationTransition). Optional ``cluster_id`` and
+unchanged (a ``RemediationTransition``, ``domain/models.py``). Optional ``cluster_id`` and
 ``instance_id`` query parameters keep only that cluster's or instance's transitions.
 
 - ``ready`` (data ``{}``) comes first, once the worker reads the topic from its end, and

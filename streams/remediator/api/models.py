@@ -1,4 +1,4 @@
-"""Request and response bodies of the Remediations REST API (CONTRACT.md §4)."""
+"""Request and response bodies of the Remediations REST API (README "The REST API")."""
 
 from __future__ import annotations
 

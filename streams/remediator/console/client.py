@@ -1,4 +1,4 @@
-"""The REST API (CONTRACT.md §4 and the README's additions) as plain method calls, over httpx.
+"""The REST API (README "The REST API", additions included) as plain method calls, over httpx.
 
 Answers are the API's JSON as dicts, untouched: the client neither drops fields it does not
 know nor needs ones an older worker lacks, so one client works across versions. Every
@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import httpx
 
-from remediator import webtls
+from remediator.api import tls as webtls
 
 DEFAULT_URL = "http://127.0.0.1:6066"
 BASE_PATH = "/v1/compute"

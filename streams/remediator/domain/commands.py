@@ -105,7 +105,7 @@ class CommandKind(enum.StrEnum):
 
 
 class OrderField(enum.StrEnum):
-    """The times a list can be ordered by (``order_by``, CONTRACT.md §4)."""
+    """The times a list can be ordered by (``order_by`` of the list endpoints)."""
 
     CREATE_TIME = "create_time"
     UPDATE_TIME = "update_time"

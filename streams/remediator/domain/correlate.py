@@ -9,7 +9,8 @@ The contract, in the shape of a stateful stream operator::
 - A signal whose id is remembered is a ``DUPLICATE``; one older than the memory (see
   :mod:`dedup`) or than the dedup TTL behind the newest signal is ``STALE``. Both change
   nothing. Because "seen" and its effect live in the same record, a crash can never leave
-  a signal marked seen without its remediation (DESIGN.md, the dedup trap).
+  a signal marked seen without its remediation (the dedup trap: a signal marked seen
+  before its effect is durable would be lost by a crash in between).
 - A failing signal with no open remediation opens an AUTOMATED one in PENDING_APPROVAL
   when the policy says so and the cluster admits it (:mod:`safety`, decided on the spot
   from ``cluster``); with one open, it is attached to it (invariant 1).

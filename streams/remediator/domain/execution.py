@@ -3,7 +3,7 @@
 The executor itself (HTTP calls, polling) lives in ``remediator.pipeline.executor``; this
 module is the part that decides, pure like :func:`correlate.decide`:
 
-- :func:`plan` turns a mode into the control-plane steps of CONTRACT.md §5, each with a
+- :func:`plan` turns a mode into its control-plane steps (:data:`STEPS`), each with a
   deterministic ``operation_id`` (the control plane's idempotency key).
 - :func:`start` moves a PENDING remediation to RUNNING (QUARANTINING for the modes that
   cordon the host first) with its plan recorded in the
@@ -46,7 +46,7 @@ from .state import InstanceState, record_change
 #: Who the executor's changes are recorded as (the transitions' ``actor``).
 EXECUTOR_PRINCIPAL = "system:executor"
 
-#: CONTRACT.md §5: a mode's steps, in order.
+#: A mode's control-plane steps, in order (the actions the control plane's API takes).
 STEPS: Mapping[RemediationMode, tuple[StepAction, ...]] = {
     RemediationMode.REBOOT_VM: (StepAction.REBOOT_VM,),
     RemediationMode.VM_ONLY: (StepAction.DELETE_VM, StepAction.PROVISION_VM),

@@ -1,4 +1,4 @@
-"""The remediation lifecycle (CONTRACT.md §3) as a data table applied by one function.
+"""The remediation lifecycle (its states and allowed moves) as a data table applied by one function.
 
 Rules kept here:
 - :data:`TRANSITIONS` is the whole lifecycle: ``(from_state, event) -> to_state``. A move

@@ -1,4 +1,4 @@
-"""The payloads the outside world sees (CONTRACT.md §2 and §3), as pydantic models.
+"""The payloads the outside world sees (topics and REST API), as pydantic models.
 
 Every byte that enters or leaves the service passes through one of these models:
 input is parsed straight from bytes with ``Model.model_validate_json(raw)`` and
@@ -245,6 +245,14 @@ class StepAction(enum.StrEnum):
     UNCORDON_HOST = "UNCORDON_HOST"
 
 
+class OperationState(enum.StrEnum):
+    """An operation's state as the compute control plane reports it."""
+
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
 class StepState(enum.StrEnum):
     PLANNED = "PLANNED"  # not started: no call made yet
     RUNNING = "RUNNING"  # recorded as started: the call may have been made
@@ -343,7 +351,7 @@ class Remediation(_Record):
     end_time: Timestamp | None = None
     error_message: str | None = None
     update_time: Timestamp
-    # Additions (CONTRACT.md allows new optional fields).
+    # Additions: new fields are optional, so existing readers of the payload are unaffected.
     signals: list[SignalRef] = Field(
         default_factory=list,
         description="Health signals correlated into this remediation, oldest first.",

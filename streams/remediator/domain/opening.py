@@ -1,6 +1,8 @@
-"""Opening an automated remediation: the one step shared by a signal that is admitted at
-once (``correlate``) and a proposal admitted later from the cluster's queue
-(``queueing``)."""
+"""Opening an automated remediation, one step shared by the two ways one is admitted.
+
+Shared by a signal that is admitted at once (``correlate``) and a proposal admitted later
+from the cluster's queue (``queueing``).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from .state import InstanceState, record_change, record_creation
 
 #: Who the pipeline's own changes are recorded as (``requested_by``, ``actor``).
 SYSTEM_PRINCIPAL = "system:remediator"
-#: ``reviewed_by`` of a remediation the policy approved (DESIGN.md).
+#: ``reviewed_by`` of a remediation the policy approved (no human reviewed it).
 AUTO_APPROVED = "Auto-Approved"
 
 

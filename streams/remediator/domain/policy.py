@@ -2,7 +2,7 @@
 
 One :class:`Policy` value holds all of it; it is read from a TOML file
 (``REMEDIATOR_POLICY_FILE``, see :func:`load_policy`), and the default shipped with the
-package (``default-policy.toml``) is DESIGN.md's table. Its JSON Schema is
+package (``default-policy.toml``) is the README's "Default policy" table. Its JSON Schema is
 ``schemas/policy.json``.
 
 :func:`classify` turns one signal into a :class:`Verdict`:
@@ -52,7 +52,7 @@ from .topology import DomainMap
 
 M = RemediationMode
 
-#: The escalation ladder, lightest first (DESIGN.md).
+#: The escalation ladder, lightest first: a remediation that did not help escalates one rung.
 LADDER: tuple[RemediationMode, ...] = (M.REBOOT_VM, M.VM_ONLY, M.HOST_AWARE)
 
 #: How heavy each mode is. A host power cycle resets the hardware a VM reboot cannot
@@ -66,8 +66,8 @@ _WEIGHT: Mapping[RemediationMode, int] = {
     M.EVICT_WITHOUT_REPLACEMENT: 4,
 }
 
-#: Where escalation goes when a remediation did not clear the problem (DESIGN.md's
-#: ladder; a power cycle that did not help moves the VM to another host).
+#: Where escalation goes when a remediation did not clear the problem (the ladder
+#: above; a power cycle that did not help moves the VM to another host).
 _NEXT: Mapping[RemediationMode, RemediationMode] = {
     M.REBOOT_VM: M.VM_ONLY,
     M.HOST_POWER_CYCLE: M.HOST_AWARE,

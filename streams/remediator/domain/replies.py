@@ -20,7 +20,7 @@ from remediator.domain.safety import Pause
 
 
 class ErrorCode(enum.StrEnum):
-    """The contract's error statuses (CONTRACT.md §4) a command can end in."""
+    """The REST API's error statuses a command can end in."""
 
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     NOT_FOUND = "NOT_FOUND"

@@ -2,11 +2,11 @@
 
 :class:`InstanceState` is the *hot* record: everything a decision on the instance needs,
 kept small and bounded so that it can be held decoded in memory for a whole fleet and
-re-encoded on every change (DESIGN.md: bounded state). What only a reader needs lives
-elsewhere: a closed remediation's full record goes to the archive, the decisions behind
-``explain`` to their own log (see ``remediator.pipeline.store``); the hot record keeps a
-short summary of recent remediations (:class:`PastRemediation`) for the policy's
-cooldown, escalation and hold-for-human rules.
+re-encoded on every change (state stays bounded whatever the fleet's history). What only
+a reader needs lives elsewhere: a closed remediation's full record goes to the archive,
+the decisions behind ``explain`` to their own log (see ``remediator.pipeline.store``);
+the hot record keeps a short summary of recent remediations (:class:`PastRemediation`)
+for the policy's cooldown, escalation and hold-for-human rules.
 
 :func:`record_creation` and :func:`record_change` are the only ways a remediation opens or
 moves: they apply the lifecycle table and return the transition to publish. A terminal

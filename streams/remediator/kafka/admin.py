@@ -1,4 +1,6 @@
-"""What the worker and the CLI do with the broker before anything else: prove it can be
+"""The broker checked before anything else: reachable, securely, with its topics created.
+
+What the worker and the CLI do with the broker before anything else: prove it can be
 reached with the configured security, and create missing topics.
 
 :func:`check_connection` answers the question an operator paged at night asks first:

@@ -17,7 +17,7 @@ What Faust's streams gave that is kept here:
   A record the handler holds back (an inbox record of a partition no longer owned) is not.
 - **Rebalances.** Records fetched in an older consumer generation, or while the flow is
   stopped, are skipped unacknowledged, as Faust's streams skip them: the re-seek after
-  every rebalance (``app.py``) fetches them again. Batches queued when a rebalance starts
+  every rebalance (``seeks.py``) fetches them again. Batches queued when a rebalance starts
   are dropped; revocation waits for the batch being applied (:meth:`DirectDelivery.idle`),
   as Faust waits for unacknowledged events, so a partition is never applied by two workers.
 - **Backpressure.** A route holds at most a few fetch responses; the fetch loop waits

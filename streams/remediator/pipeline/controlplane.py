@@ -1,4 +1,4 @@
-"""The compute control plane's HTTP API (CONTRACT.md §5), over httpx, with retries.
+"""The compute control plane's HTTP API (operations on instances), over httpx, with retries.
 
 Failure model:
 - *Transient* (connection refused or reset, timeouts, 5xx, 429, 408): retried forever with
@@ -22,7 +22,6 @@ returns the existing operation and repeats nothing.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -34,7 +33,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from remediator.domain.bounds import Text
-from remediator.domain.models import Operation
+from remediator.domain.models import Operation, OperationState
 from remediator.metrics import Metrics
 from remediator.pipeline.credentials import ControlPlaneCredentials
 
@@ -43,12 +42,6 @@ log = logging.getLogger(__name__)
 TRANSIENT_STATUS = frozenset({408, 425, 429})
 #: The control plane refused who we are: permanent, said in so many words.
 REFUSED_CREDENTIALS = frozenset({401, 403})
-
-
-class OperationState(enum.StrEnum):
-    RUNNING = "RUNNING"
-    DONE = "DONE"
-    FAILED = "FAILED"
 
 
 class OperationStatus(BaseModel):

@@ -40,14 +40,13 @@ from mode import Service
 
 from remediator import failpoints
 from remediator.domain.execution import ReportKind, StepReport, running_remediation
-from remediator.domain.models import Operation, Remediation, StepState, dump_json
+from remediator.domain.models import Operation, OperationState, Remediation, StepState, dump_json
 from remediator.domain.state import InstanceState
 from remediator.logs import about
 from remediator.pipeline.controlplane import (
     Backoff,
     ControlPlaneClient,
     ControlPlaneRejected,
-    OperationState,
     OperationStatus,
 )
 from remediator.pipeline.messages import InboxMessage, cluster_partition

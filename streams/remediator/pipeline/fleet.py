@@ -1,6 +1,6 @@
 """The owned part of the fleet, decoded in memory: clusters, their instances, their counts.
 
-The tables are the source of truth (DESIGN.md invariant 5); this is their decoded image
+The tables are the source of truth (memory is rebuilt from them); this is their decoded image
 for the partitions this worker owns, so that a decision costs neither a parse nor a
 scan. Each :class:`ClusterModel` keeps the cluster's :class:`ClusterRecord` and its
 instances' hot records, and *derives* the counts that admission and the execution slots

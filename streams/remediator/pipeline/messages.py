@@ -1,4 +1,4 @@
-"""Messages on the internal topic ``{app_id}-instance-inbox``, and where they go.
+"""Messages on the internal topic ``{app_id}-cluster-inbox``, and where they go.
 
 Everything about a cluster is applied by the one owner of the cluster's partition
 (invariant 4, and the cluster-wide safety rules need the whole cluster in one place), so

@@ -238,7 +238,7 @@ async def changelog_ends(
     """True end offsets of the changelog partitions that exist."""
     from aiokafka import TopicPartition
 
-    from remediator.transport import EndOffsets
+    from remediator.kafka.transport import EndOffsets
 
     consumer = connection.consumer(group_id=None, enable_auto_commit=False)
     await consumer.start()

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:  # imported when used: every command builds this parser
-    from remediator.fleetsim.generator import FleetConfig
     from remediator.kafka.security import Connection
+    from remediator.simulation.fleet.generator import FleetConfig
 
 DEFAULT_BROKER = "kafka://127.0.0.1:9092"
 
@@ -112,8 +112,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from(args: argparse.Namespace, out: IO[str]) -> tuple[FleetConfig, RunOptions]:
     """The fleet and the run, or ``ValueError`` naming the option that is wrong."""
-    from remediator.fleetsim.generator import FleetConfig
-    from remediator.topictools import ToolError, connection
+    from remediator.kafka.topictools import ToolError, connection
+    from remediator.simulation.fleet.generator import FleetConfig
 
     if args.rate < 0:
         raise ValueError("--rate must not be negative")

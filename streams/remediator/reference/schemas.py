@@ -1,6 +1,6 @@
 """JSON Schema files of the contract's payloads, generated from the pydantic models.
 
-``make schemas`` (``python -m remediator.schemas``) writes them under ``schemas/``; a test
+``make schemas`` (``python -m remediator.reference.schemas``) writes them under ``schemas/``; a test
 fails when the checked-in files drift from the models. Each file has a versioned ``$id``:
 consumers can pin the version they were written against.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .domain.models import (
+from remediator.domain.models import (
     ActiveHealthCheckRun,
     AuditRecord,
     DeadLetter,
@@ -24,7 +24,7 @@ from .domain.models import (
     Remediation,
     RemediationTransition,
 )
-from .domain.policy import Policy
+from remediator.domain.policy import Policy
 
 SCHEMA_VERSION = "v1"
 BASE_ID = f"https://schemas.remediator.dev/{SCHEMA_VERSION}"
@@ -44,7 +44,7 @@ MODELS: dict[str, tuple[type[BaseModel], str]] = {
 #: What the service reads (validation schema); the rest is what it writes.
 INPUTS = frozenset({"active-health-check-run", "passive-health-check-event", "policy"})
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "schemas"
+DEFAULT_DIR = Path(__file__).resolve().parents[3] / "schemas"
 
 
 def render(name: str) -> str:

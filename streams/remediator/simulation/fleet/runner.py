@@ -22,10 +22,10 @@ from typing import IO
 import httpx
 import orjson
 
-from remediator.embedded import _die_with_parent
-from remediator.fleetsim.generator import FleetSimulator
-from remediator.fleetsim.options import RunOptions, options_from
 from remediator.kafka.admin import BrokerUnavailable, TopicSpec, ensure_topics
+from remediator.kafka.embedded import _die_with_parent
+from remediator.simulation.fleet.generator import FleetSimulator
+from remediator.simulation.fleet.options import RunOptions, options_from
 
 EXIT_OK, EXIT_START, EXIT_USAGE = 0, 1, 2
 #: Messages in flight before the producer waits for their acknowledgements.

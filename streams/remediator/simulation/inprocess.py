@@ -1,7 +1,8 @@
 """The built-in simulated control plane, run inside the worker when no URL is configured.
 
-A thin :class:`mode.Service` around :class:`remediator.simulator.ControlPlaneSimulator`, so
-it starts and stops with the app. Its URL is logged at start; its ``/_sim/*`` endpoints
+A thin :class:`mode.Service` around
+:class:`remediator.simulation.controlplane.ControlPlaneSimulator`, so it starts and stops
+with the app. Its URL is logged at start; its ``/_sim/*`` endpoints
 switch latency, failures and outages at run time (see the README).
 
 It requires a bearer token on ``/v1`` like a real control plane, so that the default
@@ -19,7 +20,7 @@ import secrets
 from mode import Service
 
 from remediator.pipeline.credentials import ControlPlaneCredentials
-from remediator.simulator import ControlPlaneSimulator
+from remediator.simulation.controlplane import ControlPlaneSimulator
 
 log = logging.getLogger(__name__)
 

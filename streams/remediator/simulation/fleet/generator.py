@@ -2,7 +2,7 @@
 
 The fleet is ``clusters`` by ``instances``. Each call of :meth:`FleetSimulator.next` with the
 current time returns one signal, an ``ActiveHealthCheckRun`` or a ``PassiveHealthCheckEvent``
-payload (CONTRACT.md §2), keyed by its instance id:
+payload (``domain/models.py``), keyed by its instance id:
 
 - a follow-up of a problem already under way whose time has come, first; else
 - mostly a routine active test that passes (a few are skipped); with probability

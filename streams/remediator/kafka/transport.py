@@ -1,4 +1,6 @@
-"""Faust's aiokafka transport with a configurable fetch wait, true end offsets, and the
+"""Faust's aiokafka transport, patched: fetch wait, true end offsets, safe commits.
+
+Faust's aiokafka transport with a configurable fetch wait, true end offsets, and the
 consumer's offsets kept safe (``offsets.py``).
 
 Two things Faust's transport takes for granted that the embedded broker (Tansu) does not
@@ -29,8 +31,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as driver
 
-from .kafka.security import Connection
 from .offsets import SafeOffsets, skipped_ranges
+from .security import Connection
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""TLS for the REST API, the dashboard and ``/metrics`` (issue 19, point 5).
+"""TLS for the REST API, the dashboard and ``/metrics``: the server and client contexts.
 
 The worker serves HTTPS when given a certificate and its key
 (``REMEDIATOR_WEB_TLS_CERTFILE``, ``REMEDIATOR_WEB_TLS_KEYFILE``); the command line

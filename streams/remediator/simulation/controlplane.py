@@ -1,4 +1,4 @@
-"""A simulated compute control plane: a real HTTP server speaking CONTRACT.md §5.
+"""A simulated compute control plane: a real HTTP server speaking the control plane's API.
 
 The executor drives remediations by calling the provider's control plane. This module is a
 stand-in for it, good enough for tests, demos and trying the service out on a laptop:
@@ -43,7 +43,8 @@ and ``GET /healthz``.
 
 Standalone::
 
-    python -m remediator.simulator --port 7070 --latency DELETE_VM=0.5 --failure-rate 0.1
+    python -m remediator.simulation.controlplane --port 7070 --latency DELETE_VM=0.5 \
+        --failure-rate 0.1
     remediator control-plane --token-file tok --tls-certfile cp.pem --tls-client-cafile ca.pem
     curl -X PUT localhost:7070/_sim/config -d '{"fault": "5xx", "fault_requests": 3}'
 
@@ -53,7 +54,7 @@ From tests::
     url = await sim.start(port=0)         # real loopback HTTP; url is "http://127.0.0.1:PORT"
     sim.configure(fault="5xx", fault_requests=2)
     ...
-    assert [entry.action for entry in sim.performed()] == [Action.DELETE_VM]
+    assert [entry.action for entry in sim.performed()] == [StepAction.DELETE_VM]
     await sim.stop()
 """
 
@@ -62,7 +63,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import enum
 import hmac
 import logging
 import random
@@ -80,9 +80,10 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from remediator.domain.models import OperationState, StepAction
+
 __all__ = [
     "DEFAULT_LATENCY",
-    "Action",
     "ConfigUpdate",
     "ControlPlaneSimulator",
     "FailureRule",
@@ -92,6 +93,7 @@ __all__ = [
     "OperationRequest",
     "OperationState",
     "SimulatorConfig",
+    "StepAction",
     "add_arguments",
     "main",
     "run",
@@ -107,32 +109,17 @@ EXIT_CONFIG = 2
 HANG_POLL_SECONDS = 0.1
 
 
-class Action(enum.StrEnum):
-    REBOOT_VM = "REBOOT_VM"
-    DELETE_VM = "DELETE_VM"
-    PROVISION_VM = "PROVISION_VM"
-    CORDON_HOST = "CORDON_HOST"
-    POWER_CYCLE_HOST = "POWER_CYCLE_HOST"
-    UNCORDON_HOST = "UNCORDON_HOST"
-
-
-class OperationState(enum.StrEnum):
-    RUNNING = "RUNNING"
-    DONE = "DONE"
-    FAILED = "FAILED"
-
-
 Fault = Literal["none", "5xx", "hang"]
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
-DEFAULT_LATENCY: Mapping[Action, float] = MappingProxyType(
+DEFAULT_LATENCY: Mapping[StepAction, float] = MappingProxyType(
     {
-        Action.REBOOT_VM: 3.0,
-        Action.DELETE_VM: 2.0,
-        Action.PROVISION_VM: 5.0,
-        Action.CORDON_HOST: 1.0,
-        Action.POWER_CYCLE_HOST: 4.0,
-        Action.UNCORDON_HOST: 1.0,
+        StepAction.REBOOT_VM: 3.0,
+        StepAction.DELETE_VM: 2.0,
+        StepAction.PROVISION_VM: 5.0,
+        StepAction.CORDON_HOST: 1.0,
+        StepAction.POWER_CYCLE_HOST: 4.0,
+        StepAction.UNCORDON_HOST: 1.0,
     }
 )
 
@@ -145,13 +132,13 @@ class FailureRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    action: Action | None = None
+    action: StepAction | None = None
     cluster_id: str | None = None
     instance_id: str | None = None
     error: str = Field(min_length=1)
     times: int | None = Field(default=None, ge=1)
 
-    def matches(self, action: Action, cluster_id: str, instance_id: str) -> bool:
+    def matches(self, action: StepAction, cluster_id: str, instance_id: str) -> bool:
         return (
             (self.action is None or self.action == action)
             and (self.cluster_id is None or self.cluster_id == cluster_id)
@@ -164,7 +151,7 @@ class SimulatorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    latency: dict[Action, Seconds] = Field(default_factory=lambda: dict(DEFAULT_LATENCY))
+    latency: dict[StepAction, Seconds] = Field(default_factory=lambda: dict(DEFAULT_LATENCY))
     failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     seed: int | None = None
     fault: Fault = "none"
@@ -174,7 +161,7 @@ class SimulatorConfig(BaseModel):
 
     @field_validator("latency")
     @classmethod
-    def _fill_latency(cls, value: dict[Action, float]) -> dict[Action, float]:
+    def _fill_latency(cls, value: dict[StepAction, float]) -> dict[StepAction, float]:
         return {**DEFAULT_LATENCY, **value}
 
 
@@ -190,7 +177,7 @@ class ConfigUpdate(BaseModel):
 
     # Defaults only stand for "not given" (see model_fields_set); null is allowed only where
     # it means something.
-    latency: dict[Action, Seconds] = Field(default_factory=dict)
+    latency: dict[StepAction, Seconds] = Field(default_factory=dict)
     failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     seed: int | None = None
     fault: Fault = "none"
@@ -205,7 +192,7 @@ class OperationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     operation_id: str = Field(min_length=1, max_length=512)
-    action: Action
+    action: StepAction
     avoid_current_host: bool = False
 
 
@@ -222,7 +209,7 @@ class Operation:
     """One operation. Its state is computed from the clock whenever it is read."""
 
     operation_id: str
-    action: Action
+    action: StepAction
     cluster_id: str
     instance_id: str
     avoid_current_host: bool
@@ -269,7 +256,7 @@ class LogEntry:
     cluster_id: str
     instance_id: str
     operation_id: str
-    action: Action
+    action: StepAction
     avoid_current_host: bool
     replay: bool
 
@@ -462,7 +449,7 @@ class ControlPlaneSimulator:
 
     # -- operations ----------------------------------------------------------------------
 
-    def _decide_failure(self, action: Action, cluster_id: str, instance_id: str) -> str | None:
+    def _decide_failure(self, action: StepAction, cluster_id: str, instance_id: str) -> str | None:
         rules = self.config.failures
         for index, rule in enumerate(rules):
             if not rule.matches(action, cluster_id, instance_id):
@@ -731,13 +718,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _parse_latency(items: Sequence[str]) -> dict[Action, float]:
-    latency: dict[Action, float] = {}
-    choices = ", ".join(action.value for action in Action)
+def _parse_latency(items: Sequence[str]) -> dict[StepAction, float]:
+    latency: dict[StepAction, float] = {}
+    choices = ", ".join(action.value for action in StepAction)
     for item in items:
         name, sep, seconds = item.partition("=")
         try:
-            action = Action(name.strip().upper())
+            action = StepAction(name.strip().upper())
             value = float(seconds)
         except ValueError:
             raise ValueError(
@@ -834,10 +821,12 @@ async def _serve(
                 loop.remove_signal_handler(signum)
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m remediator.simulator") -> int:
+def main(
+    argv: Sequence[str] | None = None, prog: str = "python -m remediator.simulation.controlplane"
+) -> int:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Run the simulated compute control plane (CONTRACT.md section 5) as an "
+        description="Run the simulated compute control plane as an "
         "HTTP server. Its /_sim/config endpoint switches latency, failures and outages at "
         "run time.",
     )

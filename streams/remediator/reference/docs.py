@@ -10,7 +10,7 @@ Each page is made from the code itself at build time (``mkdocs build`` calls
 * ``reference/modules.md``: every package and module of ``remediator`` with the first line
   of its docstring, read with :mod:`ast` (nothing is imported).
 
-``python -m remediator.docsgen DIR`` writes the pages under DIR, to read them without mkdocs.
+``python -m remediator.reference.docs DIR`` writes the pages under DIR, to read them without mkdocs.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 GENERATED_NOTE = (
     "<!-- Generated at build time by remediator/docsgen.py: edit the code, not this page. -->"
 )
