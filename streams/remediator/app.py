@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from aiohttp import web
 from faust.tables.manager import TableManager as FaustTableManager
 
 from remediator import dashboard, failpoints
@@ -41,6 +42,7 @@ from remediator.api.auth import Right
 from remediator.api.errors import contract_errors
 from remediator.api.views import Api
 from remediator.domain.correlate import CorrelationConfig
+from remediator.domain.policy import PolicyInForce
 from remediator.kafka import codec
 from remediator.kafka.admin import TopicSpec
 from remediator.kafka.direct import DirectDelivery
@@ -238,61 +240,13 @@ def create_app(
         timeout=settings.api_timeout_seconds,
         count=lambda result: metrics.audit_records(result).inc(),
     )
-    session_timeout = settings.session_timeout
     app = RemediatorApp(
         settings.app_id,
-        broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
-        store=_hot_store(settings),
-        autodiscover=False,
-        key_serializer="raw",
-        value_serializer=codec.NAME,
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
-        topic_allow_declare=True,
-        consumer_auto_offset_reset="earliest",
-        TableManager=TableManager,
-        # TLS and SASL (REMEDIATOR_BROKER_*), for Faust's consumer, producer and topic
-        # creation; our own clients take them from settings.connection.
-        broker_credentials=settings.broker_security.faust_credentials(),
-        broker_session_timeout=session_timeout,
-        # Heartbeats at most a second apart and one rebalance timeout for every worker,
-        # whatever its session timeout: a worker with a long one still learns of a
-        # rebalance at once and joins within the same window as the others (with
-        # session/3 and session, workers of 3 s and 45 s rebalanced in a loop, each
-        # owning partitions the other had taken: test_rebalance.py).
-        broker_heartbeat_interval=min(max(session_timeout / 3, 0.5), 1.0),
-        broker_rebalance_timeout=REBALANCE_TIMEOUT,
-        broker_request_timeout=max(session_timeout + 5, 40.0),
-        broker_commit_interval=settings.commit_interval_seconds,
-        # Batches of a few hundred records per partition and request (transitions carry
-        # the whole record): fewer, larger produce requests.
-        producer_max_batch_size=256 * 1024,
-        producer_linger=0.0,
-        # At most one batch of records per poll. Unbounded (Faust's default), one poll
-        # returned everything fetched (up to 1 MiB per partition, decoded at once) and
-        # the direct routes queued several such polls: the whole backlog as Python
-        # objects at once, which the allocator then kept (RSS +100 MiB after 100 k
-        # signals, `make bench` memory).
-        broker_max_poll_records=settings.batch_max,
+        **_broker_options(settings),
         datadir=str(datadir or settings.data_dir / settings.app_id),
-        web_bind=settings.web_host,
-        web_host=settings.web_host,
-        web_port=settings.web_port,
-        # HTTPS when REMEDIATOR_WEB_TLS_* are set: Faust's aiohttp driver hands this
-        # context to its TCPSite (None: plain HTTP).
-        web_ssl_context=settings.web_ssl_context,
-        web_in_thread=False,
-        web_application_options={
-            # Metrics outermost: they see the status the client gets.
-            # The audit trail inside the errors: it sees a view's ApiError as raised.
-            "middlewares": [metrics.middleware, contract_errors, trail.middleware],
-            "client_max_size": MAX_REQUEST_BODY,
-        },
-        # Faust's own introspection pages (tables, router, stats) are unauthenticated.
-        web_router_enabled=False,
-        web_tables_enabled=False,
-        web_graph_enabled=False,
-        web_stats_enabled=False,
+        # Metrics outermost: they see the status the client gets. The audit trail
+        # inside the errors: it sees a view's ApiError as raised.
+        **_web_options(settings, [metrics.middleware, contract_errors, trail.middleware]),
     )
     # Before anything touches app.transport (declaring a topic does).
     app.transport = transport_class(settings.fetch_max_wait_ms, settings.connection)(
@@ -300,13 +254,99 @@ def create_app(
     )
     topics = _topics(app, settings)
     trail.topic = topics.audit
-    tables = _tables(app, settings)
     app.inbox_topic_name = settings.inbox_topic
+    loaded = settings.policy_in_force  # read once: the policy and its domains' mapping file
+    executor, processor = _pipeline(app, settings, loaded, topics, metrics, clock)
+    gateway = Gateway(
+        app=app,
+        inbox=topics.inbox,
+        replies=topics.replies,
+        connection=settings.connection,
+        partitions=settings.partitions,
+        timeout=settings.api_timeout_seconds,
+    )
+    app.add_dependency(gateway)  # started and stopped with the app
+    trail.tell = gateway.tell  # API calls noted on their instance, for its timeline
+    _background(app, settings)
+    _web(app, settings, loaded, topics, gateway, (executor, processor), metrics, clock)
+    return app
+
+
+def _broker_options(settings: Settings) -> dict[str, Any]:
+    """Faust's settings for the broker, its topics and tables."""
+    session_timeout = settings.session_timeout
+    return {
+        "broker": [f"kafka://{server}" for server in settings.bootstrap_servers],
+        "store": _hot_store(settings),
+        "autodiscover": False,
+        "key_serializer": "raw",
+        "value_serializer": codec.NAME,
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "topic_allow_declare": True,
+        "consumer_auto_offset_reset": "earliest",
+        "TableManager": TableManager,
+        # TLS and SASL (REMEDIATOR_BROKER_*), for Faust's consumer, producer and topic
+        # creation; our own clients take them from settings.connection.
+        "broker_credentials": settings.broker_security.faust_credentials(),
+        "broker_session_timeout": session_timeout,
+        # Heartbeats at most a second apart and one rebalance timeout for every worker,
+        # whatever its session timeout: a worker with a long one still learns of a
+        # rebalance at once and joins within the same window as the others (with
+        # session/3 and session, workers of 3 s and 45 s rebalanced in a loop, each
+        # owning partitions the other had taken: test_rebalance.py).
+        "broker_heartbeat_interval": min(max(session_timeout / 3, 0.5), 1.0),
+        "broker_rebalance_timeout": REBALANCE_TIMEOUT,
+        "broker_request_timeout": max(session_timeout + 5, 40.0),
+        "broker_commit_interval": settings.commit_interval_seconds,
+        # Batches of a few hundred records per partition and request (transitions carry
+        # the whole record): fewer, larger produce requests.
+        "producer_max_batch_size": 256 * 1024,
+        "producer_linger": 0.0,
+        # At most one batch of records per poll. Unbounded (Faust's default), one poll
+        # returned everything fetched (up to 1 MiB per partition, decoded at once) and
+        # the direct routes queued several such polls: the whole backlog as Python
+        # objects at once, which the allocator then kept (RSS +100 MiB after 100 k
+        # signals, `make bench` memory).
+        "broker_max_poll_records": settings.batch_max,
+    }
+
+
+def _web_options(settings: Settings, middlewares: list[Any]) -> dict[str, Any]:
+    """Faust's settings for its web server: the API, dashboard and metrics."""
+    return {
+        "web_bind": settings.web_host,
+        "web_host": settings.web_host,
+        "web_port": settings.web_port,
+        # HTTPS when REMEDIATOR_WEB_TLS_* are set: Faust's aiohttp driver hands this
+        # context to its TCPSite (None: plain HTTP).
+        "web_ssl_context": settings.web_ssl_context,
+        "web_in_thread": False,
+        "web_application_options": {
+            "middlewares": middlewares,
+            "client_max_size": MAX_REQUEST_BODY,
+        },
+        # Faust's own introspection pages (tables, router, stats) are unauthenticated.
+        "web_router_enabled": False,
+        "web_tables_enabled": False,
+        "web_graph_enabled": False,
+        "web_stats_enabled": False,
+    }
+
+
+def _pipeline(
+    app: RemediatorApp,
+    settings: Settings,
+    loaded: PolicyInForce,
+    topics: Topics,
+    metrics: Metrics,
+    clock: Callable[[], datetime],
+) -> tuple[Executor, Processor]:
+    """The state owner, the executor it drives, and the routes that feed them."""
     client, simulated = _control_plane(settings, metrics)
     if simulated is not None:
         app.add_dependency(simulated)  # started before the executor calls it
     processor: Processor | None = None
-    loaded = settings.policy_in_force  # the policy and its failure domains' mapping file
 
     def deliver() -> Callable[[Sequence[Record]], Awaitable[object]]:
         assert processor is not None  # noqa: S101 - set below, before anything runs
@@ -329,7 +369,7 @@ def create_app(
     app.add_dependency(executor)
     processor = Processor(
         app=app,
-        tables=tables,
+        tables=_tables(app, settings),
         topics=ProcessorTopics(
             transitions=settings.topic_transitions,
             policy_events=settings.topic_policy_events,
@@ -351,6 +391,18 @@ def create_app(
         max_output_bytes=settings.max_output_bytes,
     )
     app.processor = processor
+    _routes(app, settings, topics, processor, clock)
+    return executor, processor
+
+
+def _routes(
+    app: RemediatorApp,
+    settings: Settings,
+    topics: Topics,
+    processor: Processor,
+    clock: Callable[[], datetime],
+) -> None:
+    """The input topics and the inbox, delivered straight to the processor."""
     app.add_dependency(app.direct)
     register_ingest(
         app.direct,
@@ -369,27 +421,11 @@ def create_app(
         clock=clock,
         batch_max=settings.batch_max,
     )
-    gateway = Gateway(
-        app=app,
-        inbox=topics.inbox,
-        replies=topics.replies,
-        connection=settings.connection,
-        partitions=settings.partitions,
-        timeout=settings.api_timeout_seconds,
-    )
-    app.add_dependency(gateway)  # started and stopped with the app
-    trail.tell = gateway.tell  # API calls noted on their instance, for its timeline
-    api = Api(
-        gateway=gateway,
-        tokens=settings.tokens,
-        clock=clock,
-        unready=lambda: _unready_reason(app),
-        owned=lambda: _owned_partitions(app, settings.inbox_topic),
-        app_id=settings.app_id,
-        openapi=openapi.document_bytes,
-        executing=lambda: executor.running,
-        policy=loaded,
-    )
+
+
+def _background(app: RemediatorApp, settings: Settings) -> None:
+    """The stall check (a safety net: re-seek a stuck source partition) and the line
+    that says when the worker serves."""
     app.watched_topics = frozenset(
         {settings.topic_active_runs, settings.topic_passive_events, settings.inbox_topic}
     )
@@ -403,14 +439,39 @@ def create_app(
     async def announce() -> None:
         await _announce_readiness(app, settings)
 
-    app.web.web_app.add_routes(api.routes())  # type: ignore[attr-defined]  # aiohttp driver
+
+def _web(
+    app: RemediatorApp,
+    settings: Settings,
+    loaded: PolicyInForce,
+    topics: Topics,
+    gateway: Gateway,
+    parts: tuple[Executor, Processor],
+    metrics: Metrics,
+    clock: Callable[[], datetime],
+) -> None:
+    """The REST API, /metrics, the Alertmanager webhook and the dashboard."""
+    executor, processor = parts
+    api = Api(
+        gateway=gateway,
+        tokens=settings.tokens,
+        clock=clock,
+        unready=lambda: _unready_reason(app),
+        owned=lambda: _owned_partitions(app, settings.inbox_topic),
+        app_id=settings.app_id,
+        openapi=openapi.document_bytes,
+        executing=lambda: executor.running,
+        policy=loaded,
+    )
+    web_app: web.Application = app.web.web_app  # type: ignore[attr-defined]  # aiohttp driver
+    web_app.add_routes(api.routes())
     metrics.watch(
         clusters=processor.owned_clusters,
         consumer=lambda: app.consumer,
         input_topics=app.watched_topics,
         executing=lambda: executor.running,
     )
-    app.web.web_app.add_routes(metrics.routes())  # type: ignore[attr-defined]  # GET /metrics
+    web_app.add_routes(metrics.routes())  # GET /metrics
     # Alertmanager's webhook (POST /v1/alertmanager), with the REST API's tokens.
     alertmanager = alertmanager_receiver(
         settings,
@@ -419,11 +480,10 @@ def create_app(
         authenticate=api.authorizer(Right.WEBHOOK, "post Alertmanager notifications"),
         clock=clock,
     )
-    app.web.web_app.add_routes(alertmanager.routes())  # type: ignore[attr-defined]
-    dashboard.install(
+    web_app.add_routes(alertmanager.routes())
+    dashboard.install(  # /dashboard/, its stream
         app, settings, authenticate=api.authorizer(Right.READ, "read the transition stream")
-    )  # /dashboard/, its stream
-    return app
+    )
 
 
 def _hot_store(settings: Settings) -> str:
