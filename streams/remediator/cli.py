@@ -30,12 +30,52 @@ EXIT_START = 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "control-plane":  # its options are the simulator's, parsed there
+        from .simulation import controlplane
+
+        return controlplane.main(extra, prog=f"{parser.prog} control-plane")
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return _RUNNERS[args.command](args)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="remediator",
         description="Links GPU-cluster health checks to node remediations.",
     )
     parser.add_argument("--version", action="version", version=f"remediator {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    _worker_command(commands)
+    _topic_commands(commands)
+    # Its options are the simulator's own, parsed there: importing it (aiohttp) here
+    # would slow every other command down by a third of a second.
+    commands.add_parser(
+        "control-plane",
+        help="run the simulated compute control plane on its own (for demos and tests)",
+        add_help=False,
+    )
+    simulate = commands.add_parser(
+        "simulate",
+        help="feed a broker the health signals of a simulated fleet (for demos and tests)",
+        description="Produce realistic health signals for N clusters x M instances: mostly "
+        "passing test runs, some failures, alerts that resolve or flap, bursts. Exit status: "
+        "0 done or stopped, 1 broker unreachable, 2 bad options.",
+    )
+    from .simulation.fleet import options as fleet_options
+
+    fleet_options.add_arguments(simulate)
+    from .console import commands as console
+    from .console import policy as policy_commands
+
+    console.add_commands(commands)
+    policy_commands.add_commands(commands)
+    return parser
+
+
+def _worker_command(commands: Any) -> None:
     worker = commands.add_parser(
         "worker",
         help="run a worker (configured by REMEDIATOR_* environment variables)",
@@ -54,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="ARGS",
         help='options for that simulator, e.g. "--clusters 5 --rate 10"',
     )
+
+
+def _topic_commands(commands: Any) -> None:
     publish = commands.add_parser(
         "publish",
         help="publish JSON documents (one object, or JSON Lines) to a topic",
@@ -73,13 +116,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="instance_id",
         help="take each key from this field (default: %(default)s)",
     )
-    # Its options are the simulator's own, parsed there: importing it (aiohttp) here
-    # would slow every other command down by a third of a second.
-    commands.add_parser(
-        "control-plane",
-        help="run the simulated compute control plane on its own (for demos and tests)",
-        add_help=False,
-    )
     tail = commands.add_parser("tail", help="print the messages of a topic, one JSON per line")
     tail.add_argument("topic")
     tail.add_argument("--broker", default=None, help=_BROKER_HELP)
@@ -88,43 +124,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     tail.add_argument(
         "--idle-timeout", type=float, default=None, help="stop after this many quiet seconds"
     )
-    simulate = commands.add_parser(
-        "simulate",
-        help="feed a broker the health signals of a simulated fleet (for demos and tests)",
-        description="Produce realistic health signals for N clusters x M instances: mostly "
-        "passing test runs, some failures, alerts that resolve or flap, bursts. Exit status: "
-        "0 done or stopped, 1 broker unreachable, 2 bad options.",
-    )
-    from .simulation.fleet import options as fleet_options
 
-    fleet_options.add_arguments(simulate)
+
+def _run_worker_command(args: argparse.Namespace) -> int:
+    return run_worker(simulate=args.simulate, simulate_args=args.simulate_args)
+
+
+def _run_simulate(args: argparse.Namespace) -> int:
+    from .simulation.fleet import runner as fleet_simulator
+
+    return fleet_simulator.run(args)
+
+
+def _run_console(args: argparse.Namespace) -> int:
     from .console import commands as console
 
-    console.add_commands(commands)
+    return _quiet_on_closed_pipe(lambda: console.run(args))
+
+
+def _run_policy(args: argparse.Namespace) -> int:
     from .console import policy as policy_commands
 
-    policy_commands.add_commands(commands)
-    args, extra = parser.parse_known_args(argv)
-    if args.command == "control-plane":
-        from .simulation import controlplane
-
-        return controlplane.main(extra, prog=f"{parser.prog} control-plane")
-    if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command == "worker":
-        return run_worker(simulate=args.simulate, simulate_args=args.simulate_args)
-    if args.command in ("publish", "tail"):
-        return _run_topic_tool(args)
-    if args.command == "simulate":
-        from .simulation.fleet import runner as fleet_simulator
-
-        return fleet_simulator.run(args)
-    if hasattr(args, "policy_handler"):
-        return int(policy_commands.run(args))
-    if hasattr(args, "console_handler"):
-        return _quiet_on_closed_pipe(lambda: console.run(args))
-    parser.error(f"unknown command {args.command!r}")  # pragma: no cover
-    return EXIT_CONFIG  # pragma: no cover
+    return int(policy_commands.run(args))
 
 
 _BROKER_HELP = "bootstrap servers (default: $REMEDIATOR_BROKER, else kafka://127.0.0.1:9092)"
@@ -400,6 +421,19 @@ def _control_plane(settings: Settings) -> str | None:
         return None
     credentials = settings.control_plane_credentials.describe()
     return f"{redact_url(settings.control_plane_url)} ({credentials})"
+
+
+#: Each subcommand's runner (``control-plane`` parses its own options: see ``main``).
+_RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "worker": _run_worker_command,
+    "publish": _run_topic_tool,
+    "tail": _run_topic_tool,
+    "simulate": _run_simulate,
+    "remediations": _run_console,
+    "explain": _run_console,
+    "clusters": _run_console,
+    "policy": _run_policy,
+}
 
 
 if __name__ == "__main__":  # pragma: no cover
