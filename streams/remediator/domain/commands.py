@@ -30,7 +30,6 @@ from datetime import datetime
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from remediator.domain import ids
 from remediator.domain.bounds import MAX_PAGE_BYTES, MAX_RECENT_BYTES, Text, echo
 from remediator.domain.budget import measure
 from remediator.domain.lifecycle import Event, IllegalTransition
@@ -584,15 +583,15 @@ def _recorded(transitions: Sequence[RemediationTransition]) -> tuple[PolicyEvent
     """An APPROVAL_RECORDED policy event for each first of two approvals: alerting may
     page the second approver."""
     return tuple(
-        PolicyEvent(
-            event_id=ids.uuid5(f"policy/APPROVAL_RECORDED/{t.transition_id}"),
-            kind=PolicyEventKind.APPROVAL_RECORDED,
-            cluster_id=t.remediation.cluster_id,
-            instance_id=t.remediation.instance_id,
+        PolicyEvent.of(
+            PolicyEventKind.APPROVAL_RECORDED,
+            t.remediation.cluster_id,
+            t.remediation.instance_id,
+            cause=t.transition_id,
             rule=t.remediation.rule,
             mode=t.remediation.approvals[-1].mode,
             reason=t.reason,
-            occurred_at=t.occurred_at,
+            at=t.occurred_at,
         )
         for t in transitions
         if t.event in (Event.RECORD_APPROVAL.value, Event.CREATE_MANUAL_FOR_APPROVAL.value)

@@ -623,15 +623,15 @@ def _policy_event(
     reason: str,
     now: datetime,
 ) -> PolicyEvent:
-    return PolicyEvent(
-        event_id=ids.policy_event_id(state.cluster_id, state.instance_id, kind.value, key),
-        kind=kind,
-        cluster_id=state.cluster_id,
-        instance_id=state.instance_id,
+    return PolicyEvent.of(
+        kind,
+        state.cluster_id,
+        state.instance_id,
+        cause=key,
         rule=verdict.rule,
         mode=verdict.mode,
         reason=reason,
-        occurred_at=now,
+        at=now,
         signal=signal_ref(signal),
     )
 

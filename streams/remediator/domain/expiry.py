@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import ids
 from .lifecycle import Event
 from .models import (
     PolicyEvent,
@@ -82,19 +81,14 @@ def expire(state: InstanceState, policy: Policy, clock: datetime) -> Expired | N
     state, transition = record_change(
         state, remediation, Event.EXPIRE, now=when, actor=SYSTEM_PRINCIPAL, reason=reason
     )
-    event = PolicyEvent(
-        event_id=ids.policy_event_id(
-            state.cluster_id,
-            state.instance_id,
-            PolicyEventKind.APPROVAL_EXPIRED.value,
-            remediation.id,
-        ),
-        kind=PolicyEventKind.APPROVAL_EXPIRED,
-        cluster_id=state.cluster_id,
-        instance_id=state.instance_id,
+    event = PolicyEvent.of(
+        PolicyEventKind.APPROVAL_EXPIRED,
+        state.cluster_id,
+        state.instance_id,
+        cause=remediation.id,
         rule=remediation.rule,
         mode=remediation.mode,
         reason=f"{reason} (remediation {remediation.id})",
-        occurred_at=when,
+        at=when,
     )
     return Expired(state, transition, event)

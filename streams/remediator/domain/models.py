@@ -28,7 +28,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from . import bounds
+from . import bounds, ids
 from .bounds import Annotations, Labels, Name, Text
 
 
@@ -512,6 +512,40 @@ class PolicyEvent(_Record):
         description='The failure domain (e.g. "rack=r12") a BLAST_RADIUS_* event is about; '
         "None: the whole cluster (an addition).",
     )
+
+    @classmethod
+    def of(  # noqa: PLR0913 - the event's fields, by name
+        cls,
+        kind: PolicyEventKind,
+        cluster_id: str,
+        instance_id: str | None,
+        *,
+        cause: str,
+        reason: str,
+        at: datetime,
+        rule: str | None = None,
+        mode: RemediationMode | None = None,
+        signal: SignalRef | None = None,
+        domain: str | None = None,
+        scope: str | None = None,
+    ) -> PolicyEvent:
+        """The one way to make a policy event. Its id is derived from the cluster, the
+        ``scope`` (the instance by default; ``-`` for a cluster's own events), the kind
+        and the ``cause`` (what made it: a signal, a remediation, a proposal), so that a
+        replay makes the same id and consumers drop the repeat."""
+        where = scope if scope is not None else (instance_id or "-")
+        return cls(
+            event_id=ids.policy_event_id(cluster_id, where, kind.value, cause),
+            kind=kind,
+            cluster_id=cluster_id,
+            instance_id=instance_id,
+            rule=rule,
+            mode=mode,
+            reason=reason,
+            occurred_at=at,
+            signal=signal,
+            domain=domain,
+        )
 
 
 class AuditOutcome(enum.StrEnum):

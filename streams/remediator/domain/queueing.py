@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import ids, safety, topology
+from . import safety, topology
 from .models import (
     ActiveHealthCheckRun,
     ActiveTestResult,
@@ -139,16 +139,14 @@ def try_admit(
         update={"create_time": now, "update_time": now, "reason": f"{record.reason}; {waited}"}
     )
     opened, transitions = open_automated(drop(state).admit(clock), remediation, policy, now)
-    event = PolicyEvent(
-        event_id=ids.policy_event_id(
-            state.cluster_id, state.instance_id, PolicyEventKind.QUEUE_ADMITTED.value, record.id
-        ),
-        kind=PolicyEventKind.QUEUE_ADMITTED,
-        cluster_id=state.cluster_id,
-        instance_id=state.instance_id,
+    event = PolicyEvent.of(
+        PolicyEventKind.QUEUE_ADMITTED,
+        state.cluster_id,
+        state.instance_id,
+        cause=record.id,
         rule=record.rule,
         mode=record.mode,
         reason=f"opened {record.id} from the cluster's queue: {waited}; {admission.reason}",
-        occurred_at=now,
+        at=now,
     )
     return Admitted(opened, transitions, event)

@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import ids, topology
+from . import topology
 from .models import (
     PolicyEvent,
     PolicyEventKind,
@@ -439,14 +439,15 @@ def _event(
     proposal: Proposal | None = None,
     domain: str | None = None,
 ) -> PolicyEvent:
-    return PolicyEvent(
-        event_id=ids.policy_event_id(cluster_id, "-", kind.value, cause),
-        kind=kind,
-        cluster_id=cluster_id,
-        instance_id=proposal.instance_id if proposal is not None else None,
+    return PolicyEvent.of(
+        kind,
+        cluster_id,
+        proposal.instance_id if proposal is not None else None,
+        scope="-",  # the cluster's own event, whichever proposal caused it
+        cause=cause,
         rule=proposal.rule if proposal is not None else None,
         mode=proposal.mode if proposal is not None else None,
         reason=reason,
-        occurred_at=now,
+        at=now,
         domain=domain,
     )

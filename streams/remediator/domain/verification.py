@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import ids
 from .models import (
     ActiveHealthCheckRun,
     ActiveTestResult,
@@ -122,20 +121,15 @@ def due(state: InstanceState, clock: datetime) -> Failed | None:
         f"{format_timestamp(note.deadline)} ({shown}): its next failing signal escalates "
         "at once"
     )
-    event = PolicyEvent(
-        event_id=ids.policy_event_id(
-            state.cluster_id,
-            state.instance_id,
-            PolicyEventKind.VERIFICATION_FAILED.value,
-            note.remediation_id,
-        ),
-        kind=PolicyEventKind.VERIFICATION_FAILED,
-        cluster_id=state.cluster_id,
-        instance_id=state.instance_id,
+    event = PolicyEvent.of(
+        PolicyEventKind.VERIFICATION_FAILED,
+        state.cluster_id,
+        state.instance_id,
+        cause=note.remediation_id,
         rule=note.rule,
         mode=note.mode,
         reason=reason,
-        occurred_at=note.deadline,
+        at=note.deadline,
     )
     return Failed(_noted(state, failed), event)
 
