@@ -269,47 +269,14 @@ def run_worker(*, simulate: bool = False, simulate_args: str = "") -> int:
 
 def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str] | None) -> int:
     from . import logs
-    from .app import create_app, external_topic_names, internal_topics
-    from .kafka.admin import (
-        BrokerUnavailable,
-        TopicSpec,
-        check_connection,
-        ensure_topics,
-        missing_topics,
-    )
+    from .app import create_app
     from .pipeline import rocks
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    try:
-        # Before Faust, which would retry a refused credential for ever: one line instead.
-        loop.run_until_complete(
-            check_connection(settings.connection, settings.broker_connect_timeout)
-        )
-        external = [TopicSpec(n, settings.partitions) for n in external_topic_names(settings)]
-        loop.run_until_complete(
-            ensure_topics(
-                settings.connection,
-                [*(external if settings.create_topics else []), *internal_topics(settings)],
-                replication_factor=settings.replication_factor,
-                timeout=settings.broker_connect_timeout,
-            )
-        )
-        if not settings.create_topics:
-            # Faust would wait for them for ever (a broker that auto-creates topics
-            # would make them with its own partition count): say so instead.
-            missing = loop.run_until_complete(
-                missing_topics(settings.connection, external_topic_names(settings))
-            )
-            if missing:
-                return _fail(
-                    f"topic(s) {', '.join(missing)} do not exist and REMEDIATOR_CREATE_TOPICS "
-                    "is false: create them, or let the worker (true)",
-                    EXIT_START,
-                )
-    except BrokerUnavailable as exc:
-        cause = str(exc)
-        return _fail(cause if " topic " in cause else f"REMEDIATOR_BROKER: {cause}", EXIT_START)
+    failed = loop.run_until_complete(_prepare_broker(settings))
+    if failed is not None:
+        return _fail(failed, EXIT_START)
     # Our own handler and formats (see logs.py); Faust's would replace them.
     logs.configure(settings.log_level, settings.log_format)
     _print_banner(settings, embedded=embedded)
@@ -342,6 +309,42 @@ def _run_faust_worker(settings: Settings, *, embedded: bool, simulate: list[str]
 
             runner.stop_child(fleet)
     return 0  # pragma: no cover - execute_from_commandline always exits
+
+
+async def _prepare_broker(settings: Settings) -> str | None:
+    """Reach the broker and create the topics, before Faust (which would retry a refused
+    credential, or wait for a missing topic, for ever). None, or the one line to print."""
+    from .app import external_topic_names, internal_topics
+    from .kafka.admin import (
+        BrokerUnavailable,
+        TopicSpec,
+        check_connection,
+        ensure_topics,
+        missing_topics,
+    )
+
+    external = [TopicSpec(n, settings.partitions) for n in external_topic_names(settings)]
+    try:
+        await check_connection(settings.connection, settings.broker_connect_timeout)
+        await ensure_topics(
+            settings.connection,
+            [*(external if settings.create_topics else []), *internal_topics(settings)],
+            replication_factor=settings.replication_factor,
+            timeout=settings.broker_connect_timeout,
+        )
+        if settings.create_topics:
+            return None
+        # A broker that auto-creates topics would make them with its own partition count.
+        missing = await missing_topics(settings.connection, external_topic_names(settings))
+    except BrokerUnavailable as exc:
+        cause = str(exc)
+        return cause if " topic " in cause else f"REMEDIATOR_BROKER: {cause}"
+    if missing:
+        return (
+            f"topic(s) {', '.join(missing)} do not exist and REMEDIATOR_CREATE_TOPICS "
+            "is false: create them, or let the worker (true)"
+        )
+    return None
 
 
 def _worker_class() -> type[Any]:
