@@ -122,24 +122,34 @@ async def simulate(sim: FleetSimulator, options: RunOptions, out: IO[str]) -> in
             + "\n"
         )
         out.flush()
+    progress = Progress(out, options.progress, options.progress_every, header)
+    start = loop.time()
+    sent = await _produce(sim, options, stop, progress)
+    progress.finish(sim, sent, loop.time() - start)
+    return EXIT_OK
+
+
+async def _produce(
+    sim: FleetSimulator, options: RunOptions, stop: asyncio.Event, progress: Progress
+) -> int:
+    """Send the fleet's signals at the asked pace until told to stop, or the count or
+    the duration is reached; how many were sent."""
+    loop = asyncio.get_running_loop()
     producer = options.connection.producer(linger_ms=5, request_timeout_ms=15000, acks=1)
     await producer.start()
-    progress = Progress(out, options.progress, options.progress_every, header)
     start = loop.time()
     sent = 0
     in_flight: list[asyncio.Future[object]] = []
     try:
         while not stop.is_set():
-            if options.count is not None and sent >= options.count:
-                break
             elapsed = loop.time() - start
-            if options.duration is not None and elapsed >= options.duration:
+            if (options.count is not None and sent >= options.count) or (
+                options.duration is not None and elapsed >= options.duration
+            ):
                 break
-            if options.rate:
-                wait = start + sent / options.rate - loop.time()
-                if wait > 0:
-                    await _sleep_unless(stop, wait)
-                    continue
+            if options.rate and (wait := start + sent / options.rate - loop.time()) > 0:
+                await _sleep_unless(stop, wait)
+                continue
             signal_ = sim.next(datetime.now(UTC))
             topic = options.active_topic if signal_.kind == "run" else options.passive_topic
             in_flight.append(
@@ -153,8 +163,7 @@ async def simulate(sim: FleetSimulator, options: RunOptions, out: IO[str]) -> in
         await asyncio.gather(*in_flight)
     finally:
         await producer.stop()
-    progress.finish(sim, sent, loop.time() - start)
-    return EXIT_OK
+    return sent
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
