@@ -100,88 +100,103 @@ def _positions(consumer: Any, tps: Iterable[Any] | None) -> dict[Any, int]:
 
 def transport_class(fetch_max_wait_ms: int, connection: Connection) -> type[driver.Transport]:
     """A Faust Kafka transport whose consumer waits at most ``fetch_max_wait_ms`` and
-    reports true end offsets."""
+    reports true end offsets (the classes below, bound to this worker's settings)."""
+    thread = type(
+        "FetchConsumerThread",
+        (FetchConsumerThread,),
+        {"fetch_max_wait_ms": fetch_max_wait_ms, "connection": connection},
+    )
+    consumer = type("FetchConsumer", (FetchConsumer,), {"thread_class": thread})
+    return type("Transport", (driver.Transport,), {"Consumer": consumer})
 
-    class FetchConsumerThread(driver.AIOKafkaConsumerThread):
-        _ends: EndOffsets | None = None
-        #: (tp, first, last): offsets a fetch moved past without a record, for the
-        #: consumer's commit rule (offsets.py). Appended here, read in the app's thread.
-        skipped: deque[tuple[Any, int, int]]
 
-        def __post_init__(self) -> None:
-            super().__post_init__()
-            self.skipped = deque()
+class FetchConsumerThread(driver.AIOKafkaConsumerThread):
+    """Faust's consumer thread: the fetch wait, read_committed, true end offsets, and the
+    offsets each fetch moved past without a record."""
 
-        async def _fetch_records(
-            self,
-            consumer: Any,
-            active_partitions: Any,
-            timeout: float | None = None,
-            max_records: int | None = None,
-        ) -> Any:
-            before = _positions(consumer, active_partitions)
-            records = await super()._fetch_records(
-                consumer, active_partitions, timeout=timeout, max_records=max_records
-            )
-            after = _positions(consumer, before)
-            for tp, start in before.items():
-                end = after.get(tp, start)
-                if end > start:
-                    delivered = (record.offset for record in records.get(tp, ()))
-                    for first, last in skipped_ranges(start, end, delivered):
-                        self.skipped.append((tp, first, last))
-            return records
+    #: Set by :func:`transport_class`.
+    fetch_max_wait_ms: int
+    connection: Connection
+    _ends: EndOffsets | None = None
+    #: (tp, first, last): offsets a fetch moved past without a record, for the
+    #: consumer's commit rule (offsets.py). Appended here, read in the app's thread.
+    skipped: deque[tuple[Any, int, int]]
 
-        def _create_worker_consumer(self, transport: Any) -> Any:
-            consumer = super()._create_worker_consumer(transport)
-            # Read by aiokafka when the consumer starts and creates its fetcher.
-            consumer._fetch_max_wait_ms = fetch_max_wait_ms
-            # Committed records only: monitoring that writes its signals in transactions
-            # may abort one, and Faust reads uncommitted (it reads committed only in its
-            # own exactly-once mode). An aborted signal must not open a remediation.
-            consumer._isolation_level = "read_committed"
-            return consumer
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.skipped = deque()
 
-        async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
-            ends = await super()._highwaters(partitions)
-            if self._ends is None:
-                self._ends = EndOffsets(connection)
-            return await self._ends.check(ends)
+    async def _fetch_records(
+        self,
+        consumer: Any,
+        active_partitions: Any,
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Any:
+        before = _positions(consumer, active_partitions)
+        records = await super()._fetch_records(
+            consumer, active_partitions, timeout=timeout, max_records=max_records
+        )
+        after = _positions(consumer, before)
+        for tp, start in before.items():
+            end = after.get(tp, start)
+            if end > start:
+                delivered = (record.offset for record in records.get(tp, ()))
+                for first, last in skipped_ranges(start, end, delivered):
+                    self.skipped.append((tp, first, last))
+        return records
 
-        async def on_thread_stop(self) -> None:
-            if self._ends is not None:
-                await self._ends.close()
-            await super().on_thread_stop()
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Read by aiokafka when the consumer starts and creates its fetcher.
+        consumer._fetch_max_wait_ms = self.fetch_max_wait_ms
+        # Committed records only: monitoring that writes its signals in transactions
+        # may abort one, and Faust reads uncommitted (it reads committed only in its
+        # own exactly-once mode). An aborted signal must not open a remediation.
+        consumer._isolation_level = "read_committed"
+        return consumer
 
-    class FetchConsumer(SafeOffsets, driver.Consumer):
-        def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
-            return FetchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+    async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
+        ends = await super()._highwaters(partitions)
+        if self._ends is None:
+            self._ends = EndOffsets(self.connection)
+        return await self._ends.check(ends)
 
-        async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:
-            """Deliver a fetched message without racing it against a suspension.
+    async def on_thread_stop(self) -> None:
+        if self._ends is not None:
+            await self._ends.close()
+        await super().on_thread_stop()
 
-            Faust's drain loop hands every message over as ``wait_first(deliver(message),
-            suspend_flow.wait())``: four tasks created, raced and cancelled per message,
-            about a quarter of the worker's CPU under load (profiled with py-spy). While
-            the flow is not suspended the race is only there to let go of a delivery
-            that blocks when a rebalance starts; such a delivery blocks at most until the
-            flow resumes (recovery resumes it before it fetches the changelogs), and the
-            message it delivers then belongs to the old generation, which the stream
-            skips, as Faust does with any message fetched before a rebalance. So the
-            delivery is awaited directly; once the flow is suspended, Faust's race again.
-            """
-            if (
-                len(coros) == 2
-                and timeout is None
-                and getattr(coros[1], "__qualname__", "") == "Event.wait"
-                and not self.suspend_flow.is_set()
-            ):
-                coros[1].close()
-                await coros[0]
-                return None
-            return await super().wait_first(*coros, timeout=timeout)
 
-    class Transport(driver.Transport):
-        Consumer = FetchConsumer
+class FetchConsumer(SafeOffsets, driver.Consumer):
+    """Faust's consumer with the commit rule of offsets.py and a cheaper delivery."""
 
-    return Transport
+    #: Set by :func:`transport_class`.
+    thread_class: type[FetchConsumerThread]
+
+    def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
+        return self.thread_class(self, loop=self.loop, beacon=self.beacon)
+
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:
+        """Deliver a fetched message without racing it against a suspension.
+
+        Faust's drain loop hands every message over as ``wait_first(deliver(message),
+        suspend_flow.wait())``: four tasks created, raced and cancelled per message,
+        about a quarter of the worker's CPU under load (profiled with py-spy). While
+        the flow is not suspended the race is only there to let go of a delivery
+        that blocks when a rebalance starts; such a delivery blocks at most until the
+        flow resumes (recovery resumes it before it fetches the changelogs), and the
+        message it delivers then belongs to the old generation, which the stream
+        skips, as Faust does with any message fetched before a rebalance. So the
+        delivery is awaited directly; once the flow is suspended, Faust's race again.
+        """
+        if (
+            len(coros) == 2
+            and timeout is None
+            and getattr(coros[1], "__qualname__", "") == "Event.wait"
+            and not self.suspend_flow.is_set()
+        ):
+            coros[1].close()
+            await coros[0]
+            return None
+        return await super().wait_first(*coros, timeout=timeout)
