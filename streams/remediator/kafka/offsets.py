@@ -168,7 +168,10 @@ class SafeOffsets:
             return
         starts.update({tp: offset for tp, offset in earliest.items() if offset is not None})
 
-    async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover - loop
+    # Faust's own loop, kept in its shape so that an upgrade diffs against it cleanly.
+    async def _drain_messages(  # noqa: C901, PLR0912  # pragma: no cover - loop
+        self, fetcher: ServiceT
+    ) -> None:
         """Faust's fetch loop (``Consumer._drain_messages``), delivering every record and
         recording only true gaps (see the module docstring)."""
         consumer = cast(Any, self)
