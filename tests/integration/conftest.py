@@ -42,6 +42,7 @@ from remediator.kafka.embedded import free_port
 from remediator.kafka.local import LocalKafkaError, unavailable_reason
 from remediator.kafka.metadata import partitions_of
 from tests.brokers import Broker, start_broker
+from tests.builders import run_payload
 
 pytestmark = pytest.mark.integration
 
@@ -452,3 +453,20 @@ async def api() -> AsyncIterator[Callable[[WorkerProcess], httpx.AsyncClient]]:
     yield connect
     for client in clients:
         await client.aclose()
+
+
+async def open_automated(
+    kafka: Kafka, names: Names, client: httpx.AsyncClient, cluster: str, instance: str
+) -> dict[str, Any]:
+    """A failing health signal, and the PENDING_APPROVAL remediation it opens (listed
+    with ``client``'s credentials)."""
+    await kafka.produce(names.active, run_payload(cluster_id=cluster, instance_id=instance))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    path = f"/v1/compute/clusters/{cluster}/instances/{instance}/remediations"
+    while True:
+        listed: list[dict[str, Any]] = (await client.get(path)).json()["remediations"]
+        if listed:
+            return listed[0]
+        assert loop.time() < deadline, "the health signal opened no remediation"
+        await asyncio.sleep(0.2)

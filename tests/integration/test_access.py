@@ -12,19 +12,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import httpx
 import pytest
 from together import AsyncTogether, ConflictError, PermissionDeniedError
 
-from tests.builders import run_payload
 from tests.integration.conftest import (
     Broker,
     Kafka,
     Names,
     WorkerProcess,
     launch_worker,
+    open_automated,
     unique_names,
 )
 
@@ -66,7 +65,9 @@ def worker(
 
 @pytest.fixture
 async def http(worker: WorkerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=worker.base_url, timeout=30) as client:
+    # Reads as the viewer unless a call says otherwise.
+    headers = bearer("viv")
+    async with httpx.AsyncClient(base_url=worker.base_url, headers=headers, timeout=30) as client:
         yield client
 
 
@@ -82,23 +83,6 @@ def cluster() -> str:
 
 def instance_path(cluster: str, instance: str, *rest: str) -> str:
     return "/".join([f"/v1/compute/clusters/{cluster}/instances/{instance}", *rest])
-
-
-async def open_automated(
-    kafka: Kafka, names: Names, http: httpx.AsyncClient, cluster: str, instance: str
-) -> dict[str, Any]:
-    """A failing health signal, and the PENDING_APPROVAL remediation it opens."""
-    await kafka.produce(names.active, run_payload(cluster_id=cluster, instance_id=instance))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while True:
-        response = await http.get(
-            instance_path(cluster, instance, "remediations"), headers=bearer("viv")
-        )
-        if listed := response.json()["remediations"]:
-            return dict(listed[0])
-        assert loop.time() < deadline, "the health signal opened no remediation"
-        await asyncio.sleep(0.2)
 
 
 async def test_each_role_may_do_what_it_names_and_nothing_more(

@@ -16,13 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.builders import run_payload
 from tests.integration.conftest import (
     Broker,
     Kafka,
     Names,
     WorkerProcess,
     launch_worker,
+    open_automated,
     unique_names,
 )
 
@@ -95,21 +95,6 @@ def assert_error(response: httpx.Response, code: int, status: str) -> dict[str, 
     if code < 500:  # final: the SDK must not ask again
         assert response.headers["x-should-retry"] == "false"
     return body["error"]
-
-
-async def open_automated(
-    kafka: Kafka, names: Names, client: httpx.AsyncClient, cluster: str, instance: str
-) -> dict[str, Any]:
-    """A failing health signal, and the PENDING_APPROVAL remediation it opens."""
-    await kafka.produce(names.active, run_payload(cluster_id=cluster, instance_id=instance))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while True:
-        listed = (await client.get(path(cluster, instance))).json()["remediations"]
-        if listed:
-            return listed[0]
-        assert loop.time() < deadline, "the health signal opened no remediation"
-        await asyncio.sleep(0.2)
 
 
 async def test_manual_create_is_pending_and_published_once(
