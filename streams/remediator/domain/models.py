@@ -235,7 +235,7 @@ class SignalRef(_Record):
 
 
 class StepAction(enum.StrEnum):
-    """One control-plane action (CONTRACT.md §5)."""
+    """One control-plane step a mode is carried out by (the compute control plane's actions)."""
 
     REBOOT_VM = "REBOOT_VM"
     DELETE_VM = "DELETE_VM"
