@@ -214,7 +214,7 @@ class Api:
         return web.Response(body=self.openapi(), content_type="application/json")
 
     async def create(self, request: web.Request) -> web.Response:
-        principal = self.allowed(request, Right.OPERATE, "create remediations")
+        caller = self.auth.require(request, Right.OPERATE, "create remediations")
         body = await self.body(request, CreateRemediationBody)
         client_id = request.query.get("remediation_id") or request.query.get("request_id")
         if client_id is not None:
@@ -230,7 +230,8 @@ class Api:
         command = self.command(
             request,
             CommandKind.CREATE,
-            principal,
+            caller.principal,
+            role=caller.role.value,
             remediation_id=client_id,
             mode=body.mode,
             reason=body.reason,

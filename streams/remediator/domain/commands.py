@@ -240,6 +240,9 @@ class Command(BaseModel):
     instance_id: Identifier
     principal: str
     issued_at: Timestamp
+    #: The caller's role (auth.Role's value); None from an API older than 0.6. During a
+    #: change freeze only an admin may CREATE (domain/freeze.py).
+    role: str | None = None
     remediation_id: str | None = None
     mode: RemediationMode | None = None
     # Clipped, whoever sent the command (the API refuses longer ones already).

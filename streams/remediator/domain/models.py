@@ -492,6 +492,8 @@ class PolicyEventKind(enum.StrEnum):
     QUEUE_ADMITTED = "QUEUE_ADMITTED"  # a refused proposal waited in the queue, now opened
     VERIFICATION_FAILED = "VERIFICATION_FAILED"  # a SUCCEEDED repair showed no health in time
     APPROVAL_RECORDED = "APPROVAL_RECORDED"  # first of two approvals (two_person_modes)
+    FREEZE_STARTED = "FREEZE_STARTED"  # a change freeze holds automated remediation still
+    FREEZE_ENDED = "FREEZE_ENDED"  # ... and ended: what waited in the queue may open
 
 
 class PolicyEvent(_Record):
@@ -512,6 +514,10 @@ class PolicyEvent(_Record):
         description='The failure domain (e.g. "rack=r12") a BLAST_RADIUS_* event is about; '
         "None: the whole cluster (an addition).",
     )
+    freeze: str | None = Field(
+        default=None,
+        description="The change freeze (its policy name) a FREEZE_* event is about (an addition).",
+    )
 
     @classmethod
     def of(  # noqa: PLR0913 - the event's fields, by name
@@ -528,6 +534,7 @@ class PolicyEvent(_Record):
         signal: SignalRef | None = None,
         domain: str | None = None,
         scope: str | None = None,
+        freeze: str | None = None,
     ) -> PolicyEvent:
         """The one way to make a policy event. Its id is derived from the cluster, the
         ``scope`` (the instance by default; ``-`` for a cluster's own events), the kind
@@ -545,6 +552,7 @@ class PolicyEvent(_Record):
             occurred_at=at,
             signal=signal,
             domain=domain,
+            freeze=freeze,
         )
 
 

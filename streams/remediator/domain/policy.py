@@ -39,6 +39,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from . import topology
+from .freeze import Calendar, Freeze
 from .models import (
     ActiveHealthCheckRun,
     ActiveTestResult,
@@ -386,6 +387,12 @@ class Policy(_Strict):
     )
     rules: list[Rule] = Field(default_factory=list)
     clusters: dict[str, ClusterPolicy] = Field(default_factory=dict)
+    freeze: list[Freeze] = Field(
+        default_factory=list,
+        description="Change freezes ([[freeze]] entries): windows in which no automated "
+        "remediation opens (proposals wait in the admission queue, reason freeze) and "
+        "approved ones do not start; an admin may still create one by hand, with a reason.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Policy:
@@ -402,6 +409,9 @@ class Policy(_Strict):
                     f"clusters.{cluster_id}.auto_approve names no rule: {', '.join(unknown)} "
                     f"(the rules: {', '.join(names) or 'none'}; also {FALLBACK_RULE!r}, '*')"
                 )
+        frozen = [f.name for f in self.freeze]
+        if len(set(frozen)) != len(frozen):
+            raise ValueError("freeze names must be unique")
         if self.fallback_mode is M.EVICT_WITHOUT_REPLACEMENT:
             raise ValueError("fallback_mode: EVICT_WITHOUT_REPLACEMENT is never automatic")
         if self.fallback_mode is M.HOST_POWER_CYCLE:
@@ -410,6 +420,14 @@ class Policy(_Strict):
                 "unknown one; name it in a rule"
             )
         return self
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Policy:
+        """A copy whose derived values (cached properties) are derived again: pydantic
+        copies them as they were, which would keep the old rules or freezes."""
+        copied = super().model_copy(update=update, deep=deep)
+        for derived in _DERIVED:
+            copied.__dict__.pop(derived, None)
+        return copied
 
     @property
     def cooldown(self) -> timedelta:
@@ -444,6 +462,11 @@ class Policy(_Strict):
         return self._rules_by_name.get(name)
 
     @functools.cached_property
+    def freezes(self) -> Calendar:
+        """The change freezes, asked at event times (see :mod:`freeze`)."""
+        return Calendar(tuple(self.freeze))
+
+    @functools.cached_property
     def _rules_by_name(self) -> dict[str, Rule]:
         # Looked up several times per failing signal; the first rule of a name wins.
         by_name: dict[str, Rule] = {}
@@ -476,6 +499,10 @@ class Policy(_Strict):
             or (cluster is not None and cluster.shadow)
             or (found is not None and found.shadow)
         )
+
+
+#: Policy's cached properties, derived from its fields (see Policy.model_copy).
+_DERIVED = ("_rules_by_name", "freezes")
 
 
 class PolicyError(Exception):

@@ -17,6 +17,8 @@ replays with everything else about the instance:
   clock change): opened with its transition(s) and a ``QUEUE_ADMITTED`` policy event;
   when the first in line waits only for its failure domain (a full rack), those behind
   it in other domains go first;
+- held while a change freeze holds (reason ``freeze``: :mod:`freeze`), and opened as
+  soon as it ends, within the blast radius and budget;
 - dropped when its problem clears (the test that failed passes, the alert resolves) or
   the instance is opted out or gets a remediation by hand.
 
@@ -112,6 +114,17 @@ class NoRoom:
     domain_only: bool
 
 
+def _domain_only(admission: Admission, policy: Policy, cluster_id: str, clock: datetime) -> bool:
+    """Whether only the instance's failure domain keeps it waiting: its domain is full,
+    or a freeze holds its domain but not the whole cluster."""
+    if admission.blocked is safety.BlockReason.DOMAIN:
+        return True
+    return (
+        admission.blocked is safety.BlockReason.FREEZE
+        and policy.freezes.first(cluster_id, clock, None) is None
+    )
+
+
 def try_admit(
     state: InstanceState, view: ClusterView, policy: Policy, clock: datetime, now: datetime
 ) -> Admitted | NoRoom:
@@ -133,7 +146,7 @@ def try_admit(
     )
     admission = safety.admit(view, proposal, policy, now, queued=True)
     if not admission.admitted:
-        return NoRoom(domain_only=admission.blocked is safety.BlockReason.DOMAIN)
+        return NoRoom(domain_only=_domain_only(admission, policy, state.cluster_id, clock))
     waited = f"waited since {format_timestamp(waiting.since)} ({waiting.blocked})"
     remediation = record.model_copy(
         update={"create_time": now, "update_time": now, "reason": f"{record.reason}; {waited}"}

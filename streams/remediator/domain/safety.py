@@ -74,6 +74,11 @@ class ClusterRecord(BaseModel):
         description='Failure domain (e.g. "rack=r12") -> when its own blast-radius limit '
         "tripped; a domain not listed is not tripped.",
     )
+    freezes: dict[str, Timestamp] = Field(
+        default_factory=dict,
+        description="Change freeze (its policy name) -> the start of the window noticed as "
+        "holding (a FREEZE_STARTED event was published; FREEZE_ENDED when it goes).",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +132,18 @@ class BlockReason(enum.StrEnum):
     HELD_FOR_HUMAN = "held_for_human"  # too many remediations of the instance lately
     QUEUED = "queued"  # earlier refused proposals of the cluster wait for room first
     DOMAIN = "domain_blast_radius"  # the instance's failure domain (rack, leaf) is full
+    FREEZE = "freeze"  # a change freeze holds the cluster (or the instance's domain)
 
 
 #: Refusals for lack of room: such a proposal waits in the cluster's queue.
 QUEUEABLE = frozenset(
-    {BlockReason.BLAST_RADIUS, BlockReason.DOMAIN, BlockReason.RATE_BUDGET, BlockReason.QUEUED}
+    {
+        BlockReason.BLAST_RADIUS,
+        BlockReason.DOMAIN,
+        BlockReason.RATE_BUDGET,
+        BlockReason.QUEUED,
+        BlockReason.FREEZE,
+    }
 )
 
 
@@ -149,8 +161,8 @@ def admit(
     view: ClusterView, proposal: Proposal, policy: Policy, now: datetime, *, queued: bool = False
 ) -> Admission:
     """Admit or refuse one proposal; see the module docstring. The checks, in order:
-    a pause, the cluster's blast radius, its failure domains, the hourly budget, and the
-    proposals already waiting in line.
+    a pause, a change freeze, the cluster's blast radius, its failure domains, the hourly
+    budget, and the proposals already waiting in line.
 
     ``queued``: the proposal at the head of the cluster's queue, asking again because
     there may be room now. It does not wait behind itself, and it does not trip the
@@ -161,6 +173,10 @@ def admit(
         pause = record.paused
         reason = f"cluster paused by {pause.by}: {pause.reason}"
         return Admission(False, reason, record, events, BlockReason.PAUSED)
+    clock = max(proposal.at, view.latest) if view.latest is not None else proposal.at
+    frozen = policy.freezes.first(proposal.cluster_id, clock, proposal.domains)
+    if frozen is not None:
+        return Admission(False, frozen.describe(), record, events, BlockReason.FREEZE)
     refused = (
         _radius_check(view, proposal, policy, record, events, now, queued)
         or _domain_check(view, proposal, policy, record, events, now, queued)
@@ -316,10 +332,12 @@ def no_room(
     policy: Policy,
 ) -> bool:
     """Whether the cluster certainly has no room for any automated proposal now: paused,
-    tripped, at its blast-radius limit or out of budget (``record`` reconciled at
+    frozen as a whole, tripped, at its blast-radius limit or out of budget (``record`` reconciled at
     ``clock``). A shortcut for the queue's head asking again after every signal; when in
     doubt it says False and :func:`admit` decides."""
     if record.paused is not None or record.tripped_at is not None:
+        return True
+    if policy.freezes.first(record.cluster_id, clock, None) is not None:
         return True
     if unhealthy + 1 > policy.blast_radius.limit(known):
         return True

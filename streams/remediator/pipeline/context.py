@@ -28,7 +28,7 @@ from datetime import datetime
 
 from pydantic import TypeAdapter
 
-from remediator.domain import expiry, ids, queueing, safety, slots, verification
+from remediator.domain import expiry, freeze, ids, queueing, safety, slots, topology, verification
 from remediator.domain.bounds import MAX_ARCHIVE_BYTES, MAX_DECISIONS_BYTES
 from remediator.domain.correlate import CorrelationConfig
 from remediator.domain.execution import start
@@ -37,6 +37,7 @@ from remediator.domain.models import (
     PolicyEvent,
     Remediation,
     RemediationTransition,
+    RemediationTrigger,
     dump_json,
 )
 from remediator.domain.replies import Reply
@@ -263,6 +264,7 @@ class Context:
         Level-triggered, so doing it again (after a replay, a takeover) changes nothing
         that is already done. Called after every change: each step is O(1) unless it has
         something to do (the model caches when the next deadline falls)."""
+        self._notice_freezes(model, now)
         record = model.record
         if (
             record.tripped_at is not None
@@ -286,6 +288,19 @@ class Context:
             self._expire_due(model, model.latest)
             self._fail_verifications_due(model, model.latest)
         self._start_queued(model, now)
+
+    def _notice_freezes(self, model: ClusterModel, now: datetime) -> None:
+        """Note the change freezes holding at the cluster's clock: FREEZE_STARTED and
+        FREEZE_ENDED once per window, as the clock crosses its edges."""
+        calendar = self.policy.freezes
+        if model.latest is None or not (calendar or model.record.freezes):
+            return
+        holding = calendar.holding(model.cluster_id, model.latest)
+        if {h.freeze.name: h.start for h in holding} == model.record.freezes:
+            return
+        noted, events = freeze.reconcile(model.cluster_id, model.record.freezes, holding, now)
+        self.put_cluster(model, model.record.model_copy(update={"freezes": noted}))
+        self.publish_events(events)
 
     def _expire_due(self, model: ClusterModel, clock: datetime) -> None:
         """Cancel the recommendations that waited for approval past their TTL."""
@@ -317,12 +332,16 @@ class Context:
     def _start_queued(self, model: ClusterModel, now: datetime) -> None:
         """Start PENDING remediations, first approved first, while the cluster has slots."""
         free = slots.due(len(model.running), len(model.queued), self.max_running)
-        for instance in model.next_queued()[:free]:
+        calendar, clock = self.policy.freezes, model.latest or now
+        for instance in model.next_queued():
             state = model.get(instance)
-            if state is None:  # pragma: no cover - queued implies a record
+            if free <= 0:
+                return
+            if state is None or _frozen(state, calendar, clock):
                 continue
             started, transition = start(state, now)
             self.put(model, started, (transition,))
+            free -= 1
 
     def _admit_waiting(self, model: ClusterModel, now: datetime) -> None:
         """Open waiting proposals, first in line first, while the cluster has room."""
@@ -346,6 +365,18 @@ class Context:
 _CLUSTER_EVENTS = frozenset(
     {"BLAST_RADIUS_TRIPPED", "BLAST_RADIUS_RESUMED", "CLUSTER_PAUSED", "CLUSTER_RESUMED"}
 )
+
+
+def _frozen(state: InstanceState, calendar: freeze.Calendar, clock: datetime) -> bool:
+    """Whether a freeze holds the instance's approved automated remediation back (one
+    created by hand was an operator's decision: it starts)."""
+    return (
+        bool(calendar)
+        and state.open is not None
+        and state.open.remediation.trigger is RemediationTrigger.AUTOMATED
+        and calendar.first(state.cluster_id, clock, topology.names(state.domain), starting=True)
+        is not None
+    )
 
 
 def append_line(old: bytes | None, line: bytes, limit: int, max_bytes: int | None = None) -> bytes:

@@ -20,7 +20,7 @@ from remediator.domain.commands import Claim, Command, CommandKind
 from remediator.domain.correlate import Outcome
 from remediator.domain.execution import ReportKind
 from remediator.domain.models import dump_json
-from remediator.domain.replies import ClusterSummary, DomainSafety, Reply, SafetyView
+from remediator.domain.replies import ClusterSummary, DomainSafety, ErrorCode, Reply, SafetyView
 from remediator.domain.safety import ControlKind
 from remediator.domain.state import InstanceState
 from remediator.logs import about
@@ -111,6 +111,10 @@ def on_command(ctx: Context, item: Item) -> None:
     state = model.get(command.instance_id)
     if command.kind is CommandKind.AUDIT and state is None:
         return  # a call about an instance never seen: on the audit topic only
+    refused = _frozen_create(ctx, model, state, command)
+    if refused is not None:
+        ctx.reply(refused)
+        return
     handled = commands.handle(
         state,
         command,
@@ -136,6 +140,38 @@ def on_command(ctx: Context, item: Item) -> None:
         )
     if command.kind is not CommandKind.AUDIT:  # told, not asked: no one waits
         ctx.reply(handled.reply)
+
+
+#: The roles (api/auth.py's Role values) that may create a remediation by hand while a
+#: change freeze holds.
+_FREEZE_OVERRIDE = frozenset({"admin", "unrestricted"})
+
+
+def _frozen_create(
+    ctx: Context, model: ClusterModel, state: InstanceState | None, command: Command
+) -> Reply | None:
+    """The refusal of a CREATE while a change freeze holds the instance, unless an admin
+    asks with a reason (a replayed create of the open remediation passes: it is done)."""
+    if command.kind is not CommandKind.CREATE or not ctx.policy.freezes:
+        return None
+    asked = command.remediation_id or command.command_id
+    if state is not None and state.open is not None and state.open.remediation.id == asked:
+        return None
+    domains = topology.names(state.domain) if state is not None else ()
+    holding = ctx.policy.freezes.first(
+        command.cluster_id, model.latest or command.issued_at, domains
+    )
+    if holding is None or (command.role in _FREEZE_OVERRIDE and command.reason):
+        return None
+    message = (
+        f"{holding.describe()}; while it holds only an admin may create a remediation "
+        "by hand, and must give a reason"
+    )
+    return Reply(
+        command_id=command.command_id,
+        error_code=ErrorCode.FAILED_PRECONDITION,
+        error_message=message,
+    )
 
 
 def on_cluster_command(ctx: Context, item: Item) -> None:
