@@ -418,21 +418,26 @@ class _Scraped(Collector):
         return list(self._families())
 
     def collect(self) -> Iterable[Metric]:
-        opened, lag, running, waiting = self._families()
+        opened, lag, running, waiting, frozen = self._families()
         clusters = list(self._clusters())
         for cluster_id, state, count in open_remediations(clusters):
             opened.add_metric([cluster_id, state], count)
         for model in clusters:
             if model.instances:
                 waiting.add_metric([model.cluster_id], len(model.waiting))
+                frozen.add_metric([model.cluster_id], len(model.record.freezes))
         for topic, partition, behind in consumer_lag(self._consumer(), self._topics):
             lag.add_metric([topic, str(partition)], behind)
         running.add_metric([], len(self._executing()))
-        return [opened, lag, running, waiting]
+        return [opened, lag, running, waiting, frozen]
 
     @staticmethod
     def _families() -> tuple[
-        GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily
+        GaugeMetricFamily,
+        GaugeMetricFamily,
+        GaugeMetricFamily,
+        GaugeMetricFamily,
+        GaugeMetricFamily,
     ]:
         return (
             GaugeMetricFamily(
@@ -454,6 +459,12 @@ class _Scraped(Collector):
                 "remediator_admission_queue",
                 "Proposals refused for lack of room waiting in the cluster's admission "
                 "queue, by cluster (clusters this worker owns).",
+                labels=["cluster_id"],
+            ),
+            GaugeMetricFamily(
+                "remediator_change_freezes",
+                "Change freezes holding in the cluster (whole or some of its failure domains) "
+                "at its event-time clock, by cluster (clusters this worker owns); 0: none.",
                 labels=["cluster_id"],
             ),
         )

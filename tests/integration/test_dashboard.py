@@ -37,6 +37,7 @@ from tests.integration.conftest import (
     Names,
     WorkerProcess,
     launch_worker,
+    permissive_policy_text,
     unique_names,
 )
 
@@ -64,6 +65,17 @@ if (_reason := _missing()) is not None:
 
 from playwright.async_api import Page, async_playwright, expect  # noqa: E402
 
+#: A change freeze on one cluster only, holding through the module (and long after).
+FROZEN = "cl-frozen"
+FROZEN_POLICY = f"""
+[[freeze]]
+name = "year-end"
+clusters = ["{FROZEN}"]
+start = 2026-01-01T00:00:00Z
+end = 2100-01-01T00:00:00Z
+reason = "year-end launch: hands off"
+"""
+
 
 @pytest.fixture(scope="module")
 def dashboard_worker(
@@ -72,10 +84,14 @@ def dashboard_worker(
     """One worker for the module: approvals required (the permissive policy), the built-in
     simulated control plane, fast polling of its steps."""
     names = unique_names()
+    directory = tmp_path_factory.mktemp("dashboard")
+    policy = directory / "policy.toml"
+    policy.write_text(permissive_policy_text() + FROZEN_POLICY)
     worker = launch_worker(
         broker,
         names,
-        tmp_path_factory.mktemp("dashboard"),
+        directory,
+        REMEDIATOR_POLICY_FILE=str(policy),
         REMEDIATOR_API_TOKENS=f"{OPERATOR_TOKENS},viv:viewer={VIEWER_TOKEN}",
         REMEDIATOR_MAX_RUNNING_PER_CLUSTER="2",
         REMEDIATOR_POLL_INTERVAL_SECONDS="0.2",
@@ -348,3 +364,26 @@ async def test_a_viewer_sees_who_approved_and_is_offered_no_action(
         await page.goto(f"{worker.base_url}/dashboard/#/cluster/{cluster}")
         await expect(page.locator("main")).to_contain_text("Automation on")
         await expect(page.locator("#pause-reason")).to_have_count(0)
+
+
+async def test_a_frozen_cluster_shows_its_freeze_on_the_fleet_cluster_and_instance_pages(
+    dashboard_worker: tuple[WorkerProcess, Names], kafka: Kafka, page: Page, tmp_path: Path
+) -> None:
+    worker, names = dashboard_worker
+    async with screenshot_on_failure(page, tmp_path):
+        await fail(kafka, names, FROZEN, "i-frozen")
+        await sign_in(page, worker, f"/dashboard/#/instance/{FROZEN}/i-frozen")
+        card = page.locator("[data-card=freeze]")
+        await expect(card).to_contain_text("Change freeze year-end", timeout=WAIT_MS)
+        await expect(page.locator("[data-card=queued]")).to_contain_text("change freeze")
+        await page.goto(f"{worker.base_url}/dashboard/#/cluster/{FROZEN}")
+        banner = page.locator("[data-card=freeze]")
+        await expect(banner).to_contain_text("year-end launch: hands off", timeout=WAIT_MS)
+        await expect(banner).to_contain_text("(whole cluster)")
+        await page.goto(f"{worker.base_url}/dashboard/#/")
+        row = page.locator(f"table.clusters tr[data-cluster={FROZEN}]")
+        await expect(row).to_contain_text("frozen: year-end", timeout=WAIT_MS)
+        # Cards that do not apply leave nothing behind (they once showed as "null").
+        await page.goto(f"{worker.base_url}/dashboard/#/instance/{FROZEN}/i-frozen")
+        await expect(page.locator("[data-card=freeze]")).to_be_visible(timeout=WAIT_MS)
+        assert "null" not in await page.locator("main").inner_text()

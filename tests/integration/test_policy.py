@@ -435,3 +435,79 @@ async def _list(
 async def _known(client: httpx.AsyncClient, cluster: str, count: int) -> bool:
     body = (await client.get(f"{V1}/{cluster}/safety")).json()
     return bool(body["known_instances"] >= count)
+
+
+OLGA_TOKEN = "olga-freeze-t0ken"  # an operator: may create, but not during a freeze
+ADA_TOKEN = "ada-freeze-t0ken"  # an admin: may, with a reason
+
+
+async def test_a_freeze_defers_a_storm_and_the_queue_opens_when_it_ends(
+    start_worker: Any, api: Any, kafka: Kafka, names: Names, cluster: str, tmp_path: Path
+) -> None:
+    base = datetime.now(UTC)
+    extra = (
+        f'[[freeze]]\nname = "launch"\nclusters = ["{cluster}"]\nstart = {iso(base, 10)}\n'
+        f'end = {iso(base, 20)}\nreason = "GA launch"\n'
+    )
+    env = policy_env(tmp_path, extra)
+    env["REMEDIATOR_API_TOKENS"] += f",olga:operator={OLGA_TOKEN},ada:admin={ADA_TOKEN}"
+    worker = start_worker(**env)
+    client = api(worker)
+    instances = [f"i-{n:02d}" for n in range(20)]
+    for instance in instances:  # known, healthy, before the freeze
+        passed = _passing(cluster, instance, iso(base, 0))
+        await kafka.produce(names.active, passed, key=instance.encode())
+    await until(lambda: _known(client, cluster, 20), "20 known instances")
+
+    storm = instances[:6]  # 30 % fails inside the freeze (the limit is 4)
+    for n, instance in enumerate(storm):
+        await kafka.produce(
+            names.passive, alert(cluster, instance, iso(base, 11 + n / 10)), key=instance.encode()
+        )
+    safety = await until(
+        lambda: _safety_if(client, cluster, lambda s: len(s["waiting"]) == 6), "6 waiting"
+    )
+    assert safety["waiting"] == storm  # in the order they failed
+    assert [f["name"] for f in safety["freezes"]] == ["launch"]
+    assert await _list(client, cluster, "-") == []  # nothing opened
+    explained = (await client.get(f"{V1}/{cluster}/instances/{storm[0]}/explain")).json()
+    assert explained["queued"]["blocked"] == "freeze"
+    assert explained["freeze"]["reason"] == "GA launch"
+    summary = (await client.get("/v1/compute/clusters")).json()["clusters"]
+    assert [c["freezes"][0]["name"] for c in summary if c["cluster_id"] == cluster] == ["launch"]
+    metrics = (await client.get("/metrics")).text
+    assert f'remediator_change_freezes{{cluster_id="{cluster}"}} 1.0' in metrics
+
+    # By hand: an operator is refused (409, the freeze named); an admin with a reason is not.
+    create = f"{V1}/{cluster}/instances/{instances[19]}/remediations"
+    body = {"mode": "REMEDIATION_MODE_REBOOT_VM", "reason": "customer escalation"}
+    refused = await client.post(create, json=body, headers=_bearer(OLGA_TOKEN))
+    assert refused.status_code == 409, refused.text
+    assert "change freeze launch" in refused.json()["message"]
+    made = await client.post(create, json=body, headers=_bearer(ADA_TOKEN))
+    assert made.status_code == 200, made.text
+
+    # The freeze ends with the first input at or after its end: the queue opens, within
+    # the blast radius (4 at once; the manual one does not count against it).
+    await kafka.produce(names.active, _passing(cluster, instances[18], iso(base, 20)), key=b"i-18")
+    opened = await until(lambda: _list(client, cluster, "-", 5), "the queue to open")
+    automated = sorted(r["instance_id"] for r in opened if r["trigger"].endswith("AUTOMATED"))
+    assert automated == storm[:4]
+    events = await mine(kafka, names.policy_events, cluster, at_least=6)
+    kinds = sorted(e["kind"] for e in events)
+    assert kinds == ["FREEZE_ENDED", "FREEZE_STARTED", *["QUEUE_ADMITTED"] * 4], kinds
+    assert {e["freeze"] for e in events if e["kind"].startswith("FREEZE")} == {"launch"}
+    safety = await _safety_if(client, cluster, lambda s: True)
+    assert safety["freezes"] == []
+    assert safety["waiting"] == storm[4:]
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _safety_if(
+    client: httpx.AsyncClient, cluster: str, check: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any] | None:
+    body = dict((await client.get(f"{V1}/{cluster}/safety")).json())
+    return body if check(body) else None

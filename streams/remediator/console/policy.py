@@ -80,7 +80,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _check(loaded: Any, output: str, out: TextIO) -> int:
+    from remediator.domain.models import format_timestamp
+
     policy = loaded.policy
+    now = datetime.now(UTC)
     samples = [(label, _decision(signal, policy)) for label, signal in _samples(policy)]
     if output == "json":
         document = {
@@ -88,6 +91,13 @@ def _check(loaded: Any, output: str, out: TextIO) -> int:
             "sha256": loaded.sha256,
             "policy": policy.model_dump(mode="json"),
             "samples": [{"signal": label, "decision": text} for label, text in samples],
+            "freeze_windows": {
+                entry.name: [
+                    {"start": format_timestamp(start), "end": format_timestamp(end)}
+                    for start, end in entry.windows(now, NEXT_WINDOWS)
+                ]
+                for entry in policy.freeze
+            },
         }
         out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
@@ -96,6 +106,7 @@ def _check(loaded: Any, output: str, out: TextIO) -> int:
         f"  rules, first match wins ({len(policy.rules)}):",
         *(_rule_line(rule) for rule in policy.rules),
         *(_cluster_line(cluster_id, c) for cluster_id, c in sorted(policy.clusters.items())),
+        *_freeze_lines(policy, now),
         "  sample decisions:",
         *(f"    {label:<44} -> {text}" for label, text in samples),
     ]
@@ -139,6 +150,37 @@ def _summary(loaded: Any) -> list[str]:
             f"the domain's known)) open{mapping}"
         )
     return lines
+
+
+#: How many coming windows ``policy check`` lists per change freeze.
+NEXT_WINDOWS = 3
+
+
+def _freeze_lines(policy: Any, now: datetime) -> list[str]:
+    """Each change freeze and its next windows (the one holding now first), in UTC."""
+    if not policy.freeze:
+        return ["  change freezes: none"]
+    lines = [f"  change freezes ({len(policy.freeze)}), next windows from now, UTC:"]
+    for entry in policy.freeze:
+        where = ", ".join(entry.clusters)
+        if entry.domains:
+            where += f" in {', '.join(entry.domains)}"
+        when = "once"
+        if entry.cron:
+            when = f"cron {entry.cron!r} for {entry.duration_hours:g} h in {entry.timezone}"
+        running = "; approved ones still start" if entry.allow_running else ""
+        lines.append(f"    {entry.name:<28} {where}: {entry.reason} ({when}{running})")
+        windows = entry.windows(now, NEXT_WINDOWS)
+        for start, end in windows:
+            holding = "  <- holding now" if start <= now < end else ""
+            lines.append(f"      {_utc(start)} -> {_utc(end)}{holding}")
+        if not windows:
+            lines.append("      (over: no window from now on)")
+    return lines
+
+
+def _utc(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M %a")
 
 
 def _rule_line(rule: Any) -> str:

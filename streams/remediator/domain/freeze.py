@@ -214,6 +214,15 @@ class Calendar:
     def __bool__(self) -> bool:
         return bool(self.entries)
 
+    def upcoming(self, cluster_id: str, after: datetime) -> list[Holding]:
+        """The next window of each entry holding in the cluster, soonest first."""
+        found = []
+        for entry in self.entries:
+            window = entry.next_window(after) if entry.holds_in(cluster_id) else None
+            if window is not None:
+                found.append(Holding(entry, *window))
+        return sorted(found, key=lambda h: (h.start, h.freeze.name))
+
     def holding(self, cluster_id: str, at: datetime) -> list[Holding]:
         """Every freeze holding in the cluster at ``at``, whatever its domains."""
         return [

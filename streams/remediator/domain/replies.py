@@ -28,6 +28,23 @@ class ErrorCode(enum.StrEnum):
     ALREADY_EXISTS = "ALREADY_EXISTS"
 
 
+class FreezeView(BaseModel):
+    """A change freeze's window (the policy's ``[[freeze]]`` entry), as views show it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str
+    reason: str
+    start: Timestamp
+    end: Timestamp = Field(description="Exclusive: it holds until the cluster's clock gets here.")
+    domains: list[str] = Field(
+        default_factory=list, description="Only these failure domains; empty: the whole cluster."
+    )
+    allow_running: bool = Field(
+        default=False, description="Approved remediations still start while it holds."
+    )
+
+
 class QueuedProposal(BaseModel):
     """An automated remediation refused for lack of room, waiting in the cluster's queue."""
 
@@ -84,6 +101,11 @@ class Explanation(BaseModel):
         default=None,
         description="A proposal refused for lack of room, waiting in the cluster's "
         "admission queue, with its place.",
+    )
+    freeze: FreezeView | None = Field(
+        default=None,
+        description="The change freeze holding this instance at the cluster's clock, if one "
+        "does: no automated remediation opens here, and approved ones wait, until it ends.",
     )
     verification: Verification | None = Field(
         default=None,
@@ -154,6 +176,15 @@ class SafetyView(BaseModel):
         description="Per failure domain (the policy's blast_radius.domains.keys), by name: "
         "its counts, limit and whether it is tripped. Empty when the policy sets no keys.",
     )
+    freezes: list[FreezeView] = Field(
+        default_factory=list,
+        description="The change freezes holding in the cluster at as_of (the cluster's "
+        "event time), whole cluster or some of its failure domains.",
+    )
+    next_freezes: list[FreezeView] = Field(
+        default_factory=list,
+        description="The next window of each freeze the policy has for the cluster, soonest first.",
+    )
 
 
 class ClusterSummary(BaseModel):
@@ -172,6 +203,9 @@ class ClusterSummary(BaseModel):
     )
     tripped_at: Timestamp | None = Field(
         default=None, description="Set while the blast-radius limit holds new ones back."
+    )
+    freezes: list[FreezeView] = Field(
+        default_factory=list, description="The change freezes holding in the cluster now."
     )
     blast_radius_open: int = Field(
         default=0, description="Instances with an open automated remediation."

@@ -12,15 +12,32 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import orjson
 
-from remediator.domain import commands, correlate, execution, ids, safety, topology, verification
+from remediator.domain import (
+    commands,
+    correlate,
+    execution,
+    freeze,
+    ids,
+    safety,
+    topology,
+    verification,
+)
 from remediator.domain.commands import Claim, Command, CommandKind
 from remediator.domain.correlate import Outcome
 from remediator.domain.execution import ReportKind
 from remediator.domain.models import dump_json
-from remediator.domain.replies import ClusterSummary, DomainSafety, ErrorCode, Reply, SafetyView
+from remediator.domain.replies import (
+    ClusterSummary,
+    DomainSafety,
+    ErrorCode,
+    FreezeView,
+    Reply,
+    SafetyView,
+)
 from remediator.domain.safety import ControlKind
 from remediator.domain.state import InstanceState
 from remediator.logs import about
@@ -139,7 +156,22 @@ def on_command(ctx: Context, item: Item) -> None:
             extra=about(command.cluster_id, command.instance_id, transition.remediation_id),
         )
     if command.kind is not CommandKind.AUDIT:  # told, not asked: no one waits
-        ctx.reply(handled.reply)
+        ctx.reply(_with_freeze(ctx, model, handled.reply))
+
+
+def _with_freeze(ctx: Context, model: ClusterModel, reply: Reply) -> Reply:
+    """An explanation says which change freeze holds the instance (the cluster's clock is
+    here, not in the pure core's view of one instance)."""
+    explanation = reply.explanation
+    if explanation is None or not ctx.policy.freezes:
+        return reply
+    state = model.get(explanation.instance_id)
+    domains = topology.names(state.domain) if state is not None else ()
+    holding = ctx.policy.freezes.first(model.cluster_id, _clock(model), domains)
+    if holding is None:
+        return reply
+    explained = explanation.model_copy(update={"freeze": freeze_view(holding)})
+    return reply.model_copy(update={"explanation": explained})
 
 
 #: The roles (api/auth.py's Role values) that may create a remediation by hand while a
@@ -320,6 +352,31 @@ def safety_view(ctx: Context, model: ClusterModel) -> SafetyView:
             if state.opt_out is not None
         },
         domains=domain_safety(ctx, model),
+        freezes=[freeze_view(h) for h in _holding(ctx, model)],
+        next_freezes=[
+            freeze_view(h) for h in ctx.policy.freezes.upcoming(model.cluster_id, _clock(model))
+        ],
+    )
+
+
+def _clock(model: ClusterModel) -> datetime:
+    """The cluster's event-time clock (now, for a cluster with no signal yet)."""
+    return model.latest or datetime.now(UTC)
+
+
+def _holding(ctx: Context, model: ClusterModel) -> list[freeze.Holding]:
+    return ctx.policy.freezes.holding(model.cluster_id, _clock(model))
+
+
+def freeze_view(holding: freeze.Holding) -> FreezeView:
+    entry = holding.freeze
+    return FreezeView(
+        name=entry.name,
+        reason=entry.reason,
+        start=holding.start,
+        end=holding.end,
+        domains=entry.domains,
+        allow_running=entry.allow_running,
     )
 
 
@@ -364,6 +421,7 @@ def summary(ctx: Context, model: ClusterModel) -> ClusterSummary:
         open_remediations=dict(sorted(by_state.items())),
         paused=model.record.paused,
         tripped_at=model.record.tripped_at,
+        freezes=[freeze_view(h) for h in _holding(ctx, model)],
         blast_radius_open=len(model.unhealthy),
         blast_radius_limit=ctx.policy.blast_radius.limit(known),
         opened_last_hour=model.budget_used(),

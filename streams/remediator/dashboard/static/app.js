@@ -57,11 +57,30 @@ function badge(state) {
   return h("span", { class: `badge s-${state}`, dataset: { state } }, state);
 }
 
+// replaceChildren without the absent parts (a card that does not apply is null, which
+// replaceChildren would show as the text "null").
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat(Infinity).filter((c) => c != null && c !== false));
+}
+
 // Relative times, absolute (UTC and local) on hover; refreshed every 15 s.
 function rel(iso) {
   if (!iso) return h("span", { class: "muted" }, "—");
   return h("time", { datetime: iso, title: absolute(iso), dataset: { rel: "" } }, ago(iso));
 }
+// Change freezes holding now: automated remediation holds still until each ends.
+function freezeBanner(freezes) {
+  if (!freezes || !freezes.length) return null;
+  return h("div", { class: "card freeze", role: "status", dataset: { card: "freeze" } },
+    freezes.map((f) => h("div", {},
+      h("strong", {}, `Change freeze ${f.name}`),
+      f.domains && f.domains.length ? ` in ${f.domains.join(", ")}` : " (whole cluster)",
+      " until ", rel(f.end), `: ${f.reason}`,
+      h("div", { class: "small muted" }, f.allow_running
+        ? "No automated remediation opens (proposals wait in the queue); approved ones still start."
+        : "No automated remediation opens (proposals wait in the queue) and approved ones wait; an admin may still create one by hand, with a reason."))));
+}
+
 function absolute(iso) {
   const d = new Date(iso);
   return `${d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z")} (local ${d.toLocaleString()})`;
@@ -579,7 +598,9 @@ function fleetView(main, params) {
         h("td", {}, budget(c.opened_last_hour, c.rate_budget_per_hour)),
         h("td", {}, c.paused
           ? h("span", { class: "bad", title: `paused by ${c.paused.paused_by}` }, `paused: ${c.paused.reason}`)
-          : h("span", { class: "good" }, "on")))))));
+          : (c.freezes || []).length
+            ? h("span", { class: "bad", title: c.freezes[0].reason }, `frozen: ${c.freezes.map((f) => f.name).join(", ")}`)
+            : h("span", { class: "good" }, "on")))))));
   }
 
   // One render per frame however many transitions came in it (none while the tab is
@@ -699,11 +720,12 @@ function instanceView(main, clusterId, instanceId) {
     }
     const remediations = [...byId.values()].sort(byNewest);
     const name = remediations.find((r) => r.instance_name)?.instance_name;
-    head.replaceChildren(
+    fill(head,
       h("div", { class: "small" }, h("a", { href: "#/" }, "Fleet"), " / ",
         h("a", { href: `#/cluster/${enc(clusterId)}` }, clusterId)),
       h("h1", {}, name ? `${name} ` : "", h("span", { class: "mono" }, instanceId)),
-      optOutCard(x), holdCard(x), queuedCard(x), approvalCard(x.open_remediation));
+      freezeBanner(x.freeze ? [x.freeze] : []), optOutCard(x), holdCard(x), queuedCard(x),
+      approvalCard(x.open_remediation));
     const open = x.open_remediation;
     const facts = [
       x.last_signal_at ? h("span", {}, "last signal ", rel(x.last_signal_at)) : "no signal seen yet",
@@ -711,7 +733,7 @@ function instanceView(main, clusterId, instanceId) {
       Object.keys(x.debounce || {}).length
         ? ` · debounce: ${Object.entries(x.debounce).map(([k, v]) => `${k} ${v}`).join(", ")}` : null,
     ];
-    body.replaceChildren(
+    fill(body,
       h("p", { class: "muted" }, facts),
       h("h2", {}, "Open remediation"),
       open ? remediationTable([open]) : h("div", { class: "card empty" }, "None open."),
@@ -867,9 +889,13 @@ function clusterView(main, clusterId) {
     const optOuts = Object.entries(s.opted_out || {});
     const instanceField = h("div", {}, h("label", { for: "optout-instance" }, "Instance id"),
       h("input", { id: "optout-instance", required: true }));
-    body.replaceChildren(
+    const upcoming = (s.next_freezes || []).filter((f) => !(s.freezes || []).some((g) => g.name === f.name && g.start === f.start));
+    fill(body,
+      freezeBanner(s.freezes),
       h("div", { class: "grid" },
-        h("div", { class: "card" }, h("label", {}, "Automated remediation"), pause),
+        h("div", { class: "card" }, h("label", {}, "Automated remediation"), pause,
+          upcoming.length ? h("div", { class: "small muted", dataset: { part: "next-freezes" } }, "Next freeze: ",
+            upcoming.slice(0, 3).map((f, n) => h("span", {}, n ? " · " : "", `${f.name} `, rel(f.start), " → ", rel(f.end)))) : null),
         h("div", { class: "card" }, h("label", {}, "Blast radius (open automated / limit)"),
           h("div", { class: `stat${s.tripped_at ? " bad" : ""}` }, `${open} / ${s.limit}`), meter,
           h("div", { class: "small muted" }, `resumes at ${s.resume_at} once tripped · ${s.known_instances} known instances`),
