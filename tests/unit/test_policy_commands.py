@@ -77,3 +77,30 @@ def test_a_file_that_cannot_be_used_is_one_line_and_status_2(
     good.write_text("")
     assert main(["policy", "explain", str(good), "--alert", "X", "--annotation", "novalue"]) == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_check_lists_each_freeze_with_its_next_windows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "freezes.toml"
+    path.write_text(
+        '[[freeze]]\nname = "weekly"\ncron = "0 18 * * FRI"\nduration_hours = 62\n'
+        'timezone = "America/New_York"\nreason = "weekend"\n\n'
+        '[[freeze]]\nname = "past"\nstart = 2020-01-01T00:00:00Z\nend = 2020-01-02T00:00:00Z\n'
+        'reason = "long gone"\n'
+    )
+    assert main(["policy", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    section = out.split("change freezes (2)")[1].split("sample decisions:")[0]
+    weekly = section.split("past")[0]
+    windows = [line.split() for line in weekly.splitlines() if "->" in line]
+    assert len(windows) == 3
+    assert all(w[2] == "Fri" and w[1] in ("22:00", "23:00") for w in windows)  # 18:00 EDT/EST
+    assert all(w[6] == "Mon" for w in windows)
+    assert "(over: no window from now on)" in section
+
+    assert main(["policy", "check", str(path), "--output", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert len(document["freeze_windows"]["weekly"]) == 3
+    assert document["freeze_windows"]["past"] == []
+    assert document["policy"]["freeze"][0]["timezone"] == "America/New_York"
