@@ -281,3 +281,35 @@ def test_the_explanation_shows_the_verification_in_one_line() -> None:
             {"cluster_id": "cl-a", "instance_id": "i1", "verification": verification}
         ).model_dump(mode="json")
         assert f"verification: {expected}" in lines(table.explanation(answer))
+
+
+def test_the_safety_view_and_the_explanation_name_the_freeze() -> None:
+    frozen = {
+        "name": "year-end",
+        "reason": "launch",
+        "start": T0,
+        "end": T0 + timedelta(days=2),
+        "domains": ["rack=r1"],
+    }
+    view = SafetyView(
+        cluster_id="cl-a",
+        paused=None,
+        tripped_at=None,
+        known_instances=3,
+        unhealthy_instances=[],
+        limit=1,
+        resume_at=0,
+        opened_last_hour=0,
+        rate_budget_per_hour=None,
+        waiting=["i2"],
+        freezes=[frozen],
+        next_freezes=[{**frozen, "start": T0 + timedelta(days=7), "end": T0 + timedelta(days=9)}],
+    ).model_dump(mode="json")
+    text = lines(table.safety(view))
+    expected = "year-end in rack=r1 2026-11-24 12:00:00 -> 2026-11-26 12:00:00: launch"
+    assert f"frozen:           {expected}" in text
+    assert "waiting:          i2" in text
+    assert any(line.startswith("next freeze:") and "2026-12-01" in line for line in text)
+    explained = Explanation(cluster_id="cl-a", instance_id="i2", freeze=frozen)
+    explanation = lines(table.explanation(explained.model_dump(mode="json")))
+    assert f"freeze:   {expected}" in explanation

@@ -238,6 +238,7 @@ def explanation(answer: Record) -> str:
                     else "none",
                 ),
                 ("approvals", approvals(open_one) if open_one else NONE),
+                ("freeze", _freeze(answer["freeze"]) if answer.get("freeze") else NONE),
                 ("cooldown until", when(answer.get("cooldown_until"))),
                 ("verification", _verification(answer.get("verification"))),
                 ("debounce", ", ".join(f"{k} {v}" for k, v in sorted(debounce.items())) or NONE),
@@ -356,6 +357,7 @@ def safety(view: Record) -> str:
         [
             ("cluster", str(view.get("cluster_id", NONE))),
             ("paused", _paused(view.get("paused"))),
+            ("frozen", "; ".join(_freeze(f) for f in view.get("freezes") or []) or "no"),
             (
                 "blast radius",
                 f"{len(unhealthy)} open of {view.get('limit', '?')} allowed"
@@ -371,6 +373,18 @@ def safety(view: Record) -> str:
             *(("failure domain", _domain(d)) for d in view.get("domains") or []),
             ("running", ", ".join(view.get("running") or []) or "none"),
             ("queued", ", ".join(view.get("queued") or []) or "none"),
+            ("waiting", ", ".join(view.get("waiting") or []) or "none"),
+            *(("next freeze", _freeze(f)) for f in (view.get("next_freezes") or [])[:3]),
             ("as of", when(view.get("as_of"))),
         ]
+    )
+
+
+def _freeze(freeze: Record) -> str:
+    """A change freeze's window: its name, where, until when, why."""
+    domains = freeze.get("domains") or []
+    where = f" in {', '.join(domains)}" if domains else ""
+    return (
+        f"{freeze.get('name')}{where} {when(freeze.get('start'))} -> {when(freeze.get('end'))}: "
+        f"{freeze.get('reason')}"
     )
