@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import re
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -229,13 +230,13 @@ def render(report: Report) -> str:
     from .report import MODEL, SHOWN
 
     window = report.window
-    where = f"{window['from'] or 'the beginning'} to {window['to'] or 'now'}"
+    where = f"{window['from'] or 'the beginning'} to {window['to'] or 'the end'}"
     lines = [
         f"policy replay of {report.signals} signal(s) from {report.source}, {where}, "
         f"{'cluster ' + window['cluster'] if window['cluster'] else 'all clusters'}",
         f"  baseline:  {report.baseline_policy}",
         f"  candidate: {report.candidate_policy}",
-        f"  model: {MODEL}",
+        *textwrap.wrap(f"model: {MODEL}", 88, initial_indent="  ", subsequent_indent="    "),
     ]
     if report.malformed:
         lines.append(f"  {report.malformed} malformed input(s) skipped, e.g. {report.problems[0]}")

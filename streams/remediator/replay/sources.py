@@ -129,10 +129,10 @@ async def read_topics(
     progress: Callable[[int, int], None] | None = None,
 ) -> Loaded:
     """The signals on ``topics`` (active runs first, then passive events) in ``window``."""
-    consumer = connection.consumer(group_id=None, enable_auto_commit=False)
+    consumer = connection.consumer(group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50)
     await consumer.start()
     try:
-        bounds = await _position(consumer, topics, window.since)
+        bounds = await _position(consumer, connection, topics, window.since)
         total = sum(end - start for start, end in bounds.values())
         loaded = Loaded()
         models = dict(zip(topics, (ActiveHealthCheckRun, PassiveHealthCheckEvent), strict=True))
@@ -149,13 +149,16 @@ async def read_topics(
 
 
 async def _position(
-    consumer: Any, topics: Sequence[str], since: datetime | None
+    consumer: Any, connection: Connection, topics: Sequence[str], since: datetime | None
 ) -> dict[Any, tuple[int, int]]:
     """Assign every partition of ``topics``, seek each to ``since``; returns, for each,
-    (first offset to read, end offset now)."""
+    (first offset to read, end offset now). The end offsets are checked against each
+    partition's last batch (``kafka/transport.py``: Tansu answers the start of the last
+    batch + 1)."""
     from aiokafka import TopicPartition
 
     from remediator.kafka.metadata import partitions_of
+    from remediator.kafka.transport import EndOffsets
 
     partitions: list[Any] = []
     for topic in topics:
@@ -164,7 +167,11 @@ async def _position(
             raise SourceError(f"topic {topic!r} does not exist")
         partitions += [TopicPartition(topic, p) for p in sorted(found)]
     consumer.assign(partitions)
-    ends = await consumer.end_offsets(partitions)
+    checker = EndOffsets(connection)
+    try:
+        ends = await checker.check(await consumer.end_offsets(partitions))
+    finally:
+        await checker.close()
     starts = await consumer.beginning_offsets(partitions)
     if since is not None:
         millis = int(since.timestamp() * 1000)
