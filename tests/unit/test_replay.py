@@ -221,3 +221,16 @@ def test_the_progress_bar_draws_only_on_a_terminal() -> None:
     bar.done()
     assert "reading [" in shown.getvalue()
     assert " 50% 2/4" in shown.getvalue()
+
+
+def test_an_unreachable_broker_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from remediator.kafka.embedded import free_port
+
+    monkeypatch.setenv("REMEDIATOR_BROKER_CONNECT_TIMEOUT", "0.5")
+    candidate = tmp_path / "candidate.toml"
+    candidate.write_text("")
+    broker = f"kafka://127.0.0.1:{free_port()}"
+    assert main(["policy", "replay", "--policy", str(candidate), "--broker", broker]) == 1
+    assert "policy replay: broker:" in capsys.readouterr().err

@@ -159,7 +159,12 @@ def _load(args: argparse.Namespace, settings: Any, window: Window, err: TextIO) 
             await check_connection(connection, topictools.connect_timeout())
         except BrokerUnavailable as exc:
             raise SourceError(f"broker: {exc}") from None
-        return await read_topics(connection, topics, window, bar.reached)
+        try:
+            return await read_topics(connection, topics, window, bar.reached)
+        except SourceError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+            raise SourceError(f"broker: {type(exc).__name__}: {exc}") from None
 
     loaded = asyncio.run(read())
     bar.done()
