@@ -49,3 +49,35 @@ def run(**overrides: Any) -> ActiveHealthCheckRun:
 
 def event(**overrides: Any) -> PassiveHealthCheckEvent:
     return PassiveHealthCheckEvent.model_validate(event_payload(**overrides))
+
+
+def fleet_history(
+    *,
+    count: int = 800,
+    clusters: int = 2,
+    instances: int = 30,
+    seed: int = 7,
+    start: datetime = T0,
+    step_seconds: float = 2.0,
+    failure_rate: float = 0.1,
+    burst_rate: float = 0.01,
+) -> list[tuple[datetime, str, dict[str, Any]]]:
+    """A simulated fleet's signals (``remediation.simulation.fleet``), one every
+    ``step_seconds`` of simulated time from ``start``, with ids fixed by the seed: each
+    as (event time, ``run`` or ``event``, payload)."""
+    import itertools
+    from datetime import timedelta
+
+    from remediator.simulation.fleet.generator import FleetConfig, FleetSimulator
+
+    numbers = itertools.count()
+    config = FleetConfig(clusters, instances, failure_rate, burst_rate, seed)
+    simulator = FleetSimulator(
+        config, ids=lambda: str(uuid.UUID(int=(seed << 64) + next(numbers), version=4))
+    )
+    history = []
+    for index in range(count):
+        at = start + timedelta(seconds=index * step_seconds)
+        signal = simulator.next(at)
+        history.append((at, signal.kind, signal.payload))
+    return history

@@ -1,9 +1,10 @@
-"""``remediator policy check FILE`` and ``remediator policy explain FILE --alert …``.
+"""``remediator policy check FILE``, ``policy explain FILE --alert …`` and ``policy replay``.
 
 Offline: they read a policy file as a worker would (layered over the defaults), print what
 is in force, and say what the policy decides for sample signals, so a change can be tried
 before a worker loads it. Exit status: 0, or 2 when the file cannot be used (with the
-worker's one-line reason).
+worker's one-line reason). ``policy replay`` (``remediator/replay/``) replays past signals
+under a candidate policy beside the running one.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ def add_commands(commands: Any) -> None:
     explain.add_argument("--severity", default="CRITICAL", choices=["INFO", "WARNING", "CRITICAL"])
     explain.add_argument("--status", default="FIRING", choices=["FIRING", "RESOLVED"])
     explain.add_argument("--result", default="FAILED", choices=["PASSED", "FAILED", "SKIPPED"])
+    from remediator.replay import command as replay_command
+
+    replay_command.add_command(actions)
     policy.set_defaults(policy_handler=run)
 
 
@@ -63,6 +67,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from remediator.domain.policy import PolicyError, load_policy_in_force
 
     out = out or sys.stdout
+    if args.policy_command == "replay":
+        from remediator.replay import command as replay_command
+
+        return replay_command.run(args, out)
     try:
         loaded = load_policy_in_force(args.file)
     except PolicyError as exc:
