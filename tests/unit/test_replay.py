@@ -234,3 +234,22 @@ def test_an_unreachable_broker_exits_1(
     broker = f"kafka://127.0.0.1:{free_port()}"
     assert main(["policy", "replay", "--policy", str(candidate), "--broker", broker]) == 1
     assert "policy replay: broker:" in capsys.readouterr().err
+
+
+def test_a_candidate_freeze_shows_what_it_would_have_held_back(history: list[Timed]) -> None:
+    start, end = T0 + timedelta(minutes=5), T0 + timedelta(minutes=15)
+    frozen = parse_layered(
+        f'[[freeze]]\nname = "trial"\nstart = {start.isoformat()}\nend = {end.isoformat()}\n'
+        'reason = "what if"\n',
+        "freeze.toml",
+    )
+    baseline, candidate = replayed(DEFAULT_POLICY, history), replayed(frozen, history)
+    theirs = summarize(candidate)
+    assert theirs.refusals.get("freeze", 0) > 0
+    assert summarize(baseline).refusals.get("freeze", 0) == 0
+    assert theirs.policy_events.get("FREEZE_STARTED") == 2  # one per cluster
+    assert theirs.policy_events.get("FREEZE_ENDED") == 2
+    assert disagreements(baseline, candidate)
+    # Nothing opened inside the window under the candidate (those waiting opened at its end).
+    opened_at = [t.occurred_at for t in candidate.transitions if t.from_state is None]
+    assert not [at for at in opened_at if start <= at < end]
