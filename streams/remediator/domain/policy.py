@@ -48,6 +48,7 @@ from .models import (
     RemediationMode,
     Severity,
 )
+from .notify_policy import NotifyTargets
 from .topology import DomainMap
 
 M = RemediationMode
@@ -386,6 +387,11 @@ class Policy(_Strict):
     )
     rules: list[Rule] = Field(default_factory=list)
     clusters: dict[str, ClusterPolicy] = Field(default_factory=dict)
+    notify: NotifyTargets = Field(
+        default_factory=list,
+        description="Webhooks told of transitions and policy events ([[notify]] entries; "
+        "see remediator.notify).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Policy:
