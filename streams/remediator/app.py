@@ -49,6 +49,7 @@ from remediator.kafka.direct import DirectDelivery
 from remediator.kafka.seeks import SeekingApp
 from remediator.kafka.transport import transport_class
 from remediator.metrics import Metrics
+from remediator.notify import notifier_for
 from remediator.pipeline import rocks
 from remediator.pipeline.context import Tables
 from remediator.pipeline.context import Topics as ProcessorTopics
@@ -61,7 +62,7 @@ from remediator.pipeline.messages import cluster_partition
 from remediator.pipeline.outbox import Record, key_partition
 from remediator.pipeline.processor import Processor
 from remediator.pipeline.store import TableStore
-from remediator.pipeline.supervision import crash_worker
+from remediator.pipeline.supervision import crash_worker, stop_worker
 from remediator.settings import Settings
 from remediator.simulation.inprocess import SimulatedControlPlane, with_token
 
@@ -268,6 +269,7 @@ def create_app(
     app.add_dependency(gateway)  # started and stopped with the app
     trail.tell = gateway.tell  # API calls noted on their instance, for its timeline
     _background(app, settings)
+    _notifications(app, settings, loaded, metrics, clock)
     _web(app, settings, loaded, topics, gateway, (executor, processor), metrics, clock)
     return app
 
@@ -438,6 +440,24 @@ def _background(app: RemediatorApp, settings: Settings) -> None:
     @app.task  # type: ignore[untyped-decorator]
     async def announce() -> None:
         await _announce_readiness(app, settings)
+
+
+def _notifications(
+    app: RemediatorApp,
+    settings: Settings,
+    loaded: PolicyInForce,
+    metrics: Metrics,
+    clock: Callable[[], datetime],
+) -> None:
+    """The notifier (its own consumer group on the output topics), only when the policy
+    has ``[[notify]]`` targets."""
+
+    async def crashed(exc: BaseException) -> None:
+        await stop_worker(app, "notifier", exc)
+
+    notifier = notifier_for(settings, loaded.policy, counts=metrics, clock=clock, on_crash=crashed)
+    if notifier is not None:
+        app.add_dependency(notifier)
 
 
 def _web(

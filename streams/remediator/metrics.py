@@ -71,6 +71,9 @@ OPEN_STATES = tuple(state for state in RemediationState if not state.is_terminal
 STEP_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 API_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 SUCCESS_BUCKETS = (10, 30, 60, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400, 259200)
+#: A notification from its first attempt to its delivery: milliseconds on a healthy
+#: receiver, minutes across its outage.
+NOTIFY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 
 M = TypeVar("M", bound=MetricWrapperBase)
 
@@ -182,6 +185,7 @@ class Metrics:
         prometheus_client.ProcessCollector(registry=registry)  # process_cpu_seconds_total, ...
         self._pipeline_metrics(registry)
         self._edge_metrics(registry)
+        self._notify_metrics(registry)
 
     def _pipeline_metrics(self, registry: CollectorRegistry) -> None:
         """What the pipeline did: signals, remediations, transitions, refusals."""
@@ -278,6 +282,24 @@ class Metrics:
             API_BUCKETS,
         )
 
+    def _notify_metrics(self, registry: CollectorRegistry) -> None:
+        """The notifier's (``notify/``): what reached the policy's ``[[notify]]`` targets."""
+        self.notifications = _counter(
+            registry,
+            "remediator_notifications_total",
+            "Notifications to the policy's [[notify]] targets, by target and result: "
+            "delivered, retried (an attempt failed and is retried) or given_up (sent to "
+            "the dead-letter topic).",
+            ["target", "result"],
+        )
+        self.notify_latency = _histogram(
+            registry,
+            "remediator_notification_delivery_seconds",
+            "From a notification's first attempt to its delivery, by target.",
+            ["target"],
+            NOTIFY_BUCKETS,
+        )
+
     # -- counting ----------------------------------------------------------------------
 
     def record(self, tally: Tally) -> None:
@@ -306,6 +328,12 @@ class Metrics:
     def output_record_dropped(self, topic: str, reason: str) -> None:
         """An output too large to publish was dropped (see ``pipeline/outbox.py``)."""
         self.output_dropped(topic, reason).inc()
+
+    def notified(self, target: str, result: str, seconds: float | None = None) -> None:
+        """A notification's attempt or end (see ``notify/service.py``)."""
+        self.notifications(target, result).inc()
+        if seconds is not None:
+            self.notify_latency(target).observe(seconds)
 
     def control_plane_retry(self, call: str, cause: str) -> None:
         self.cp_retries(call, cause).inc()

@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from remediator.api import tls as webtls
 from remediator.api.auth import NAMED_ROLES, Caller, Role
+from remediator.domain.notify_policy import NotifyError, read_secrets
 from remediator.domain.policy import (
     Policy,
     PolicyError,
@@ -373,6 +374,12 @@ class Settings(BrokerSettings):
     web_tls_keyfile: Path | None = Field(
         default=None,
         description="PEM private key (unencrypted) of REMEDIATOR_WEB_TLS_CERTFILE.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The base URL people reach this service's dashboard at (e.g. "
+        "https://remediator.example.com), for the links in notifications ([[notify]] in "
+        "the policy). Unset: http(s)://REMEDIATOR_WEB_HOST:REMEDIATOR_WEB_PORT.",
     )
     api_tokens: str = Field(
         default="",
@@ -738,14 +745,32 @@ class Settings(BrokerSettings):
     def web_scheme(self) -> str:
         return "http" if self.web_tls_certfile is None else "https"
 
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value.strip().rstrip("/")
+
+    @property
+    def dashboard_base_url(self) -> str:
+        """Where people reach the dashboard: REMEDIATOR_PUBLIC_URL, else the web address."""
+        if self.public_url is not None:
+            return self.public_url
+        wildcard = self.web_host in ("0.0.0.0", "::", "")  # noqa: S104 - compared, not bound
+        return f"{self.web_scheme}://{'localhost' if wildcard else self.web_host}:{self.web_port}"
+
     @field_validator("policy_file")
     @classmethod
     def _check_policy_file(cls, value: Path | None) -> Path | None:
         if value is None or not str(value).strip():
             return None
         try:
-            load_policy(value)
-        except PolicyError as exc:
+            read_secrets(load_policy(value).notify, value)  # unreadable: stop at start
+        except (PolicyError, NotifyError) as exc:
             raise ValueError(str(exc)) from None
         return value
 

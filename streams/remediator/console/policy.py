@@ -77,6 +77,13 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         sys.stderr.write(f"remediator: policy: {exc}\n")
         return EXIT_BAD_FILE
     if args.policy_command == "check":
+        from remediator.domain.notify_policy import NotifyError, read_secrets
+
+        try:
+            read_secrets(loaded.policy.notify, args.file)  # read as a worker would; not shown
+        except NotifyError as exc:
+            sys.stderr.write(f"remediator: policy: {args.file}: {exc}\n")
+            return EXIT_BAD_FILE
         return _check(loaded, args.output, out)
     try:
         signal = _signal(args)
@@ -115,6 +122,7 @@ def _check(loaded: Any, output: str, out: TextIO) -> int:
         *(_rule_line(rule) for rule in policy.rules),
         *(_cluster_line(cluster_id, c) for cluster_id, c in sorted(policy.clusters.items())),
         *_freeze_lines(policy, now),
+        *_notify_lines(policy),
         "  sample decisions:",
         *(f"    {label:<44} -> {text}" for label, text in samples),
     ]
@@ -210,6 +218,27 @@ def _cluster_line(cluster_id: str, cluster: Any) -> str:
             ", ".join(_short(m) for m in cluster.two_person_modes) or "none"
         )
     return line
+
+
+def _notify_lines(policy: Any) -> list[str]:
+    """The notification targets: where (without the URL's path: it may be a secret),
+    on what, and whether signed (never the secret)."""
+    from remediator.domain.notify_policy import shown_url
+
+    if not policy.notify:
+        return ["  notify: no targets"]
+    lines = [f"  notify ({len(policy.notify)} target(s)):"]
+    for target in policy.notify:
+        clusters = ", ".join(target.clusters) if target.clusters else "all clusters"
+        signed = f"signed ({target.header}, secret from {target.secret_file})"
+        lines.append(
+            f"    {target.name:<28} {target.format:<12} {shown_url(target.url)} on "
+            f"{', '.join(target.on)}; {clusters}; "
+            f"{signed if target.secret_file else 'unsigned'}; up to "
+            f"{target.max_attempts} attempts, backoff {target.backoff_initial_seconds:g}-"
+            f"{target.backoff_max_seconds:g} s"
+        )
+    return lines
 
 
 def _samples(policy: Any) -> list[tuple[str, Any]]:

@@ -49,6 +49,7 @@ from .models import (
     RemediationMode,
     Severity,
 )
+from .notify_policy import NotifyTargets
 from .topology import DomainMap
 
 M = RemediationMode
@@ -392,6 +393,11 @@ class Policy(_Strict):
         description="Change freezes ([[freeze]] entries): windows in which no automated "
         "remediation opens (proposals wait in the admission queue, reason freeze) and "
         "approved ones do not start; an admin may still create one by hand, with a reason.",
+    )
+    notify: NotifyTargets = Field(
+        default_factory=list,
+        description="Webhooks told of transitions and policy events ([[notify]] entries; "
+        "see remediator.notify).",
     )
 
     @model_validator(mode="after")
