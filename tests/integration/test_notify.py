@@ -223,8 +223,8 @@ async def test_a_worker_killed_mid_delivery_loses_no_notification(
     tmp_path: Path,
     receivers: dict[str, Receiver],
 ) -> None:
-    events = receivers["events"]
-    events.delay = 0.3  # a slow receiver: the kill lands while it is being delivered to
+    events, slack = receivers["events"], receivers["slack"]
+    events.delay = slack.delay = 0.3  # slow receivers: the kill lands mid-delivery
     for receiver in receivers.values():
         receiver.start()
     path = policy_file(tmp_path, receivers)
@@ -236,8 +236,16 @@ async def test_a_worker_killed_mid_delivery_loses_no_notification(
     wanted = await expected_ids(kafka, names, transitions=12, events=0)
     assert got_before_kill < len(wanted)
 
-    events.delay = 0.0
+    assert len(slack.received) < 12
+    events.delay = slack.delay = 0.0
     start_worker(REMEDIATOR_POLICY_FILE=str(path))
     await wait_for(lambda: events.ids() >= wanted, "every notification after the restart")
     assert events.ids() == wanted
     assert all(verified(headers, body) for headers, body in events.received)
+    # Slack messages carry no id: each of the 12 recommendations is named at least once.
+    every = {f"PENDING_APPROVAL: cl-b/cl-b-node-{n}," for n in range(12)}
+
+    def named() -> set[str]:
+        return {m for m in every for body in slack.bodies() if m in body["text"]}
+
+    await wait_for(lambda: named() == every, "every Slack message after the restart")
