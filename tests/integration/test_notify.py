@@ -216,6 +216,7 @@ async def test_every_notification_reaches_its_receivers_across_an_outage(
     assert 'remediator_notifications_total{result="delivered",target="slack"} 6.0' in metrics
 
 
+@pytest.mark.brokers("tansu", "kafka")  # at least once is a published guarantee
 async def test_a_worker_killed_mid_delivery_loses_no_notification(
     start_worker: Callable[..., WorkerProcess],
     kafka: Kafka,
