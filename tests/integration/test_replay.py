@@ -109,6 +109,7 @@ def replay_cli(worker: WorkerProcess, *argv: str) -> dict[str, Any]:
     return document
 
 
+@pytest.mark.brokers("tansu", "kafka")
 async def test_replaying_the_running_policy_reproduces_what_was_opened(
     broker: Broker,
     names: Names,
