@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +18,14 @@ from remediator.domain.notify_policy import NotifyTarget
 from remediator.kafka.security import Connection
 from remediator.metrics import Metrics
 from remediator.notify import Notifier, NotifierConfig, Target
-from remediator.notify.delivery import Request, backoff, deliver, retry_after, verdict
+from remediator.notify.delivery import (
+    HideTargetPaths,
+    Request,
+    backoff,
+    deliver,
+    retry_after,
+    verdict,
+)
 from remediator.notify.formats import (
     cloudevent,
     dashboard_link,
@@ -377,3 +385,27 @@ def test_the_metrics_count_each_result_per_target() -> None:
         "remediator_notification_delivery_seconds_count", {"target": "ops"}
     )
     assert count == 1.0
+
+
+def test_httpx_request_lines_do_not_show_a_targets_path(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """httpx logs each request's URL (at DEBUG in the worker): a Slack webhook's path is its
+    credential, so while the filter is on the httpx logger only scheme and host show."""
+    secret_url = "https://hooks.example.com/services/T000/B000/s3cretPath?token=abc"
+    hide = HideTargetPaths([secret_url])
+    transport = httpx.MockTransport(lambda request: httpx.Response(200))
+    logger = logging.getLogger("httpx")
+    logger.addFilter(hide)
+    try:
+        with caplog.at_level(logging.DEBUG), httpx.Client(transport=transport) as client:
+            client.post(secret_url, content=b"{}")
+            client.post("https://other.example.com/kept/path", content=b"{}")
+    finally:
+        logger.removeFilter(hide)
+    lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert len(lines) == 2, lines
+    assert "s3cretPath" not in lines[0]
+    assert "token=abc" not in lines[0]
+    assert "https://hooks.example.com/…" in lines[0]
+    assert "https://other.example.com/kept/path" in lines[1]  # not a target: as it was

@@ -16,15 +16,16 @@ receivers coming back are not hit by every worker at once, and the wait still gr
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import httpx
 
-from remediator.domain.notify_policy import NotifyTarget
+from remediator.domain.notify_policy import NotifyTarget, shown_url
 
 #: Statuses that mean "try again later".
 RETRIED_STATUSES = frozenset({408, 429})
@@ -130,3 +131,26 @@ async def _attempt(
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:200] or "no detail"
+
+
+class HideTargetPaths(logging.Filter):
+    """httpx logs every request's URL (shown with REMEDIATOR_LOG_LEVEL=debug); a target's
+    path and query can be its credential (a Slack webhook's is), so its lines show
+    :func:`shown_url` instead. Attached to the ``httpx`` logger while the notifier runs."""
+
+    def __init__(self, urls: Iterable[str]) -> None:
+        super().__init__()
+        self._shown = {str(httpx.URL(url)): shown_url(url) for url in urls}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(self._hide(arg) for arg in record.args)
+        return True
+
+    def _hide(self, arg: object) -> object:
+        if isinstance(arg, httpx.URL | str):
+            text = str(arg)
+            for url, shown in self._shown.items():
+                if text.startswith(url):
+                    return shown
+        return arg

@@ -37,7 +37,7 @@ from remediator.domain.models import dump_json
 from remediator.domain.notify_policy import NotifyTarget
 from remediator.kafka.metadata import partitions_of
 from remediator.kafka.security import Connection
-from remediator.notify.delivery import Outcome, Request, deliver
+from remediator.notify.delivery import HideTargetPaths, Outcome, Request, deliver
 from remediator.notify.formats import (
     CLOUDEVENTS_TYPE,
     JSON_TYPE,
@@ -150,11 +150,13 @@ class Notifier(Service):
         self._running: list[asyncio.Task[None]] = []
         #: Where a new group starts, per partition: the ends found at the first start.
         self._starts: dict[TopicPartition, int] = {}
+        self._hide_paths = HideTargetPaths(t.spec.url for t in targets)
 
     async def on_start(self) -> None:
         # Nothing here waits on the broker: the worker's start (and its web server's
         # readiness answers) does not wait for the notifier's group.
         self._client = httpx.AsyncClient(follow_redirects=False)
+        logging.getLogger("httpx").addFilter(self._hide_paths)
         self._spawn(self._run(), "notify-read")
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
@@ -202,6 +204,7 @@ class Notifier(Service):
         await self._read(consumer)
 
     async def on_stop(self) -> None:
+        logging.getLogger("httpx").removeFilter(self._hide_paths)
         for task in self._running:
             task.cancel()
         for task in self._running:
